@@ -1,0 +1,75 @@
+# Peernotes — the two commands are `make run` and `make test`.
+# Each target installs what is missing first, so a fresh Debian 12 machine needs
+# nothing done by hand. The cargo target dir lives outside the clone so repeated
+# builds (and CI runs) reuse it.
+
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/peernotes-target
+export CARGO_TERM_COLOR ?= never
+CARGO ?= cargo
+APP := $(CARGO_TARGET_DIR)/debug/peernotes-app
+CLI := $(CARGO_TARGET_DIR)/debug/peernotes
+
+APT_PACKAGES := libwebkit2gtk-4.1-dev build-essential pkg-config xvfb xauth \
+	webkit2gtk-driver imagemagick
+TAURI_DRIVER_VERSION := 2.1.0
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test deps deps-apt deps-rust deps-npm ui build lint e2e unit clean-e2e
+
+run: deps build
+	@if [ -z "$$DISPLAY" ] && [ -z "$$WAYLAND_DISPLAY" ]; then \
+		echo "No display found. Start the app under a virtual display instead:"; \
+		echo "    xvfb-run -a -s '-screen 0 1280x800x24' make run"; \
+		exit 1; \
+	fi
+	$(APP)
+
+test: deps ui
+	$(CARGO) build -p peernotes-sync -p peernotes-app
+	$(CARGO) nextest run --workspace --no-fail-fast
+	$(MAKE) e2e
+
+unit:
+	$(CARGO) nextest run --workspace --no-fail-fast
+
+e2e: deps ui
+	$(CARGO) build -p peernotes-sync -p peernotes-app
+	PEERNOTES_APP=$(APP) PEERNOTES_CLI=$(CLI) \
+		xvfb-run -a -s '-screen 0 1280x800x24' node --test tests/e2e/
+
+lint: deps ui
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	npm --prefix ui run typecheck
+
+deps: deps-apt deps-rust deps-npm
+
+# apt: only when a package is missing, so warm runs stay offline and fast.
+deps-apt:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	command -v node >/dev/null || missing="$$missing nodejs npm"; \
+	if [ -n "$$missing" ]; then \
+		echo "Installing apt packages:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+deps-rust:
+	@command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs"; exit 1; }
+	@command -v cargo-nextest >/dev/null || $(CARGO) install --locked cargo-nextest
+	@command -v tauri-driver >/dev/null || $(CARGO) install --locked tauri-driver --version $(TAURI_DRIVER_VERSION)
+
+deps-npm: ui/node_modules/.package-lock.json
+
+ui/node_modules/.package-lock.json: ui/package.json ui/package-lock.json
+	npm --prefix ui ci --no-audit --no-fund
+
+# The UI must be built before the app crate: tauri embeds ui/dist at compile time.
+ui: deps-npm
+	npm --prefix ui run build
+
+build: ui
+	$(CARGO) build -p peernotes-sync -p peernotes-app

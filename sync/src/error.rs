@@ -1,0 +1,117 @@
+//! The error type every `peernotes-sync` API returns.
+//!
+//! Each variant's message is written for the person at the keyboard: it names the
+//! file, note or data dir involved and, where there is one, the fix. The CLI maps
+//! variants onto exit codes (`Error::exit_code`).
+
+use std::path::PathBuf;
+
+/// Errors from the note model, the store and the `Node` façade.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("no note matches `{0}` (see `peernotes list`, or `peernotes list --trash`)")]
+    NoteNotFound(String),
+
+    #[error("`{prefix}` matches {count} notes; type more of the id")]
+    AmbiguousNoteId { prefix: String, count: usize },
+
+    #[error("`{0}` is not a note id: ids are hexadecimal, like `3f2a9c1e`")]
+    BadNoteId(String),
+
+    #[error(
+        "the data dir {dir} is in use by another Peernotes process{}; \
+         close it, or pass another --data-dir",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    DataDirInUse { dir: PathBuf, pid: Option<u32> },
+
+    #[error("there is no Peernotes data in {0}; run `peernotes init`, or pass --data-dir")]
+    NoDataDir(PathBuf),
+
+    #[error("cannot use {dir} as the data dir: {source}")]
+    DataDirUnusable {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "the store {path} is damaged or is not a Peernotes store ({detail}). \
+         Nothing was changed; move the file aside and open the data dir again \
+         to start an empty store"
+    )]
+    StoreDamaged { path: PathBuf, detail: String },
+
+    #[error(
+        "the store {path} was written by a newer Peernotes (schema {found}; \
+         this version knows up to {known}); upgrade Peernotes to open it"
+    )]
+    StoreTooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+
+    #[error(
+        "the disk holding {path} is full; free some space and try again \
+         (everything saved before is intact)"
+    )]
+    DiskFull { path: PathBuf },
+
+    #[error("cannot write the store {path}: {source}")]
+    Storage {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    #[error("note {id} could not be read: {detail}")]
+    NoteDamaged { id: String, detail: String },
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Process exit codes, shared by the CLI's help text and its tests.
+pub mod exit_code {
+    pub const OK: i32 = 0;
+    pub const ERROR: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const NOT_FOUND: i32 = 3;
+    pub const IN_USE: i32 = 4;
+    pub const DAMAGED: i32 = 5;
+}
+
+impl Error {
+    /// The CLI exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::NoteNotFound(_) | Error::AmbiguousNoteId { .. } | Error::NoDataDir(_) => {
+                exit_code::NOT_FOUND
+            }
+            Error::BadNoteId(_) | Error::Invalid(_) => exit_code::USAGE,
+            Error::DataDirInUse { .. } => exit_code::IN_USE,
+            Error::StoreDamaged { .. } | Error::StoreTooNew { .. } | Error::NoteDamaged { .. } => {
+                exit_code::DAMAGED
+            }
+            _ => exit_code::ERROR,
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

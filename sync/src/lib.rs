@@ -1,0 +1,17 @@
+//! `peernotes-sync`: everything in Peernotes that is not UI.
+//!
+//! The CLI (`src/bin/peernotes`) and the desktop app (`peernotes-app`) are thin
+//! shells over [`Node`]; nothing else in this crate is meant for them directly
+//! except the types `Node` returns. See `ARCHITECTURE.md` for the map.
+
+pub mod datadir;
+pub mod error;
+pub mod node;
+pub mod note;
+pub mod store;
+pub mod vault;
+
+pub use datadir::{DataDir, DATA_ENV};
+pub use error::{exit_code, Error, Result};
+pub use node::{Heads, ListFilter, Node, NodeEvent, NodeOptions, NoteSummary, NoteView, SearchHit};
+pub use note::{ChangeInfo, NoteId};

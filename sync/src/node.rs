@@ -1,0 +1,662 @@
+//! `Node`: the one façade the CLI and the app use.
+//!
+//! A `Node` owns a data dir: its lock, its store, the Automerge documents of the
+//! notes in use (an LRU cache, so memory stays bounded however many notes there
+//! are) and the group commit that makes edits durable. Edits change the in-memory
+//! document at once; a background flusher writes everything changed within a short
+//! window (`NodeOptions::group_commit`) to the store in one SQLite transaction, so a
+//! keystroke is on disk within ~100 ms without an fsync per keystroke. `flush`
+//! forces that write; dropping the `Node` flushes too.
+//!
+//! Lists, search and showing a note that is not in memory read the store's cached
+//! text and never load a document.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use automerge::{
+    ActorId, AutoCommit, Automerge, ChangeHash, LoadOptions, OnPartialLoad, VerificationMode,
+};
+use lru::LruCache;
+use serde::Serialize;
+
+use crate::datadir::{DataDir, DataDirLock};
+use crate::error::{Error, Result};
+use crate::note::{snippet_of, title_of, ChangeInfo, Note, NoteId};
+use crate::store::{Chunk, ChunkKind, NoteRow, NoteWrite, QuarantinedChunk, Store};
+
+/// How a `Node` is opened.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub data_dir: PathBuf,
+    /// Create the data dir and store if missing (otherwise `Error::NoDataDir`).
+    pub create: bool,
+    /// Most note documents kept in memory at once.
+    pub cache_capacity: usize,
+    /// How long edits gather before they are written in one transaction.
+    pub group_commit: Duration,
+}
+
+impl NodeOptions {
+    pub fn new(data_dir: impl Into<PathBuf>) -> NodeOptions {
+        NodeOptions {
+            data_dir: data_dir.into(),
+            create: true,
+            cache_capacity: 64,
+            group_commit: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Which notes `Node::list` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ListFilter {
+    #[default]
+    Active,
+    Trash,
+}
+
+/// A note as it appears in a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NoteSummary {
+    pub id: NoteId,
+    pub title: String,
+    pub snippet: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub trashed: bool,
+}
+
+/// A note with its whole text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NoteView {
+    pub id: NoteId,
+    pub title: String,
+    pub text: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub trashed: bool,
+}
+
+/// A full-text search result; `snippet` marks matches with `[` and `]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchHit {
+    pub id: NoteId,
+    pub title: String,
+    pub snippet: String,
+}
+
+/// The state of a note's document at some moment, for merging an edit made
+/// against it (e.g. in an external editor) with whatever happened since.
+#[derive(Debug, Clone)]
+pub struct Heads(Vec<ChangeHash>);
+
+/// What happened, for subscribers (the app re-renders on these).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// A note's text, title or trash state changed on this device.
+    NoteChanged { id: NoteId },
+    /// Writing to the store failed; edits stay in memory and are retried.
+    StoreFailed { message: String },
+    /// A stored chunk could not be decoded and was quarantined.
+    ChunkQuarantined { id: NoteId, error: String },
+}
+
+/// Compaction folds a note's incremental chunks into one snapshot once there are
+/// this many of them...
+const COMPACT_AFTER_CHUNKS: usize = 128;
+/// ...or once they hold more bytes than the snapshot and at least this many.
+const COMPACT_AFTER_BYTES: usize = 64 * 1024;
+/// Pause before retrying a failed group commit (e.g. a full disk).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+
+/// The façade over a data dir. Internally synchronised: share it freely.
+pub struct Node {
+    shared: Arc<Shared>,
+    flusher: Option<JoinHandle<()>>,
+    data_dir: PathBuf,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    subscribers: Mutex<Vec<Sender<NodeEvent>>>,
+}
+
+struct State {
+    store: Store,
+    actor: ActorId,
+    open: LruCache<NoteId, OpenNote>,
+    capacity: usize,
+    dirty: BTreeSet<NoteId>,
+    shutdown: bool,
+    /// Events produced while the state lock is held, sent once it is released.
+    outbox: Vec<NodeEvent>,
+    _lock: DataDirLock,
+}
+
+/// A note's document in memory and what of it is not yet in the store.
+struct OpenNote {
+    note: Note,
+    created_at: i64,
+    updated_at: i64,
+    /// Encoded changes taken from the document but not yet committed.
+    pending: Vec<Vec<u8>>,
+    snapshot_bytes: usize,
+    incremental_bytes: usize,
+    incremental_chunks: usize,
+}
+
+impl Node {
+    /// Opens the data dir, taking its lock: one writing process per data dir.
+    pub fn open(options: NodeOptions) -> Result<Node> {
+        let dir = options.data_dir.clone();
+        if !DataDir::exists(&dir) {
+            if !options.create {
+                return Err(Error::NoDataDir(dir));
+            }
+            DataDir::create(&dir)?;
+        }
+        let lock = DataDirLock::acquire(&dir)?;
+        let mut store = Store::open(&dir)?;
+        let actor_bytes =
+            store.meta_or_insert("device_actor", || ActorId::random().to_bytes().to_vec())?;
+        let state = State {
+            store,
+            actor: ActorId::from(actor_bytes),
+            open: LruCache::unbounded(),
+            capacity: options.cache_capacity.max(1),
+            dirty: BTreeSet::new(),
+            shutdown: false,
+            outbox: Vec::new(),
+            _lock: lock,
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            wake: Condvar::new(),
+            subscribers: Mutex::new(Vec::new()),
+        });
+        let flusher = {
+            let shared = shared.clone();
+            let window = options.group_commit;
+            std::thread::Builder::new()
+                .name("peernotes-flush".into())
+                .spawn(move || run_flusher(&shared, window))
+                .map_err(|e| Error::io("cannot start the store writer thread", e))?
+        };
+        Ok(Node {
+            shared,
+            flusher: Some(flusher),
+            data_dir: dir,
+        })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Receives every event from now on.
+    pub fn subscribe(&self) -> Receiver<NodeEvent> {
+        let (tx, rx) = channel();
+        lock(&self.shared.subscribers).push(tx);
+        rx
+    }
+
+    /// Creates a note holding `text` and returns its id.
+    pub fn create(&self, text: &str) -> Result<NoteId> {
+        let id = NoteId::generate();
+        self.with_state(|st| {
+            let now = now_ms();
+            let note = Note::create(id.clone(), &st.actor, text, now)?;
+            st.insert_open(OpenNote {
+                note,
+                created_at: now,
+                updated_at: now,
+                pending: Vec::new(),
+                snapshot_bytes: 0,
+                incremental_bytes: 0,
+                incremental_chunks: 0,
+            })?;
+            st.dirty.insert(id.clone());
+            st.outbox.push(NodeEvent::NoteChanged { id: id.clone() });
+            Ok(())
+        })?;
+        self.shared.wake.notify_one();
+        Ok(id)
+    }
+
+    /// Resolves what a user typed — a whole id or a unique prefix of one.
+    pub fn find(&self, typed: &str) -> Result<NoteId> {
+        let typed = typed.trim().to_ascii_lowercase();
+        if !NoteId::is_valid_prefix(&typed) {
+            return Err(Error::BadNoteId(typed));
+        }
+        self.with_state(|st| {
+            st.flush()?;
+            let ids = st.store.ids_with_prefix(&typed, 2)?;
+            match ids.len() {
+                0 => Err(Error::NoteNotFound(typed.clone())),
+                1 => ids[0].parse(),
+                _ => Err(Error::AmbiguousNoteId {
+                    count: st.store.ids_with_prefix(&typed, usize::MAX >> 1)?.len(),
+                    prefix: typed.clone(),
+                }),
+            }
+        })
+    }
+
+    pub fn list(&self, filter: ListFilter) -> Result<Vec<NoteSummary>> {
+        self.with_state(|st| {
+            st.flush()?;
+            let rows = st.store.list(filter == ListFilter::Trash)?;
+            rows.into_iter()
+                .map(|r| {
+                    Ok(NoteSummary {
+                        id: r.id.parse()?,
+                        title: r.title,
+                        snippet: r.snippet,
+                        created_at: r.created_at,
+                        updated_at: r.updated_at,
+                        trashed: r.trashed_at.is_some(),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// A note's current text and metadata, without loading its document if it is
+    /// not already in memory.
+    pub fn get(&self, id: &NoteId) -> Result<NoteView> {
+        self.with_state(|st| {
+            if let Some(open) = st.open.get(id) {
+                let text = open.note.text();
+                return Ok(NoteView {
+                    id: id.clone(),
+                    title: title_of(&text),
+                    text,
+                    created_at: open.created_at,
+                    updated_at: open.updated_at,
+                    trashed: open.note.trashed_at().is_some(),
+                });
+            }
+            let row = st
+                .store
+                .row(id.as_str())?
+                .ok_or_else(|| Error::NoteNotFound(id.to_string()))?;
+            Ok(NoteView {
+                id: id.clone(),
+                title: row.title,
+                text: row.text,
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+                trashed: row.trashed_at.is_some(),
+            })
+        })
+    }
+
+    /// The note's text and the document state it is from, for `replace_text_since`.
+    pub fn checkout(&self, id: &NoteId) -> Result<(String, Heads)> {
+        self.with_state(|st| {
+            let open = st.load(id)?;
+            Ok((open.note.text(), Heads(open.note.heads())))
+        })
+    }
+
+    /// Deletes `delete` characters at `pos` (Unicode scalar values) and inserts `insert`.
+    pub fn splice(&self, id: &NoteId, pos: usize, delete: usize, insert: &str) -> Result<()> {
+        self.edit(id, |note, now| {
+            note.splice(pos, delete, insert, now).map(|()| true)
+        })
+        .map(|_| ())
+    }
+
+    /// Replaces the note's text by a minimal diff. Returns whether anything changed.
+    pub fn replace_text(&self, id: &NoteId, text: &str) -> Result<bool> {
+        self.edit(id, |note, now| note.replace_text(text, now))
+    }
+
+    /// Replaces the text as it was at `base` by `text`, keeping edits made since.
+    pub fn replace_text_since(&self, id: &NoteId, base: &Heads, text: &str) -> Result<bool> {
+        self.edit(id, |note, now| note.replace_text_since(&base.0, text, now))
+    }
+
+    /// Moves a note to the trash (it syncs, and can be restored).
+    pub fn trash(&self, id: &NoteId) -> Result<()> {
+        self.edit(id, |note, now| note.trash(now).map(|()| true))
+            .map(|_| ())
+    }
+
+    pub fn restore(&self, id: &NoteId) -> Result<()> {
+        self.edit(id, |note, now| note.restore(now).map(|()| true))
+            .map(|_| ())
+    }
+
+    pub fn search(&self, query: &str, limit: usize) -> Result<Vec<SearchHit>> {
+        self.with_state(|st| {
+            st.flush()?;
+            st.store
+                .search(query, limit)?
+                .into_iter()
+                .map(|r| {
+                    Ok(SearchHit {
+                        id: r.id.parse()?,
+                        title: r.title,
+                        snippet: r.snippet,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// The newest `limit` changes to a note, newest first.
+    pub fn history(&self, id: &NoteId, limit: usize) -> Result<Vec<ChangeInfo>> {
+        self.with_state(|st| Ok(st.load(id)?.note.history(limit)))
+    }
+
+    /// Writes every pending edit to disk now.
+    pub fn flush(&self) -> Result<()> {
+        self.with_state(|st| st.flush())
+    }
+
+    /// Folds every note's chunks into one snapshot each.
+    pub fn compact_all(&self) -> Result<()> {
+        self.with_state(|st| {
+            st.flush()?;
+            for id in st.store.all_ids()? {
+                let id: NoteId = id.parse()?;
+                st.load(&id)?;
+                st.compact(&id)?;
+            }
+            st.store.checkpoint_and_vacuum()
+        })
+    }
+
+    /// Chunks that failed to decode and were set aside (their bytes are kept).
+    pub fn quarantined(&self) -> Result<Vec<QuarantinedChunk>> {
+        self.with_state(|st| st.store.quarantined())
+    }
+
+    /// Bytes the store occupies on disk.
+    pub fn store_size(&self) -> u64 {
+        lock(&self.shared.state).store.size_on_disk()
+    }
+
+    /// Flushes and closes, reporting a failed final write (dropping only logs it).
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        lock(&self.shared.state).shutdown = true;
+        self.shared.wake.notify_all();
+        if let Some(handle) = self.flusher.take() {
+            let _ = handle.join();
+        }
+        let result = lock(&self.shared.state).flush();
+        self.send_outbox();
+        result
+    }
+
+    fn edit(
+        &self,
+        id: &NoteId,
+        change: impl FnOnce(&mut Note, i64) -> Result<bool>,
+    ) -> Result<bool> {
+        let changed = self.with_state(|st| {
+            let now = now_ms();
+            let open = st.load(id)?;
+            let changed = change(&mut open.note, now)?;
+            if changed {
+                open.updated_at = now;
+                st.dirty.insert(id.clone());
+                st.outbox.push(NodeEvent::NoteChanged { id: id.clone() });
+            }
+            Ok(changed)
+        })?;
+        if changed {
+            self.shared.wake.notify_one();
+        }
+        Ok(changed)
+    }
+
+    /// Runs `f` under the state lock, then delivers the events it produced.
+    fn with_state<R>(&self, f: impl FnOnce(&mut State) -> Result<R>) -> Result<R> {
+        let result = f(&mut lock(&self.shared.state));
+        self.send_outbox();
+        result
+    }
+
+    fn send_outbox(&self) {
+        send_outbox(&self.shared);
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.flusher.is_some() {
+            if let Err(e) = self.shutdown() {
+                tracing::error!("final write to {} failed: {e}", self.data_dir.display());
+            }
+        }
+    }
+}
+
+impl State {
+    /// Makes sure a note's document is in memory, loading it from its chunks.
+    fn load(&mut self, id: &NoteId) -> Result<&mut OpenNote> {
+        if !self.open.contains(id) {
+            let open = self.read_note(id)?;
+            self.insert_open(open)?;
+        }
+        Ok(self.open.get_mut(id).expect("just inserted"))
+    }
+
+    fn read_note(&mut self, id: &NoteId) -> Result<OpenNote> {
+        let row = self
+            .store
+            .row(id.as_str())?
+            .ok_or_else(|| Error::NoteNotFound(id.to_string()))?;
+        let mut doc: Option<AutoCommit> = None;
+        let (mut snapshot_bytes, mut incremental_bytes, mut incremental_chunks) = (0, 0, 0);
+        for chunk in self.store.chunks(id.as_str())? {
+            match decode_chunk(&mut doc, &chunk) {
+                Ok(()) => match chunk.kind {
+                    ChunkKind::Snapshot => snapshot_bytes += chunk.data.len(),
+                    ChunkKind::Incremental => {
+                        incremental_bytes += chunk.data.len();
+                        incremental_chunks += 1;
+                    }
+                },
+                Err(error) => {
+                    tracing::error!(note = %id, seq = chunk.seq, "quarantining a chunk: {error}");
+                    self.store.quarantine(chunk.seq, &error, now_ms())?;
+                    self.outbox.push(NodeEvent::ChunkQuarantined {
+                        id: id.clone(),
+                        error,
+                    });
+                }
+            }
+        }
+        let Some(mut doc) = doc else {
+            return Err(Error::NoteDamaged {
+                id: id.to_string(),
+                detail: "none of its stored changes could be read (they are kept in \
+                         quarantine); its last text is still shown by `peernotes show`"
+                    .into(),
+            });
+        };
+        if !doc.get_missing_deps(&[]).is_empty() {
+            tracing::warn!(note = %id, "some changes wait for history that could not be read");
+        }
+        let note = Note::from_doc(id.clone(), &self.actor, doc)?;
+        Ok(OpenNote {
+            note,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            pending: Vec::new(),
+            snapshot_bytes,
+            incremental_bytes,
+            incremental_chunks,
+        })
+    }
+
+    /// Adds a document to the cache, evicting the least recently used clean ones.
+    fn insert_open(&mut self, open: OpenNote) -> Result<()> {
+        let id = open.note.id().clone();
+        self.open.put(id, open);
+        while self.open.len() > self.capacity {
+            let (lru_id, _) = self.open.peek_lru().expect("cache is not empty");
+            if self.dirty.contains(lru_id) {
+                self.flush()?;
+            }
+            self.open.pop_lru();
+        }
+        Ok(())
+    }
+
+    /// The group commit: every dirty note's new changes and cached text, in one
+    /// transaction. On failure nothing is lost: the changes stay pending in memory.
+    fn flush(&mut self) -> Result<()> {
+        if self.dirty.is_empty() {
+            return Ok(());
+        }
+        let mut writes = Vec::with_capacity(self.dirty.len());
+        for id in &self.dirty {
+            let open = self.open.peek_mut(id).expect("dirty notes stay in memory");
+            let chunk = open.note.take_incremental();
+            if !chunk.is_empty() {
+                open.pending.push(chunk);
+            }
+            let text = open.note.text();
+            writes.push(NoteWrite {
+                row: NoteRow {
+                    id: id.to_string(),
+                    title: title_of(&text),
+                    snippet: snippet_of(&text),
+                    text,
+                    created_at: open.created_at,
+                    updated_at: open.updated_at,
+                    trashed_at: open.note.trashed_at(),
+                },
+                chunks: open.pending.clone(),
+            });
+        }
+        if let Err(e) = self.store.commit(&writes) {
+            self.outbox.push(NodeEvent::StoreFailed {
+                message: e.to_string(),
+            });
+            return Err(e);
+        }
+        let written = std::mem::take(&mut self.dirty);
+        for id in &written {
+            let open = self.open.peek_mut(id).expect("dirty notes stay in memory");
+            open.incremental_bytes += open.pending.iter().map(Vec::len).sum::<usize>();
+            open.incremental_chunks += open.pending.len();
+            open.pending.clear();
+        }
+        for id in &written {
+            let open = self.open.peek(id).expect("dirty notes stay in memory");
+            let due = open.incremental_chunks >= COMPACT_AFTER_CHUNKS
+                || (open.incremental_bytes >= COMPACT_AFTER_BYTES
+                    && open.incremental_bytes > open.snapshot_bytes);
+            if due {
+                self.compact(id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces a (clean, loaded) note's chunks by one snapshot.
+    fn compact(&mut self, id: &NoteId) -> Result<()> {
+        let open = self.open.peek_mut(id).expect("compacted notes are loaded");
+        if !open.pending.is_empty() || open.incremental_chunks == 0 {
+            return Ok(());
+        }
+        // Changes waiting for missing history are not in a snapshot: keep their
+        // chunks rather than fold them away.
+        if !open.note.doc_mut().get_missing_deps(&[]).is_empty() {
+            return Ok(());
+        }
+        let Some(through) = self.store.last_chunk_seq(id.as_str())? else {
+            return Ok(());
+        };
+        let snapshot = open.note.save();
+        self.store.compact(id.as_str(), &snapshot, through)?;
+        open.snapshot_bytes = snapshot.len();
+        open.incremental_bytes = 0;
+        open.incremental_chunks = 0;
+        Ok(())
+    }
+}
+
+/// Decodes one stored chunk onto `doc`, strictly: a truncated or corrupt chunk is
+/// an error here, where Automerge's incremental load would skip it silently.
+fn decode_chunk(doc: &mut Option<AutoCommit>, chunk: &Chunk) -> std::result::Result<(), String> {
+    let strict = || {
+        LoadOptions::new()
+            .on_partial_load(OnPartialLoad::Error)
+            .verification_mode(VerificationMode::Check)
+    };
+    match doc {
+        None => {
+            *doc = Some(
+                AutoCommit::load_with_options(&chunk.data, strict()).map_err(|e| e.to_string())?,
+            );
+        }
+        Some(doc) => {
+            Automerge::load_with_options(&chunk.data, strict()).map_err(|e| e.to_string())?;
+            doc.load_incremental(&chunk.data)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+fn run_flusher(shared: &Shared, window: Duration) {
+    let mut st = lock(&shared.state);
+    loop {
+        while st.dirty.is_empty() && !st.shutdown {
+            st = shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if st.shutdown {
+            return;
+        }
+        drop(st);
+        std::thread::sleep(window);
+        st = lock(&shared.state);
+        let failed = st.flush().is_err();
+        drop(st);
+        send_outbox(shared);
+        if failed {
+            std::thread::sleep(RETRY_AFTER_FAILURE);
+        }
+        st = lock(&shared.state);
+    }
+}
+
+fn send_outbox(shared: &Shared) {
+    let events = std::mem::take(&mut lock(&shared.state).outbox);
+    if events.is_empty() {
+        return;
+    }
+    let mut subscribers = lock(&shared.subscribers);
+    subscribers.retain(|tx| events.iter().all(|e| tx.send(e.clone()).is_ok()));
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,635 @@
+//! The durable local store: one SQLite database per data dir.
+//!
+//! It owns the on-disk layout — note rows (with each note's current text cached for
+//! lists, search and instant display), the Automerge change chunks that are the
+//! truth, quarantined chunks, and the FTS5 index kept current by triggers — and
+//! the schema migrations. WAL with `synchronous=FULL`: a transaction that returned
+//! is on disk. It knows nothing of Automerge; it stores and returns bytes.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// The file name of the store inside a data dir.
+pub const STORE_FILE: &str = "peernotes.sqlite3";
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+/// Never edit one that has shipped: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: notes, chunks, quarantine, full-text index, device metadata.
+    r#"
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    );
+    CREATE TABLE notes (
+        rowid INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        title TEXT NOT NULL,
+        snippet TEXT NOT NULL,
+        text TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        trashed_at INTEGER
+    );
+    CREATE INDEX notes_by_updated ON notes (updated_at DESC);
+    CREATE TABLE chunks (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        note_id TEXT NOT NULL,
+        kind INTEGER NOT NULL,
+        data BLOB NOT NULL
+    );
+    CREATE INDEX chunks_by_note ON chunks (note_id, seq);
+    CREATE TABLE quarantine (
+        seq INTEGER PRIMARY KEY,
+        note_id TEXT NOT NULL,
+        kind INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        error TEXT NOT NULL,
+        quarantined_at INTEGER NOT NULL
+    );
+    CREATE VIRTUAL TABLE notes_fts USING fts5 (
+        title, text,
+        content = 'notes', content_rowid = 'rowid',
+        tokenize = 'unicode61 remove_diacritics 2'
+    );
+    CREATE TRIGGER notes_fts_insert AFTER INSERT ON notes BEGIN
+        INSERT INTO notes_fts (rowid, title, text) VALUES (new.rowid, new.title, new.text);
+    END;
+    CREATE TRIGGER notes_fts_delete AFTER DELETE ON notes BEGIN
+        INSERT INTO notes_fts (notes_fts, rowid, title, text)
+            VALUES ('delete', old.rowid, old.title, old.text);
+    END;
+    CREATE TRIGGER notes_fts_update AFTER UPDATE OF title, text ON notes BEGIN
+        INSERT INTO notes_fts (notes_fts, rowid, title, text)
+            VALUES ('delete', old.rowid, old.title, old.text);
+        INSERT INTO notes_fts (rowid, title, text) VALUES (new.rowid, new.title, new.text);
+    END;
+    "#,
+];
+
+/// What kind of bytes a chunk holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkKind {
+    /// A whole document (`Automerge::save`).
+    Snapshot = 0,
+    /// Changes appended since the previous chunk (`save_incremental`).
+    Incremental = 1,
+}
+
+impl ChunkKind {
+    fn from_i64(v: i64) -> ChunkKind {
+        if v == 0 {
+            ChunkKind::Snapshot
+        } else {
+            ChunkKind::Incremental
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    pub seq: i64,
+    pub kind: ChunkKind,
+    pub data: Vec<u8>,
+}
+
+/// A note's row: everything needed to list or show it without loading its document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoteRow {
+    pub id: String,
+    pub title: String,
+    pub snippet: String,
+    pub text: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub trashed_at: Option<i64>,
+}
+
+/// A note's row without its text, for lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoteListing {
+    pub id: String,
+    pub title: String,
+    pub snippet: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub trashed_at: Option<i64>,
+}
+
+/// One note's part of a group commit: its new cached row and the chunks to append.
+#[derive(Debug, Clone)]
+pub struct NoteWrite {
+    pub row: NoteRow,
+    pub chunks: Vec<Vec<u8>>,
+}
+
+/// A search result, with a highlighted snippet (`[` and `]` around matches).
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchRow {
+    pub id: String,
+    pub title: String,
+    pub snippet: String,
+}
+
+/// A chunk that failed to decode and was set aside.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuarantinedChunk {
+    pub seq: i64,
+    pub note_id: String,
+    pub bytes: usize,
+    pub error: String,
+    pub quarantined_at: i64,
+}
+
+/// Sizes per note, for compaction decisions and reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChunkStats {
+    pub chunks: usize,
+    pub bytes: usize,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir` and brings its schema up to date.
+    pub fn open(dir: &Path) -> Result<Store> {
+        let path = dir.join(STORE_FILE);
+        let conn = Connection::open(&path).map_err(|e| classify(&path, e))?;
+        let mut store = Store { conn, path };
+        store.configure()?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn configure(&mut self) -> Result<()> {
+        let path = self.path.clone();
+        // The first statement that reads the file is where a damaged or foreign file
+        // shows itself ("file is not a database").
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| classify(&path, e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::StoreDamaged {
+                path,
+                detail: format!("could not switch to WAL mode (got {mode})"),
+            });
+        }
+        self.conn
+            .execute_batch(
+                "PRAGMA synchronous = FULL;
+                 PRAGMA foreign_keys = ON;
+                 PRAGMA busy_timeout = 5000;",
+            )
+            .map_err(|e| classify(&path, e))?;
+        Ok(())
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let path = self.path.clone();
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| classify(&path, e))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(Error::StoreTooNew {
+                path,
+                found: version,
+                known,
+            });
+        }
+        if version > 0 {
+            // An existing store must really be ours: a foreign SQLite file with a
+            // user_version would otherwise be "migrated".
+            let has_notes: bool = self
+                .conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'notes'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map_err(|e| classify(&path, e))?
+                > 0;
+            if !has_notes {
+                return Err(Error::StoreDamaged {
+                    path,
+                    detail: "it has no notes table".into(),
+                });
+            }
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self.conn.transaction().map_err(|e| classify(&path, e))?;
+            tx.execute_batch(sql).map_err(|e| classify(&path, e))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(|e| classify(&path, e))?;
+            tx.commit().map_err(|e| classify(&path, e))?;
+        }
+        Ok(())
+    }
+
+    /// A value from the metadata table, creating it with `init` if absent.
+    pub fn meta_or_insert(&mut self, key: &str, init: impl FnOnce() -> Vec<u8>) -> Result<Vec<u8>> {
+        let existing: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(|e| classify(&self.path, e))?;
+        if let Some(v) = existing {
+            return Ok(v);
+        }
+        let value = init();
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+                params![key, value],
+            )
+            .map_err(|e| classify(&self.path, e))?;
+        Ok(value)
+    }
+
+    /// Writes a group of note changes in one transaction: all land or none do.
+    pub fn commit(&mut self, writes: &[NoteWrite]) -> Result<()> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| classify(&path, e))?;
+        for write in writes {
+            upsert_row(&tx, &write.row).map_err(|e| classify(&path, e))?;
+            for chunk in &write.chunks {
+                tx.execute(
+                    "INSERT INTO chunks (note_id, kind, data) VALUES (?1, ?2, ?3)",
+                    params![write.row.id, ChunkKind::Incremental as i64, chunk],
+                )
+                .map_err(|e| classify(&path, e))?;
+            }
+        }
+        tx.commit().map_err(|e| classify(&path, e))
+    }
+
+    /// Replaces every chunk of a note up to and including `through_seq` by one
+    /// snapshot, in one transaction: the old chunks go only once the snapshot is in.
+    pub fn compact(&mut self, note_id: &str, snapshot: &[u8], through_seq: i64) -> Result<()> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| classify(&path, e))?;
+        tx.execute(
+            "INSERT INTO chunks (note_id, kind, data) VALUES (?1, ?2, ?3)",
+            params![note_id, ChunkKind::Snapshot as i64, snapshot],
+        )
+        .map_err(|e| classify(&path, e))?;
+        tx.execute(
+            "DELETE FROM chunks WHERE note_id = ?1 AND seq <= ?2",
+            params![note_id, through_seq],
+        )
+        .map_err(|e| classify(&path, e))?;
+        tx.commit().map_err(|e| classify(&path, e))
+    }
+
+    pub fn chunks(&self, note_id: &str) -> Result<Vec<Chunk>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, kind, data FROM chunks WHERE note_id = ?1 ORDER BY seq")
+            .map_err(|e| classify(&self.path, e))?;
+        let rows = stmt
+            .query_map([note_id], |r| {
+                Ok(Chunk {
+                    seq: r.get(0)?,
+                    kind: ChunkKind::from_i64(r.get(1)?),
+                    data: r.get(2)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| classify(&self.path, e))?;
+        Ok(rows)
+    }
+
+    pub fn last_chunk_seq(&self, note_id: &str) -> Result<Option<i64>> {
+        self.conn
+            .query_row(
+                "SELECT max(seq) FROM chunks WHERE note_id = ?1",
+                [note_id],
+                |r| r.get(0),
+            )
+            .map_err(|e| classify(&self.path, e))
+    }
+
+    pub fn chunk_stats(&self, note_id: &str) -> Result<ChunkStats> {
+        self.conn
+            .query_row(
+                "SELECT count(*), coalesce(sum(length(data)), 0) FROM chunks WHERE note_id = ?1",
+                [note_id],
+                |r| {
+                    Ok(ChunkStats {
+                        chunks: r.get::<_, i64>(0)? as usize,
+                        bytes: r.get::<_, i64>(1)? as usize,
+                    })
+                },
+            )
+            .map_err(|e| classify(&self.path, e))
+    }
+
+    /// Moves a chunk that failed to decode out of the way, keeping its bytes.
+    pub fn quarantine(&mut self, seq: i64, error: &str, now_ms: i64) -> Result<()> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| classify(&path, e))?;
+        tx.execute(
+            "INSERT INTO quarantine (seq, note_id, kind, data, error, quarantined_at)
+             SELECT seq, note_id, kind, data, ?2, ?3 FROM chunks WHERE seq = ?1",
+            params![seq, error, now_ms],
+        )
+        .map_err(|e| classify(&path, e))?;
+        tx.execute("DELETE FROM chunks WHERE seq = ?1", [seq])
+            .map_err(|e| classify(&path, e))?;
+        tx.commit().map_err(|e| classify(&path, e))
+    }
+
+    pub fn quarantined(&self) -> Result<Vec<QuarantinedChunk>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT seq, note_id, length(data), error, quarantined_at
+                 FROM quarantine ORDER BY seq",
+            )
+            .map_err(|e| classify(&self.path, e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(QuarantinedChunk {
+                    seq: r.get(0)?,
+                    note_id: r.get(1)?,
+                    bytes: r.get::<_, i64>(2)? as usize,
+                    error: r.get(3)?,
+                    quarantined_at: r.get(4)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| classify(&self.path, e))?;
+        Ok(rows)
+    }
+
+    pub fn row(&self, note_id: &str) -> Result<Option<NoteRow>> {
+        self.conn
+            .query_row(
+                "SELECT id, title, snippet, text, created_at, updated_at, trashed_at
+                 FROM notes WHERE id = ?1",
+                [note_id],
+                |r| {
+                    Ok(NoteRow {
+                        id: r.get(0)?,
+                        title: r.get(1)?,
+                        snippet: r.get(2)?,
+                        text: r.get(3)?,
+                        created_at: r.get(4)?,
+                        updated_at: r.get(5)?,
+                        trashed_at: r.get(6)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| classify(&self.path, e))
+    }
+
+    /// Note ids starting with `prefix` (at most `limit`).
+    pub fn ids_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id FROM notes WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT ?3")
+            .map_err(|e| classify(&self.path, e))?;
+        // Ids are lowercase hex, so every id with the prefix sorts below prefix + "g".
+        let upper = format!("{prefix}g");
+        let rows = stmt
+            .query_map(params![prefix, upper, limit as i64], |r| r.get(0))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
+            .map_err(|e| classify(&self.path, e))?;
+        Ok(rows)
+    }
+
+    /// Notes in the trash (`trashed`) or not, most recently edited first.
+    pub fn list(&self, trashed: bool) -> Result<Vec<NoteListing>> {
+        let sql = if trashed {
+            "SELECT id, title, snippet, created_at, updated_at, trashed_at FROM notes
+             WHERE trashed_at IS NOT NULL ORDER BY updated_at DESC, id"
+        } else {
+            "SELECT id, title, snippet, created_at, updated_at, trashed_at FROM notes
+             WHERE trashed_at IS NULL ORDER BY updated_at DESC, id"
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(sql)
+            .map_err(|e| classify(&self.path, e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(NoteListing {
+                    id: r.get(0)?,
+                    title: r.get(1)?,
+                    snippet: r.get(2)?,
+                    created_at: r.get(3)?,
+                    updated_at: r.get(4)?,
+                    trashed_at: r.get(5)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| classify(&self.path, e))?;
+        Ok(rows)
+    }
+
+    /// Every note id, trashed or not, oldest first (for export).
+    pub fn all_ids(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id FROM notes ORDER BY created_at, id")
+            .map_err(|e| classify(&self.path, e))?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
+            .map_err(|e| classify(&self.path, e))?;
+        Ok(rows)
+    }
+
+    /// Full-text search over titles and bodies of notes not in the trash. Every
+    /// word must match; the last one may be a prefix (search as you type).
+    pub fn search(&self, query: &str, limit: usize) -> Result<Vec<SearchRow>> {
+        let Some(fts_query) = fts_query(query) else {
+            return Ok(Vec::new());
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT n.id, n.title, snippet(notes_fts, 1, '[', ']', '…', 12)
+                 FROM notes_fts JOIN notes n ON n.rowid = notes_fts.rowid
+                 WHERE notes_fts MATCH ?1 AND n.trashed_at IS NULL
+                 ORDER BY rank LIMIT ?2",
+            )
+            .map_err(|e| classify(&self.path, e))?;
+        let rows = stmt
+            .query_map(params![fts_query, limit as i64], |r| {
+                Ok(SearchRow {
+                    id: r.get(0)?,
+                    title: r.get(1)?,
+                    snippet: r.get(2)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| classify(&self.path, e))?;
+        Ok(rows)
+    }
+
+    /// Bytes the database occupies on disk (main file plus WAL).
+    pub fn size_on_disk(&self) -> u64 {
+        let wal = PathBuf::from(format!("{}-wal", self.path.display()));
+        [&self.path, &wal]
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// Moves everything in the WAL into the main file and shrinks the file.
+    pub fn checkpoint_and_vacuum(&mut self) -> Result<()> {
+        self.conn
+            .execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")
+            .map_err(|e| classify(&self.path, e))
+    }
+}
+
+fn upsert_row(tx: &Transaction<'_>, row: &NoteRow) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO notes (id, title, snippet, text, created_at, updated_at, trashed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (id) DO UPDATE SET
+            title = excluded.title, snippet = excluded.snippet, text = excluded.text,
+            created_at = excluded.created_at, updated_at = excluded.updated_at,
+            trashed_at = excluded.trashed_at",
+        params![
+            row.id,
+            row.title,
+            row.snippet,
+            row.text,
+            row.created_at,
+            row.updated_at,
+            row.trashed_at
+        ],
+    )?;
+    Ok(())
+}
+
+/// Turns what a user typed into an FTS5 query that cannot be a syntax error: each
+/// word quoted, the last one a prefix.
+fn fts_query(input: &str) -> Option<String> {
+    let words: Vec<String> = input
+        .split_whitespace()
+        .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
+        .collect();
+    if words.is_empty() {
+        return None;
+    }
+    Some(format!("{}*", words.join(" ")))
+}
+
+/// Maps SQLite failures onto what they mean to the user.
+fn classify(path: &Path, e: rusqlite::Error) -> Error {
+    let path = path.to_path_buf();
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => Error::StoreDamaged {
+            path,
+            detail: e.to_string(),
+        },
+        Some(ErrorCode::DiskFull) => Error::DiskFull { path },
+        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
+            Error::Storage { path, source: e }
+        }
+        _ => Error::Storage { path, source: e },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, text: &str) -> NoteRow {
+        NoteRow {
+            id: id.into(),
+            title: crate::note::title_of(text),
+            snippet: crate::note::snippet_of(text),
+            text: text.into(),
+            created_at: 1,
+            updated_at: 2,
+            trashed_at: None,
+        }
+    }
+
+    #[test]
+    fn search_index_follows_every_update() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let mut r = row("aa", "Groceries\nmilk and eggs");
+        store
+            .commit(&[NoteWrite {
+                row: r.clone(),
+                chunks: vec![],
+            }])
+            .unwrap();
+        assert_eq!(store.search("milk", 10).unwrap().len(), 1);
+        r.text = "Groceries\nbread".into();
+        store
+            .commit(&[NoteWrite {
+                row: r,
+                chunks: vec![],
+            }])
+            .unwrap();
+        assert!(store.search("milk", 10).unwrap().is_empty());
+        assert_eq!(store.search("bre", 10).unwrap().len(), 1);
+        // Query syntax in user input is just text.
+        assert!(store.search("\"unbalanced OR (", 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn compaction_replaces_chunks_with_one_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let write = NoteWrite {
+            row: row("bb", "x"),
+            chunks: vec![vec![1], vec![2], vec![3]],
+        };
+        store.commit(&[write]).unwrap();
+        let last = store.last_chunk_seq("bb").unwrap().unwrap();
+        store.compact("bb", &[9, 9], last).unwrap();
+        let chunks = store.chunks("bb").unwrap();
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(chunks[0].kind, ChunkKind::Snapshot);
+        assert_eq!(chunks[0].data, vec![9, 9]);
+    }
+
+    #[test]
+    fn a_store_from_a_newer_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let conn = Connection::open(dir.path().join(STORE_FILE)).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(Error::StoreTooNew { found: 99, .. })
+        ));
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_reported_damaged_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = vec![0x5a_u8; 8192];
+        std::fs::write(dir.path().join(STORE_FILE), &garbage).unwrap();
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(Error::StoreDamaged { .. })
+        ));
+        assert_eq!(std::fs::read(dir.path().join(STORE_FILE)).unwrap(), garbage);
+    }
+}
