@@ -14,4 +14,4 @@ pub mod vault;
 pub use datadir::{DataDir, DATA_ENV};
 pub use error::{exit_code, Error, Result};
 pub use node::{Heads, ListFilter, Node, NodeEvent, NodeOptions, NoteSummary, NoteView, SearchHit};
-pub use note::{ChangeInfo, NoteId};
+pub use note::{ChangeInfo, NoteId, Splice};

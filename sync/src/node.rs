@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use crate::datadir::{DataDir, DataDirLock};
 use crate::error::{Error, Result};
-use crate::note::{snippet_of, title_of, ChangeInfo, Note, NoteId};
+use crate::note::{snippet_of, title_of, ChangeInfo, Note, NoteId, Splice};
 use crate::store::{Chunk, ChunkKind, NoteRow, NoteWrite, QuarantinedChunk, Store};
 
 /// How a `Node` is opened.
@@ -315,6 +315,12 @@ impl Node {
             note.splice(pos, delete, insert, now).map(|()| true)
         })
         .map(|_| ())
+    }
+
+    /// Applies several splices as one change (an editor transaction, a trace step).
+    pub fn splice_many(&self, id: &NoteId, edits: &[Splice]) -> Result<()> {
+        self.edit(id, |note, now| note.splice_many(edits, now).map(|()| true))
+            .map(|_| ())
     }
 
     /// Replaces the note's text by a minimal diff. Returns whether anything changed.

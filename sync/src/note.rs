@@ -112,6 +112,15 @@ pub fn snippet_of(text: &str) -> String {
     snippet.chars().take(SNIPPET_MAX_CHARS).collect()
 }
 
+/// One text edit: delete `delete` characters at `pos`, then insert `insert` there.
+/// Positions count Unicode scalar values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Splice {
+    pub pos: usize,
+    pub delete: usize,
+    pub insert: String,
+}
+
 /// One change in a note's history, for `peernotes log`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChangeInfo {
@@ -199,17 +208,34 @@ impl Note {
     /// Deletes `delete` characters at `pos` and inserts `insert` there, as one change.
     /// Positions count Unicode scalar values.
     pub fn splice(&mut self, pos: usize, delete: usize, insert: &str, now_ms: i64) -> Result<()> {
-        let len = self.len_chars();
-        if pos > len || delete > len - pos {
-            return Err(Error::Invalid(format!(
-                "edit at {pos}..{} is outside note {} ({len} characters)",
-                pos + delete,
-                self.id.short()
-            )));
+        let edit = Splice {
+            pos,
+            delete,
+            insert: insert.to_string(),
+        };
+        self.splice_many(std::slice::from_ref(&edit), now_ms)
+    }
+
+    /// Applies several splices, in order, as one change (one editor transaction).
+    /// All are checked first: either every splice applies or none does.
+    pub fn splice_many(&mut self, edits: &[Splice], now_ms: i64) -> Result<()> {
+        let mut len = self.len_chars();
+        for edit in edits {
+            if edit.pos > len || edit.delete > len - edit.pos {
+                return Err(Error::Invalid(format!(
+                    "edit at {}..{} is outside note {} ({len} characters)",
+                    edit.pos,
+                    edit.pos + edit.delete,
+                    self.id.short()
+                )));
+            }
+            len = len - edit.delete + edit.insert.chars().count();
         }
-        self.doc
-            .splice_text(&self.text, pos, delete as isize, insert)
-            .map_err(|e| damaged(&self.id, e))?;
+        for edit in edits {
+            self.doc
+                .splice_text(&self.text, edit.pos, edit.delete as isize, &edit.insert)
+                .map_err(|e| damaged(&self.id, e))?;
+        }
         self.commit(now_ms);
         Ok(())
     }

@@ -1,2 +1,143 @@
 //! Shared helpers for Peernotes' integration tests: editing traces, running the
-//! `peernotes` binary, and temporary data dirs.
+//! `peernotes` binary as a user would, and measuring child processes.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use peernotes_sync::Splice;
+use serde::Deserialize;
+
+/// A sequential editing trace (see `tests/data/traces/README.md`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SequentialTrace {
+    pub start_content: String,
+    pub end_content: String,
+    pub txns: Vec<TraceTxn>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TraceTxn {
+    pub patches: Vec<(usize, usize, String)>,
+}
+
+impl TraceTxn {
+    pub fn splices(&self) -> Vec<Splice> {
+        self.patches
+            .iter()
+            .map(|(pos, delete, insert)| Splice {
+                pos: *pos,
+                delete: *delete,
+                insert: insert.clone(),
+            })
+            .collect()
+    }
+}
+
+/// The folder holding the traces copied into this repository.
+pub fn traces_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/traces")
+}
+
+/// Loads `tests/data/traces/<name>.json.gz`.
+pub fn load_sequential_trace(name: &str) -> anyhow::Result<SequentialTrace> {
+    let path = traces_dir().join(format!("{name}.json.gz"));
+    let file =
+        std::fs::File::open(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut json = String::new();
+    flate2::read::GzDecoder::new(file).read_to_string(&mut json)?;
+    Ok(serde_json::from_str(&json)?)
+}
+
+/// The `peernotes` binary built alongside these tests (override with PEERNOTES_CLI).
+pub fn peernotes_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("PEERNOTES_CLI") {
+        return PathBuf::from(path);
+    }
+    // Test binaries live in <target>/<profile>/deps; the CLI in <target>/<profile>.
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir");
+    let bin = profile_dir.join("peernotes");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p peernotes-sync`",
+        bin.display()
+    );
+    bin
+}
+
+/// A `peernotes` command on `data_dir`, with no editor or data dir leaking in
+/// from the environment.
+pub fn peernotes(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(peernotes_bin());
+    cmd.arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("PEERNOTES_DATA")
+        .env_remove("VISUAL")
+        .env_remove("EDITOR");
+    cmd
+}
+
+/// Runs a command with `stdin` as its standard input.
+pub fn run_with_stdin(mut cmd: Command, stdin: &[u8]) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn peernotes");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().expect("wait for peernotes")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Peak resident memory, in bytes, of the largest child process waited for so far.
+pub fn children_peak_rss_bytes() -> u64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    assert_eq!(rc, 0, "getrusage failed");
+    usage.ru_maxrss as u64 * 1024
+}
+
+/// A small seeded generator, so a failing run can be replayed from its seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    pub fn from_time() -> (Rng, u64) {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        (Rng::new(seed), seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}

@@ -1,1 +1,315 @@
-fn main() {}
+//! `peernotes`: the headless command line over `Node` — everything the app does,
+//! scriptable. It parses arguments, calls the façade, prints results and maps
+//! errors onto exit codes; it holds no logic of its own.
+
+mod editor;
+mod output;
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use peernotes_sync::{exit_code, vault, DataDir, Error, ListFilter, Node, NodeEvent, NodeOptions};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  error (I/O, full disk, editor failed, ...)
+  2  bad usage or bad input
+  3  note or data dir not found
+  4  data dir in use by another Peernotes process
+  5  store or note damaged";
+
+/// Peernotes: offline-first notes that sync directly between your devices.
+#[derive(Parser)]
+#[command(name = "peernotes", version, after_help = EXIT_CODES)]
+struct Cli {
+    /// Data dir to use [default: $PEERNOTES_DATA, else the platform's data dir]
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Log more (repeat for even more); or set PEERNOTES_LOG=debug
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the data dir and an empty store, and print where it is
+    Init,
+    /// Create a note from TEXT, from standard input, or in $EDITOR
+    New {
+        /// The note's text (words are joined with spaces)
+        text: Vec<String>,
+        /// Read the note's text from standard input
+        #[arg(long, conflicts_with = "text")]
+        stdin: bool,
+    },
+    /// List notes, most recently edited first
+    List {
+        /// List the notes in the trash instead
+        #[arg(long)]
+        trash: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a note's text exactly as stored
+    Show {
+        /// Note id, or the start of one
+        id: String,
+        /// Print JSON with the note's metadata
+        #[arg(long)]
+        json: bool,
+    },
+    /// Edit a note in $EDITOR (or replace its text from standard input)
+    Edit {
+        /// Note id, or the start of one
+        id: String,
+        /// Read the new text from standard input
+        #[arg(long)]
+        stdin: bool,
+    },
+    /// Full-text search over titles and text (last word may be a prefix)
+    Search {
+        #[arg(required = true)]
+        query: Vec<String>,
+        /// Most results to show
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move notes to the trash (undo with `restore`)
+    Rm {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Take notes out of the trash
+    Restore {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Show a note's change history, newest first
+    Log {
+        id: String,
+        /// Most changes to show
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Import every .md file under DIR as a new note
+    Import {
+        dir: PathBuf,
+        /// Import the readable files even if some are not UTF-8 text
+        #[arg(long)]
+        skip_invalid: bool,
+    },
+    /// Export every note as a .md file into DIR (new or empty)
+    Export {
+        dir: PathBuf,
+        /// Also export notes in the trash
+        #[arg(long)]
+        trash: bool,
+    },
+    /// Fold each note's stored changes into one snapshot and shrink the store
+    Compact,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    match run(cli) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("peernotes: {e:#}");
+            let code = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<Error>())
+                .map_or(exit_code::ERROR, Error::exit_code);
+            ExitCode::from(code as u8)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PEERNOTES_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let dir = DataDir::resolve(cli.data_dir)?;
+    let creates = matches!(
+        cli.command,
+        Command::Init | Command::New { .. } | Command::Import { .. }
+    );
+    let mut options = NodeOptions::new(&dir);
+    options.create = creates;
+    let node = Node::open(options)?;
+    let events = node.subscribe();
+    let code = dispatch(&node, cli.command)?;
+    node.close()?;
+    for event in events.try_iter() {
+        if let NodeEvent::ChunkQuarantined { id, error } = event {
+            eprintln!(
+                "peernotes: warning: part of note {} could not be read and was set aside \
+                 (kept in the store's quarantine): {error}",
+                id.short()
+            );
+        }
+    }
+    Ok(code)
+}
+
+fn dispatch(node: &Node, command: Command) -> anyhow::Result<i32> {
+    match command {
+        Command::Init => {
+            println!("Peernotes data dir: {}", node.data_dir().display());
+        }
+        Command::New { text, stdin } => {
+            let text = if stdin {
+                read_stdin()?
+            } else if !text.is_empty() {
+                text.join(" ")
+            } else {
+                let written = editor::edit_text("", "new note")?;
+                if written.trim().is_empty() {
+                    eprintln!("peernotes: the note was empty; nothing created");
+                    return Ok(exit_code::ERROR);
+                }
+                written
+            };
+            let id = node.create(&text)?;
+            node.flush()?;
+            println!("{id}");
+        }
+        Command::List { trash, json } => {
+            let filter = if trash {
+                ListFilter::Trash
+            } else {
+                ListFilter::Active
+            };
+            let notes = node.list(filter)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&notes)?);
+            } else {
+                output::print_list(&notes, trash);
+            }
+        }
+        Command::Show { id, json } => {
+            let id = node.find(&id)?;
+            let note = node.get(&id)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&note)?);
+            } else {
+                output::print_exact(&note.text)?;
+            }
+        }
+        Command::Edit { id, stdin } => {
+            let id = node.find(&id)?;
+            let (text, base) = node.checkout(&id)?;
+            let edited = if stdin {
+                read_stdin()?
+            } else {
+                editor::edit_text(&text, id.short())?
+            };
+            if node.replace_text_since(&id, &base, &edited)? {
+                node.flush()?;
+                eprintln!("Saved {}", id.short());
+            } else {
+                eprintln!("No changes to {}", id.short());
+            }
+        }
+        Command::Search { query, limit, json } => {
+            let hits = node.search(&query.join(" "), limit)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&hits)?);
+            } else {
+                output::print_hits(&hits);
+            }
+        }
+        Command::Rm { ids } => {
+            for typed in ids {
+                let id = node.find(&typed)?;
+                node.trash(&id)?;
+                eprintln!(
+                    "Moved {} to the trash (undo: peernotes restore {})",
+                    id.short(),
+                    id.short()
+                );
+            }
+            node.flush()?;
+        }
+        Command::Restore { ids } => {
+            for typed in ids {
+                let id = node.find(&typed)?;
+                node.restore(&id)?;
+                eprintln!("Restored {}", id.short());
+            }
+            node.flush()?;
+        }
+        Command::Log { id, limit } => {
+            let id = node.find(&id)?;
+            output::print_history(&node.history(&id, limit)?);
+        }
+        Command::Import { dir, skip_invalid } => {
+            if !dir.is_dir() {
+                bail!("{} is not a folder", dir.display());
+            }
+            let report = vault::import(node, &dir, skip_invalid)?;
+            for (path, why) in &report.skipped {
+                eprintln!("peernotes: skipped {}: {why}", path.display());
+            }
+            eprintln!(
+                "Imported {} note(s) from {}",
+                report.imported.len(),
+                dir.display()
+            );
+        }
+        Command::Export { dir, trash } => {
+            let report = vault::export(node, &dir, trash)?;
+            eprintln!(
+                "Exported {} note(s) to {}",
+                report.files.len(),
+                dir.display()
+            );
+        }
+        Command::Compact => {
+            let before = node.store_size();
+            node.compact_all()?;
+            eprintln!("Store: {} → {} bytes", before, node.store_size());
+        }
+    }
+    Ok(exit_code::OK)
+}
+
+fn read_stdin() -> anyhow::Result<String> {
+    if std::io::stdin().is_terminal() {
+        eprintln!("(reading the note from standard input; end with Ctrl-D)");
+    }
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut bytes)
+        .context("cannot read standard input")?;
+    String::from_utf8(bytes).map_err(|e| {
+        Error::Invalid(format!(
+            "standard input is not UTF-8 text (invalid byte at offset {}); nothing was changed",
+            e.utf8_error().valid_up_to()
+        ))
+        .into()
+    })
+}
