@@ -18,9 +18,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use automerge::{
-    ActorId, AutoCommit, Automerge, ChangeHash, LoadOptions, OnPartialLoad, VerificationMode,
-};
+use automerge::{ActorId, AutoCommit, ChangeHash, LoadOptions, OnPartialLoad, VerificationMode};
 use lru::LruCache;
 use serde::Serialize;
 
@@ -603,26 +601,81 @@ impl State {
 }
 
 /// Decodes one stored chunk onto `doc`, strictly: a truncated or corrupt chunk is
-/// an error here, where Automerge's incremental load would skip it silently.
+/// an error here, where Automerge's own loaders skip a damaged tail silently.
 fn decode_chunk(doc: &mut Option<AutoCommit>, chunk: &Chunk) -> std::result::Result<(), String> {
-    let strict = || {
-        LoadOptions::new()
-            .on_partial_load(OnPartialLoad::Error)
-            .verification_mode(VerificationMode::Check)
-    };
-    match doc {
-        None => {
-            *doc = Some(
-                AutoCommit::load_with_options(&chunk.data, strict()).map_err(|e| e.to_string())?,
-            );
+    match chunk.kind {
+        ChunkKind::Snapshot => {
+            let strict = LoadOptions::new()
+                .on_partial_load(OnPartialLoad::Error)
+                .verification_mode(VerificationMode::Check);
+            let loaded =
+                AutoCommit::load_with_options(&chunk.data, strict).map_err(|e| e.to_string())?;
+            match doc {
+                None => *doc = Some(loaded),
+                Some(doc) => {
+                    let mut loaded = loaded;
+                    doc.merge(&mut loaded).map_err(|e| e.to_string())?;
+                }
+            }
         }
-        Some(doc) => {
-            Automerge::load_with_options(&chunk.data, strict()).map_err(|e| e.to_string())?;
-            doc.load_incremental(&chunk.data)
+        ChunkKind::Incremental => {
+            let changes = split_changes(&chunk.data)?;
+            doc.get_or_insert_with(AutoCommit::new)
+                .apply_changes(changes)
                 .map_err(|e| e.to_string())?;
         }
     }
     Ok(())
+}
+
+/// Magic bytes that open every Automerge chunk.
+const CHUNK_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+
+/// Splits an incremental chunk (Automerge change chunks back to back) into changes,
+/// checking each one's length and checksum.
+fn split_changes(mut data: &[u8]) -> std::result::Result<Vec<automerge::Change>, String> {
+    let mut changes = Vec::new();
+    while !data.is_empty() {
+        if data.len() < 10 || data[..4] != CHUNK_MAGIC {
+            return Err(format!(
+                "change {} does not start with an Automerge header",
+                changes.len() + 1
+            ));
+        }
+        // magic (4) + checksum (4) + chunk type (1) + uLEB128 length + contents
+        let (len, len_bytes) = read_uleb128(&data[9..])
+            .ok_or_else(|| format!("change {} has a damaged length", changes.len() + 1))?;
+        let end = 9usize
+            .checked_add(len_bytes)
+            .and_then(|n| n.checked_add(usize::try_from(len).ok()?))
+            .filter(|&end| end <= data.len())
+            .ok_or_else(|| {
+                format!(
+                    "change {} is truncated: it declares {len} bytes, {} are stored",
+                    changes.len() + 1,
+                    data.len().saturating_sub(9 + len_bytes)
+                )
+            })?;
+        let change = automerge::Change::try_from(&data[..end]).map_err(|e| e.to_string())?;
+        // An Automerge checksum is the first four bytes of the change's hash.
+        if change.hash().0[..4] != data[4..8] {
+            return Err(format!("change {} fails its checksum", changes.len() + 1));
+        }
+        changes.push(change);
+        data = &data[end..];
+    }
+    Ok(changes)
+}
+
+fn read_uleb128(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value: u64 = 0;
+    for (i, byte) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
 }
 
 fn run_flusher(shared: &Shared, window: Duration) {
@@ -665,4 +718,50 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edits_after_a_compaction_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = {
+            let node = Node::open(NodeOptions::new(dir.path())).unwrap();
+            let id = node.create("start\n").unwrap();
+            for i in 0..(COMPACT_AFTER_CHUNKS + 20) {
+                let end = node.get(&id).unwrap().text.chars().count();
+                node.splice(&id, end, 0, &format!("line {i}\n")).unwrap();
+                node.flush().unwrap();
+            }
+            node.close().unwrap();
+            id
+        };
+        let node = Node::open(NodeOptions::new(dir.path())).unwrap();
+        let expected = node.get(&id).unwrap().text;
+        assert_eq!(node.checkout(&id).unwrap().0, expected);
+        assert!(
+            node.quarantined().unwrap().is_empty(),
+            "{:?}",
+            node.quarantined()
+        );
+    }
+
+    #[test]
+    fn a_truncated_or_flipped_change_is_refused_not_skipped() {
+        let mut note = Note::create(NoteId::generate(), &ActorId::random(), "hello", 0).unwrap();
+        note.take_incremental();
+        note.splice(5, 0, " world, and more text to make it longer", 1)
+            .unwrap();
+        let data = note.take_incremental();
+        assert_eq!(split_changes(&data).unwrap().len(), 1);
+        assert!(split_changes(&data[..data.len() - 3])
+            .unwrap_err()
+            .contains("truncated"));
+        let mut flipped = data.clone();
+        let last = flipped.len() - 2;
+        flipped[last] ^= 0x01;
+        assert!(split_changes(&flipped).is_err());
+    }
 }
