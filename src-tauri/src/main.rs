@@ -19,6 +19,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use peernotes_sync::{DataDir, Node, NodeOptions};
+use tauri::Manager;
 use tracing_subscriber::EnvFilter;
 
 const USAGE: &str = "\
@@ -64,8 +65,18 @@ fn run() -> anyhow::Result<()> {
             events::forward(app.handle().clone(), node_events)?;
             Ok(())
         })
-        .run(tauri::generate_context!())
-        .context("the Peernotes window could not start")
+        .build(tauri::generate_context!())
+        .context("the Peernotes window could not start")?
+        .run(|app, event| {
+            // Tauri ends the process without dropping managed state, so flush here:
+            // an edit made just before closing the window must not wait for a timer.
+            if let tauri::RunEvent::Exit = event {
+                if let Err(err) = app.state::<Node>().flush() {
+                    eprintln!("peernotes-app: the last edits could not be saved: {err}");
+                }
+            }
+        });
+    Ok(())
 }
 
 /// `Ok(None)` for `--help`; otherwise the `--data-dir` flag, if given.
