@@ -37,12 +37,10 @@ impl DataDir {
         builder.recursive(true);
         #[cfg(unix)]
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder
-            .create(dir)
-            .map_err(|source| Error::DataDirUnusable {
-                dir: dir.to_path_buf(),
-                source,
-            })
+        builder.create(dir).map_err(|cause| Error::DataDirUnusable {
+            dir: dir.to_path_buf(),
+            cause,
+        })
     }
 
     /// Whether `dir` already holds a Peernotes store.
@@ -61,9 +59,9 @@ pub struct DataDirLock {
 impl DataDirLock {
     pub fn acquire(dir: &Path) -> Result<DataDirLock> {
         let path = dir.join(LOCK_FILE);
-        let unusable = |source| Error::DataDirUnusable {
+        let unusable = |cause| Error::DataDirUnusable {
             dir: dir.to_path_buf(),
-            source,
+            cause,
         };
         let mut file = OpenOptions::new()
             .read(true)

@@ -29,12 +29,10 @@ pub enum Error {
     #[error("there is no Peernotes data in {0}; run `peernotes init`, or pass --data-dir")]
     NoDataDir(PathBuf),
 
-    #[error("cannot use {dir} as the data dir: {source}")]
-    DataDirUnusable {
-        dir: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    // The cause is part of the message and deliberately not a `#[source]`, so a
+    // printed error chain does not repeat it.
+    #[error("cannot use {dir} as the data dir: {cause}")]
+    DataDirUnusable { dir: PathBuf, cause: std::io::Error },
 
     #[error(
         "the store {path} is damaged or is not a Peernotes store ({detail}). \
@@ -59,21 +57,25 @@ pub enum Error {
     )]
     DiskFull { path: PathBuf },
 
-    #[error("cannot write the store {path}: {source}")]
+    #[error(
+        "cannot write the store {path}: the file or its folder is read-only; \
+         check their permissions (everything saved before is intact)"
+    )]
+    StoreReadOnly { path: PathBuf },
+
+    #[error("the store {path} failed: {cause}")]
     Storage {
         path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
+        cause: rusqlite::Error,
     },
 
     #[error("note {id} could not be read: {detail}")]
     NoteDamaged { id: String, detail: String },
 
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         context: String,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     #[error("{0}")]
@@ -106,10 +108,10 @@ impl Error {
         }
     }
 
-    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+    pub(crate) fn io(context: impl Into<String>, cause: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),
-            source,
+            cause,
         }
     }
 }

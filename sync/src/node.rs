@@ -375,8 +375,15 @@ impl Node {
             st.flush()?;
             for id in st.store.all_ids()? {
                 let id: NoteId = id.parse()?;
-                st.load(&id)?;
-                st.compact(&id)?;
+                // A note that cannot be read is reported when it is opened; it
+                // must not stop every other note from being compacted.
+                match st.load(&id) {
+                    Ok(_) => st.compact(&id)?,
+                    Err(Error::NoteDamaged { detail, .. }) => {
+                        tracing::warn!(note = %id, "not compacted: {detail}");
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             st.store.checkpoint_and_vacuum()
         })
@@ -745,6 +752,34 @@ mod tests {
             node.quarantined().unwrap().is_empty(),
             "{:?}",
             node.quarantined()
+        );
+    }
+
+    #[test]
+    fn a_reloaded_note_stores_only_new_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = {
+            let node = Node::open(NodeOptions::new(dir.path())).unwrap();
+            let id = node.create(&"long history\n".repeat(200)).unwrap();
+            node.close().unwrap();
+            id
+        };
+        let first = Store::open(dir.path())
+            .unwrap()
+            .chunk_stats(id.as_str())
+            .unwrap();
+        let node = Node::open(NodeOptions::new(dir.path())).unwrap();
+        node.splice(&id, 0, 0, "x").unwrap();
+        node.close().unwrap();
+        let after = Store::open(dir.path())
+            .unwrap()
+            .chunk_stats(id.as_str())
+            .unwrap();
+        assert_eq!(after.chunks, first.chunks + 1);
+        assert!(
+            after.bytes - first.bytes < 200,
+            "a one-character edit stored {} bytes",
+            after.bytes - first.bytes
         );
     }
 

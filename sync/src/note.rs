@@ -136,6 +136,10 @@ pub struct Note {
     id: NoteId,
     doc: AutoCommit,
     text: ObjId,
+    /// The heads already handed out by `take_incremental` or `save`. Kept here
+    /// rather than in Automerge's own save cursor, which a loaded document starts
+    /// empty: the first incremental save after a load would repeat all history.
+    saved: Vec<ChangeHash>,
 }
 
 impl Note {
@@ -158,12 +162,15 @@ impl Note {
             id,
             doc,
             text: text_obj,
+            saved: Vec::new(),
         })
     }
 
     /// Wraps a loaded document, checking it has the shape of a note.
+    /// Everything in `doc` counts as already stored.
     pub fn from_doc(id: NoteId, actor: &ActorId, doc: AutoCommit) -> Result<Note> {
-        let doc = doc.with_actor(actor.clone());
+        let mut doc = doc.with_actor(actor.clone());
+        let saved = doc.get_heads();
         let text = match doc.get(ROOT, "text") {
             Ok(Some((Value::Object(ObjType::Text), obj))) => obj,
             Ok(_) => {
@@ -174,7 +181,12 @@ impl Note {
             }
             Err(e) => return Err(damaged(&id, e)),
         };
-        Ok(Note { id, doc, text })
+        Ok(Note {
+            id,
+            doc,
+            text,
+            saved,
+        })
     }
 
     pub fn id(&self) -> &NoteId {
@@ -262,6 +274,10 @@ impl Note {
         new_text: &str,
         now_ms: i64,
     ) -> Result<bool> {
+        if self.doc.get_heads() == base {
+            // Nothing happened meanwhile: edit in place, as this device.
+            return self.replace_text(new_text, now_ms);
+        }
         let mut fork = self.doc.fork_at(base).map_err(|e| damaged(&self.id, e))?;
         let base_text = fork.text(&self.text).map_err(|e| damaged(&self.id, e))?;
         let changed = apply_diff(&mut fork, &self.text, &base_text, new_text)
@@ -296,12 +312,16 @@ impl Note {
     /// The changes made since the last call, encoded for appending to the store.
     /// Empty when nothing changed.
     pub fn take_incremental(&mut self) -> Vec<u8> {
-        self.doc.save_incremental()
+        let bytes = self.doc.save_after(&self.saved);
+        self.saved = self.doc.get_heads();
+        bytes
     }
 
     /// The whole document as one compact snapshot.
     pub fn save(&mut self) -> Vec<u8> {
-        self.doc.save()
+        let bytes = self.doc.save();
+        self.saved = self.doc.get_heads();
+        bytes
     }
 
     /// The newest `limit` changes, newest first.

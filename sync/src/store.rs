@@ -543,10 +543,10 @@ fn classify(path: &Path, e: rusqlite::Error) -> Error {
             detail: e.to_string(),
         },
         Some(ErrorCode::DiskFull) => Error::DiskFull { path },
-        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
-            Error::Storage { path, source: e }
-        }
-        _ => Error::Storage { path, source: e },
+        Some(ErrorCode::ReadOnly)
+        | Some(ErrorCode::CannotOpen)
+        | Some(ErrorCode::PermissionDenied) => Error::StoreReadOnly { path },
+        _ => Error::Storage { path, cause: e },
     }
 }
 
