@@ -14,7 +14,7 @@ APT_PACKAGES := libwebkit2gtk-4.1-dev build-essential pkg-config xvfb xauth \
 TAURI_DRIVER_VERSION := 2.1.0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps deps-apt deps-rust deps-npm ui build lint e2e unit clean-e2e
+.PHONY: run test soak deps deps-apt deps-rust deps-npm ui build lint e2e unit
 
 run: deps build
 	@if [ -z "$$DISPLAY" ] && [ -z "$$WAYLAND_DISPLAY" ]; then \
@@ -28,6 +28,13 @@ test: deps ui
 	$(CARGO) build -p peernotes-sync -p peernotes-app
 	$(CARGO) nextest run --workspace --no-fail-fast
 	$(MAKE) e2e
+
+# The long runs: many more crash kills and simulation seeds than `make test`.
+soak: deps
+	$(CARGO) build -p peernotes-sync
+	PEERNOTES_CRASH_RUNS=200 PEERNOTES_SIM_SEEDS=5000 \
+		$(CARGO) nextest run -p peernotes-tests --no-fail-fast --no-capture \
+		--test crash --test simulation
 
 unit:
 	$(CARGO) nextest run --workspace --no-fail-fast

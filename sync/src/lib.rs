@@ -8,6 +8,7 @@ pub mod datadir;
 pub mod error;
 pub mod node;
 pub mod note;
+pub mod protocol;
 pub mod store;
 pub mod vault;
 

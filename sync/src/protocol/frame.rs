@@ -1,0 +1,198 @@
+//! Frames: what travels on a sync connection, and their wire encoding.
+//!
+//! A frame on the wire is a 4-byte big-endian length followed by that many bytes of
+//! postcard-encoded `Frame`. Lengths above `MAX_FRAME_BYTES` are refused before
+//! anything is allocated, so a peer cannot make us reserve memory it never sends.
+//! Decoding never panics on any input.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks, sent in `Hello`.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Largest frame accepted or sent, in bytes (after the length prefix).
+pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+const LENGTH_PREFIX: usize = 4;
+
+/// A space's identity on the wire (16 random bytes).
+pub type SpaceKey = [u8; 16];
+/// A document's identity on the wire (its UTF-8 id).
+pub type DocKey = String;
+/// An Automerge change hash.
+pub type Hash = [u8; 32];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Frame {
+    /// First frame each side sends: version and, per space both may share, a hash
+    /// over its sorted `(doc, heads)`; equal hashes mean nothing to do.
+    Hello {
+        version: u16,
+        spaces: Vec<SpaceSummary>,
+    },
+    /// Every document of a space whose summary differed, with its heads.
+    Heads {
+        space: SpaceKey,
+        docs: Vec<DocHeads>,
+    },
+    /// An Automerge sync message for one document.
+    Sync {
+        space: SpaceKey,
+        doc: DocKey,
+        message: Vec<u8>,
+    },
+    /// Ephemeral state (cursor, selection) of the sender in one document; never stored.
+    Presence { doc: DocKey, payload: Vec<u8> },
+    /// The sender is closing the connection, and why.
+    Goodbye { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpaceSummary {
+    pub space: SpaceKey,
+    pub hash: Hash,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocHeads {
+    pub doc: DocKey,
+    pub heads: Vec<Hash>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {0} bytes is over the {MAX_FRAME_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+}
+
+impl Frame {
+    /// The frame with its length prefix, ready to write.
+    pub fn encode(&self) -> Result<Vec<u8>, FrameError> {
+        let body = postcard::to_stdvec(self).map_err(|e| FrameError::Malformed(e.to_string()))?;
+        if body.len() > MAX_FRAME_BYTES {
+            return Err(FrameError::TooLarge(body.len()));
+        }
+        let mut out = Vec::with_capacity(LENGTH_PREFIX + body.len());
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    /// Decodes one frame body (without its length prefix).
+    pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
+        if body.len() > MAX_FRAME_BYTES {
+            return Err(FrameError::TooLarge(body.len()));
+        }
+        let (frame, rest) = postcard::take_from_bytes::<Frame>(body)
+            .map_err(|e| FrameError::Malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(FrameError::Malformed(format!(
+                "{} trailing bytes",
+                rest.len()
+            )));
+        }
+        Ok(frame)
+    }
+}
+
+/// Turns a byte stream into frames. Feed it whatever arrived; take frames out.
+/// After an error the stream is unusable: close the connection.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    buf: VecDeque<u8>,
+}
+
+impl FrameDecoder {
+    pub fn new() -> FrameDecoder {
+        FrameDecoder::default()
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend(bytes);
+    }
+
+    /// The next whole frame, `Ok(None)` if more bytes are needed.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        if self.buf.len() < LENGTH_PREFIX {
+            return Ok(None);
+        }
+        let mut prefix = [0u8; LENGTH_PREFIX];
+        for (i, b) in self.buf.iter().take(LENGTH_PREFIX).enumerate() {
+            prefix[i] = *b;
+        }
+        let len = u32::from_be_bytes(prefix) as usize;
+        if len > MAX_FRAME_BYTES {
+            return Err(FrameError::TooLarge(len));
+        }
+        if self.buf.len() < LENGTH_PREFIX + len {
+            return Ok(None);
+        }
+        self.buf.drain(..LENGTH_PREFIX);
+        let body: Vec<u8> = self.buf.drain(..len).collect();
+        Frame::decode(&body).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_survive_being_split_anywhere() {
+        let frames = vec![
+            Frame::Hello {
+                version: PROTOCOL_VERSION,
+                spaces: vec![SpaceSummary {
+                    space: [1; 16],
+                    hash: [2; 32],
+                }],
+            },
+            Frame::Sync {
+                space: [1; 16],
+                doc: "abc".into(),
+                message: vec![9; 1000],
+            },
+            Frame::Goodbye {
+                reason: "bye".into(),
+            },
+        ];
+        let wire: Vec<u8> = frames.iter().flat_map(|f| f.encode().unwrap()).collect();
+        for step in [1, 3, 7, 1000] {
+            let mut decoder = FrameDecoder::new();
+            let mut out = Vec::new();
+            for piece in wire.chunks(step) {
+                decoder.push(piece);
+                while let Some(frame) = decoder.next_frame().unwrap() {
+                    out.push(frame);
+                }
+            }
+            assert_eq!(out, frames);
+        }
+    }
+
+    #[test]
+    fn an_absurd_length_is_refused_before_anything_is_buffered() {
+        let mut decoder = FrameDecoder::new();
+        decoder.push(&u32::MAX.to_be_bytes());
+        assert!(matches!(decoder.next_frame(), Err(FrameError::TooLarge(_))));
+    }
+
+    #[test]
+    fn garbage_is_malformed_not_a_panic() {
+        let mut seed = 0x1234_5678_u64;
+        for len in 0..300 {
+            let body: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            let _ = Frame::decode(&body);
+        }
+        assert!(Frame::decode(&[0xff, 0xff, 0xff]).is_err());
+    }
+}

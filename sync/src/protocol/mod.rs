@@ -1,0 +1,11 @@
+//! The sans-io sync protocol: frames (`frame`) and the per-peer session state
+//! machine (`session`). Nothing here opens a socket, reads a clock or touches the
+//! disk, so simulations can drive thousands of seeded runs deterministically.
+//! The transport (`net`, planned) only moves bytes between a connection and a
+//! `Session`.
+
+pub mod frame;
+pub mod session;
+
+pub use frame::{Frame, FrameDecoder, FrameError, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+pub use session::{summary_hash, Replicas, Session, SessionError, SessionEvent};

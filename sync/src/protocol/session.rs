@@ -1,0 +1,300 @@
+//! One sync session with one remote device: a state machine with no I/O.
+//!
+//! Run loop, for the driver (`net`, or a simulation):
+//! 1. `Session::new`, then `start` once the connection is up;
+//! 2. `handle_frame` for each frame that arrives, `local_change` whenever a
+//!    document changed on this device;
+//! 3. after every call, send each frame from `poll_transmit` in order, and act on
+//!    each `poll_event`.
+//!
+//! The session never touches a socket, clock or disk: documents are reached
+//! through `Replicas`, which the caller implements. A protocol error ends the
+//! session (`Goodbye` is queued); the driver then closes that connection only.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use automerge::sync;
+use sha2::{Digest, Sha256};
+
+use super::frame::{DocHeads, DocKey, Frame, Hash, SpaceKey, SpaceSummary, PROTOCOL_VERSION};
+
+/// The documents a session syncs, as the device holding them sees them.
+pub trait Replicas {
+    /// Spaces this device shares with the remote peer.
+    fn shared_spaces(&self) -> BTreeSet<SpaceKey>;
+    /// Every document of `space` with its current heads.
+    fn docs(&mut self, space: &SpaceKey) -> BTreeMap<DocKey, Vec<Hash>>;
+    /// The next sync message for `doc`, or `None` if there is nothing to say. A
+    /// document this device does not have yet is treated as empty.
+    fn generate_sync_message(
+        &mut self,
+        space: &SpaceKey,
+        doc: &DocKey,
+        state: &mut sync::State,
+    ) -> Option<sync::Message>;
+    /// Applies a sync message to `doc`, creating the document if it is new here.
+    fn receive_sync_message(
+        &mut self,
+        space: &SpaceKey,
+        doc: &DocKey,
+        state: &mut sync::State,
+        message: sync::Message,
+    ) -> Result<(), String>;
+}
+
+/// What a session reports to its driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// A document changed because of the remote peer.
+    RemoteChange { space: SpaceKey, doc: DocKey },
+    /// The remote peer's ephemeral state in a document (cursor, selection).
+    Presence { doc: DocKey, payload: Vec<u8> },
+    /// The session is over; the connection can be closed.
+    Closed { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("peer speaks protocol version {0}, this device speaks {PROTOCOL_VERSION}")]
+    VersionMismatch(u16),
+    #[error("peer sent {0} before hello")]
+    NotStarted(&'static str),
+    #[error("peer sent a frame for a space it does not share with us")]
+    UnsharedSpace,
+    #[error("peer sent a bad sync message: {0}")]
+    BadSyncMessage(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    New,
+    /// Our hello is sent; theirs has not arrived.
+    Started,
+    Open,
+    Closed,
+}
+
+pub struct Session {
+    phase: Phase,
+    /// Spaces both sides listed in their hellos.
+    shared: BTreeSet<SpaceKey>,
+    states: HashMap<(SpaceKey, DocKey), sync::State>,
+    outbox: VecDeque<Frame>,
+    events: VecDeque<SessionEvent>,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Session::new()
+    }
+}
+
+impl Session {
+    pub fn new() -> Session {
+        Session {
+            phase: Phase::New,
+            shared: BTreeSet::new(),
+            states: HashMap::new(),
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.phase == Phase::Open
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// Queues our hello.
+    pub fn start(&mut self, replicas: &mut impl Replicas) {
+        if self.phase != Phase::New {
+            return;
+        }
+        let spaces = replicas
+            .shared_spaces()
+            .into_iter()
+            .map(|space| SpaceSummary {
+                hash: summary_hash(&replicas.docs(&space)),
+                space,
+            })
+            .collect();
+        self.outbox.push_back(Frame::Hello {
+            version: PROTOCOL_VERSION,
+            spaces,
+        });
+        self.phase = Phase::Started;
+    }
+
+    pub fn handle_frame(
+        &mut self,
+        frame: Frame,
+        replicas: &mut impl Replicas,
+    ) -> Result<(), SessionError> {
+        if self.phase == Phase::Closed {
+            return Ok(());
+        }
+        let result = self.dispatch(frame, replicas);
+        if let Err(e) = &result {
+            self.close(e.to_string());
+        }
+        result
+    }
+
+    /// A document changed on this device: tell the peer, if it shares the space.
+    pub fn local_change(&mut self, space: &SpaceKey, doc: &DocKey, replicas: &mut impl Replicas) {
+        if self.phase == Phase::Open && self.shared.contains(space) {
+            self.sync_doc(space, doc, replicas);
+        }
+    }
+
+    /// Queues a presence update for the peer (dropped if the session is not open).
+    pub fn send_presence(&mut self, doc: DocKey, payload: Vec<u8>) {
+        if self.phase == Phase::Open {
+            // Only the newest presence per document matters: replace a queued one.
+            self.outbox
+                .retain(|f| !matches!(f, Frame::Presence { doc: d, .. } if *d == doc));
+            self.outbox.push_back(Frame::Presence { doc, payload });
+        }
+    }
+
+    /// Ends the session, queueing a goodbye.
+    pub fn close(&mut self, reason: String) {
+        if self.phase != Phase::Closed {
+            self.outbox.push_back(Frame::Goodbye {
+                reason: reason.clone(),
+            });
+            self.events.push_back(SessionEvent::Closed { reason });
+            self.phase = Phase::Closed;
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Frame> {
+        self.outbox.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    fn dispatch(&mut self, frame: Frame, replicas: &mut impl Replicas) -> Result<(), SessionError> {
+        match frame {
+            Frame::Hello { version, spaces } => {
+                if version != PROTOCOL_VERSION {
+                    return Err(SessionError::VersionMismatch(version));
+                }
+                self.start(replicas);
+                let ours = replicas.shared_spaces();
+                self.shared = spaces
+                    .iter()
+                    .map(|s| s.space)
+                    .filter(|s| ours.contains(s))
+                    .collect();
+                self.phase = Phase::Open;
+                for summary in spaces {
+                    if !self.shared.contains(&summary.space) {
+                        continue;
+                    }
+                    let docs = replicas.docs(&summary.space);
+                    if summary_hash(&docs) != summary.hash {
+                        let docs = docs
+                            .into_iter()
+                            .map(|(doc, heads)| DocHeads { doc, heads })
+                            .collect();
+                        self.outbox.push_back(Frame::Heads {
+                            space: summary.space,
+                            docs,
+                        });
+                    }
+                }
+            }
+            Frame::Heads { space, docs } => {
+                self.require_open("heads")?;
+                if !self.shared.contains(&space) {
+                    return Err(SessionError::UnsharedSpace);
+                }
+                let ours = replicas.docs(&space);
+                let theirs: BTreeMap<DocKey, Vec<Hash>> =
+                    docs.into_iter().map(|d| (d.doc, d.heads)).collect();
+                let all: BTreeSet<&DocKey> = ours.keys().chain(theirs.keys()).collect();
+                for doc in all {
+                    if ours.get(doc) != theirs.get(doc) {
+                        self.sync_doc(&space, doc, replicas);
+                    }
+                }
+            }
+            Frame::Sync {
+                space,
+                doc,
+                message,
+            } => {
+                self.require_open("sync")?;
+                if !self.shared.contains(&space) {
+                    return Err(SessionError::UnsharedSpace);
+                }
+                let message = sync::Message::decode(&message)
+                    .map_err(|e| SessionError::BadSyncMessage(e.to_string()))?;
+                let changes = !message.changes.is_empty();
+                let state = self.states.entry((space, doc.clone())).or_default();
+                replicas
+                    .receive_sync_message(&space, &doc, state, message)
+                    .map_err(SessionError::BadSyncMessage)?;
+                if changes {
+                    self.events.push_back(SessionEvent::RemoteChange {
+                        space,
+                        doc: doc.clone(),
+                    });
+                }
+                self.sync_doc(&space, &doc, replicas);
+            }
+            Frame::Presence { doc, payload } => {
+                self.require_open("presence")?;
+                self.events
+                    .push_back(SessionEvent::Presence { doc, payload });
+            }
+            Frame::Goodbye { reason } => {
+                self.events.push_back(SessionEvent::Closed { reason });
+                self.phase = Phase::Closed;
+            }
+        }
+        Ok(())
+    }
+
+    fn require_open(&self, what: &'static str) -> Result<(), SessionError> {
+        if self.phase == Phase::Open {
+            Ok(())
+        } else {
+            Err(SessionError::NotStarted(what))
+        }
+    }
+
+    fn sync_doc(&mut self, space: &SpaceKey, doc: &DocKey, replicas: &mut impl Replicas) {
+        let state = self.states.entry((*space, doc.clone())).or_default();
+        if let Some(message) = replicas.generate_sync_message(space, doc, state) {
+            self.outbox.push_back(Frame::Sync {
+                space: *space,
+                doc: doc.clone(),
+                message: message.encode(),
+            });
+        }
+    }
+}
+
+/// The hash both sides compare to skip a space whose documents are all equal:
+/// SHA-256 over the documents in key order, each with its sorted heads.
+pub fn summary_hash(docs: &BTreeMap<DocKey, Vec<Hash>>) -> Hash {
+    let mut hasher = Sha256::new();
+    for (doc, heads) in docs {
+        hasher.update((doc.len() as u64).to_be_bytes());
+        hasher.update(doc.as_bytes());
+        let mut heads = heads.clone();
+        heads.sort_unstable();
+        hasher.update((heads.len() as u64).to_be_bytes());
+        for head in heads {
+            hasher.update(head);
+        }
+    }
+    hasher.finalize().into()
+}
