@@ -6,6 +6,7 @@
 
 pub mod datadir;
 pub mod error;
+pub mod identity;
 pub mod node;
 pub mod note;
 pub mod protocol;

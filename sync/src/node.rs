@@ -24,6 +24,7 @@ use serde::Serialize;
 
 use crate::datadir::{DataDir, DataDirLock};
 use crate::error::{Error, Result};
+use crate::identity::Identity;
 use crate::note::{snippet_of, title_of, ChangeInfo, Note, NoteId, Splice};
 use crate::store::{Chunk, ChunkKind, NoteRow, NoteWrite, QuarantinedChunk, Store};
 
@@ -120,6 +121,7 @@ pub struct Node {
     shared: Arc<Shared>,
     flusher: Option<JoinHandle<()>>,
     data_dir: PathBuf,
+    node_id: String,
 }
 
 struct Shared {
@@ -163,6 +165,7 @@ impl Node {
             DataDir::create(&dir)?;
         }
         let lock = DataDirLock::acquire(&dir)?;
+        let identity = Identity::load_or_create(&dir)?;
         let mut store = Store::open(&dir)?;
         let actor_bytes =
             store.meta_or_insert("device_actor", || ActorId::random().to_bytes().to_vec())?;
@@ -193,11 +196,17 @@ impl Node {
             shared,
             flusher: Some(flusher),
             data_dir: dir,
+            node_id: identity.node_id(),
         })
     }
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// This device's node id (64 hex digits): how peers know it.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
     }
 
     /// Receives every event from now on.

@@ -663,3 +663,30 @@ fn a_misspelt_command_is_bad_usage_and_suggests_the_right_one() {
     }
     assert!(!data.exists());
 }
+
+#[test]
+fn the_node_id_is_stable_and_its_key_file_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first = peernotes_tests::peernotes(&data)
+        .arg("id")
+        .output()
+        .unwrap();
+    assert!(first.status.success(), "{first:?}");
+    let id = peernotes_tests::stdout(&first).trim().to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    let again = peernotes_tests::peernotes(&data)
+        .arg("id")
+        .output()
+        .unwrap();
+    assert_eq!(peernotes_tests::stdout(&again).trim(), id);
+    let mode = std::fs::metadata(data.join("secret.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let dir_mode = std::fs::metadata(&data).unwrap().permissions().mode();
+    assert_eq!(dir_mode & 0o777, 0o700);
+}

@@ -42,6 +42,8 @@ struct Cli {
 enum Command {
     /// Create the data dir and an empty store, and print where it is
     Init,
+    /// Print this device's node id (how peers know it)
+    Id,
     /// Create a note from TEXT, from standard input, or in $EDITOR
     New {
         /// The note's text (words are joined with spaces)
@@ -156,7 +158,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     let dir = DataDir::resolve(cli.data_dir)?;
     let creates = matches!(
         cli.command,
-        Command::Init | Command::New { .. } | Command::Import { .. }
+        Command::Init | Command::Id | Command::New { .. } | Command::Import { .. }
     );
     let mut options = NodeOptions::new(&dir);
     options.create = creates;
@@ -180,6 +182,10 @@ fn dispatch(node: &Node, command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Init => {
             println!("Peernotes data dir: {}", node.data_dir().display());
+            println!("Node id: {}", node.node_id());
+        }
+        Command::Id => {
+            println!("{}", node.node_id());
         }
         Command::New { text, stdin } => {
             let text = if stdin {
