@@ -113,6 +113,14 @@ pub fn children_peak_rss_bytes() -> u64 {
     usage.ru_maxrss as u64 * 1024
 }
 
+/// A run count from the environment (how `make soak` raises them), else `default`.
+pub fn count_from_env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A small seeded generator, so a failing run can be replayed from its seed.
 pub struct Rng(u64);
 

@@ -20,10 +20,7 @@ struct Run {
 
 #[test]
 fn every_committed_edit_survives_sigkill() {
-    let runs = std::env::var("PEERNOTES_CRASH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_RUNS);
+    let runs = peernotes_tests::count_from_env("PEERNOTES_CRASH_RUNS", DEFAULT_RUNS);
     let (mut rng, seed) = Rng::from_time();
     println!("seed {seed}, {runs} runs");
     let dir = tempfile::tempdir().unwrap();

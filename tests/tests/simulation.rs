@@ -352,10 +352,7 @@ impl Peer {
 
 #[test]
 fn replicas_converge_after_faults_heal() {
-    let seeds = std::env::var("PEERNOTES_SIM_SEEDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_SEEDS);
+    let seeds = peernotes_tests::count_from_env("PEERNOTES_SIM_SEEDS", DEFAULT_SEEDS);
     let frames: usize = (1..=seeds).map(run).sum();
     println!("{seeds} seeds converged; {frames} frames delivered");
 }

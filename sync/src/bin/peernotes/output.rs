@@ -16,11 +16,7 @@ pub fn print_list(notes: &[NoteSummary], trash: bool) {
     let now = now_ms();
     let mut out = std::io::stdout().lock();
     for note in notes {
-        let title = if note.title.is_empty() {
-            "(untitled)"
-        } else {
-            &note.title
-        };
+        let title = shown_title(&note.title);
         let _ = writeln!(
             out,
             "{}  {:>10}  {}",
@@ -38,11 +34,7 @@ pub fn print_hits(hits: &[SearchHit]) {
     }
     let mut out = std::io::stdout().lock();
     for hit in hits {
-        let title = if hit.title.is_empty() {
-            "(untitled)"
-        } else {
-            &hit.title
-        };
+        let title = shown_title(&hit.title);
         let _ = writeln!(out, "{}  {}", hit.id.short(), title);
         let snippet = hit.snippet.split_whitespace().collect::<Vec<_>>().join(" ");
         let _ = writeln!(out, "          {snippet}");
@@ -69,6 +61,14 @@ pub fn print_exact(text: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())?;
     out.flush()
+}
+
+fn shown_title(title: &str) -> &str {
+    if title.is_empty() {
+        "(untitled)"
+    } else {
+        title
+    }
 }
 
 fn ago(now_ms: i64, then_ms: i64) -> String {
