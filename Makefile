@@ -10,7 +10,7 @@ APP := $(CARGO_TARGET_DIR)/debug/peernotes-app
 CLI := $(CARGO_TARGET_DIR)/debug/peernotes
 
 APT_PACKAGES := libwebkit2gtk-4.1-dev build-essential pkg-config xvfb xauth \
-	webkit2gtk-driver imagemagick
+	webkit2gtk-driver imagemagick fonts-noto-color-emoji
 TAURI_DRIVER_VERSION := 2.1.0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
