@@ -1,7 +1,7 @@
 //! Real editing traces replayed through the store: the text must come out exact,
 //! and stay exact after the data dir is reopened.
 
-use peernotes_sync::{Node, NodeOptions};
+use peernotes_sync::{Node, NodeOptions, NoteId};
 use peernotes_tests::load_sequential_trace;
 
 fn replay_through_the_store(name: &str) {
@@ -16,16 +16,7 @@ fn replay_through_the_store(name: &str) {
             node.splice_many(&id, &txn.splices()).unwrap();
         }
         node.flush().unwrap();
-        assert_eq!(
-            node.get(&id).unwrap().text,
-            trace.end_content,
-            "cached text"
-        );
-        assert_eq!(
-            node.checkout(&id).unwrap().0,
-            trace.end_content,
-            "document text"
-        );
+        assert_text(&node, &id, &trace.end_content, "after replay");
         let before = node.store_size();
         node.compact_all().unwrap();
         println!(
@@ -39,17 +30,18 @@ fn replay_through_the_store(name: &str) {
         id
     };
     let node = Node::open(NodeOptions::new(dir.path())).unwrap();
-    assert_eq!(
-        node.get(&id).unwrap().text,
-        trace.end_content,
-        "cached text after reopening"
-    );
-    assert_eq!(
-        node.checkout(&id).unwrap().0,
-        trace.end_content,
-        "document text after reopening"
-    );
+    assert_text(&node, &id, &trace.end_content, "after reopening");
     assert!(node.quarantined().unwrap().is_empty());
+}
+
+/// Both the store's cached text and the Automerge document's text are `expected`.
+fn assert_text(node: &Node, id: &NoteId, expected: &str, when: &str) {
+    assert_eq!(node.get(id).unwrap().text, expected, "cached text {when}");
+    assert_eq!(
+        node.checkout(id).unwrap().0,
+        expected,
+        "document text {when}"
+    );
 }
 
 #[test]
