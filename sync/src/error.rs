@@ -52,6 +52,15 @@ pub enum Error {
     },
 
     #[error(
+        "the store {path} is from an older Peernotes; run a command that writes \
+         (e.g. `peernotes init`) once to upgrade it"
+    )]
+    StoreNeedsUpgrade { path: PathBuf },
+
+    #[error("the data dir was opened read-only; this needs a writing Node")]
+    ReadOnly,
+
+    #[error(
         "the disk holding {path} is full; free some space and try again \
          (everything saved before is intact)"
     )]

@@ -22,6 +22,20 @@ pub struct Identity {
 impl Identity {
     /// Reads the data dir's key, creating it on first use.
     pub fn load_or_create(dir: &Path) -> Result<Identity> {
+        match Identity::load(dir)? {
+            Some(identity) => Ok(identity),
+            None => {
+                let mut secret = [0u8; KEY_LEN];
+                getrandom::fill(&mut secret)
+                    .map_err(|e| Error::Invalid(format!("no randomness for a device key: {e}")))?;
+                write_new_key(dir, &dir.join(KEY_FILE), &secret)?;
+                Ok(Identity { secret })
+            }
+        }
+    }
+
+    /// Reads the data dir's key, if it has one.
+    pub fn load(dir: &Path) -> Result<Option<Identity>> {
         let path = dir.join(KEY_FILE);
         match fs::read(&path) {
             Ok(bytes) => {
@@ -33,15 +47,9 @@ impl Identity {
                         bytes.len()
                     ))
                 })?;
-                Ok(Identity { secret })
+                Ok(Some(Identity { secret }))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut secret = [0u8; KEY_LEN];
-                getrandom::fill(&mut secret)
-                    .map_err(|e| Error::Invalid(format!("no randomness for a device key: {e}")))?;
-                write_new_key(dir, &path, &secret)?;
-                Ok(Identity { secret })
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(format!("cannot read {}", path.display()), e)),
         }
     }

@@ -38,6 +38,9 @@ pub struct NodeOptions {
     pub cache_capacity: usize,
     /// How long edits gather before they are written in one transaction.
     pub group_commit: Duration,
+    /// Open for reading only: no lock, so it works while another process (the
+    /// app, a daemon) writes. Edits fail with `Error::ReadOnly`.
+    pub read_only: bool,
 }
 
 impl NodeOptions {
@@ -47,6 +50,7 @@ impl NodeOptions {
             create: true,
             cache_capacity: 64,
             group_commit: Duration::from_millis(50),
+            read_only: false,
         }
     }
 }
@@ -139,7 +143,8 @@ struct State {
     shutdown: bool,
     /// Events produced while the state lock is held, sent once it is released.
     outbox: Vec<NodeEvent>,
-    _lock: DataDirLock,
+    /// The writer's lock; `None` for a read-only Node, which never writes.
+    lock: Option<DataDirLock>,
 }
 
 /// A note's document in memory and what of it is not yet in the store.
@@ -156,47 +161,61 @@ struct OpenNote {
 
 impl Node {
     /// Opens the data dir, taking its lock: one writing process per data dir.
+    /// A read-only Node takes no lock and starts no writer.
     pub fn open(options: NodeOptions) -> Result<Node> {
         let dir = options.data_dir.clone();
         if !DataDir::exists(&dir) {
-            if !options.create {
+            if !options.create || options.read_only {
                 return Err(Error::NoDataDir(dir));
             }
             DataDir::create(&dir)?;
+        }
+        if options.read_only {
+            let store = Store::open_read_only(&dir)?;
+            let node_id = Identity::load(&dir)?
+                .map(|i| i.node_id())
+                .unwrap_or_default();
+            // The actor is never used: a read-only Node makes no changes.
+            let state = State::new(store, ActorId::random(), &options, None);
+            return Node::start(dir, node_id, state, None);
         }
         let lock = DataDirLock::acquire(&dir)?;
         let identity = Identity::load_or_create(&dir)?;
         let mut store = Store::open(&dir)?;
         let actor_bytes =
             store.meta_or_insert("device_actor", || ActorId::random().to_bytes().to_vec())?;
-        let state = State {
-            store,
-            actor: ActorId::from(actor_bytes),
-            open: LruCache::unbounded(),
-            capacity: options.cache_capacity.max(1),
-            dirty: BTreeSet::new(),
-            shutdown: false,
-            outbox: Vec::new(),
-            _lock: lock,
-        };
+        let state = State::new(store, ActorId::from(actor_bytes), &options, Some(lock));
+        Node::start(dir, identity.node_id(), state, Some(options.group_commit))
+    }
+
+    /// Wraps the state; with a group-commit window, starts the flusher thread.
+    fn start(
+        dir: PathBuf,
+        node_id: String,
+        state: State,
+        group_commit: Option<Duration>,
+    ) -> Result<Node> {
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             wake: Condvar::new(),
             subscribers: Mutex::new(Vec::new()),
         });
-        let flusher = {
-            let shared = shared.clone();
-            let window = options.group_commit;
-            std::thread::Builder::new()
-                .name("peernotes-flush".into())
-                .spawn(move || run_flusher(&shared, window))
-                .map_err(|e| Error::io("cannot start the store writer thread", e))?
+        let flusher = match group_commit {
+            Some(window) => {
+                let shared = shared.clone();
+                let thread = std::thread::Builder::new()
+                    .name("peernotes-flush".into())
+                    .spawn(move || run_flusher(&shared, window))
+                    .map_err(|e| Error::io("cannot start the store writer thread", e))?;
+                Some(thread)
+            }
+            None => None,
         };
         Ok(Node {
             shared,
-            flusher: Some(flusher),
+            flusher,
             data_dir: dir,
-            node_id: identity.node_id(),
+            node_id,
         })
     }
 
@@ -220,6 +239,7 @@ impl Node {
     pub fn create(&self, text: &str) -> Result<NoteId> {
         let id = NoteId::generate();
         self.with_state(|st| {
+            st.require_writer()?;
             let now = now_ms();
             let note = Note::create(id.clone(), &st.actor, text, now)?;
             st.insert_open(OpenNote {
@@ -381,6 +401,7 @@ impl Node {
     /// Folds every note's chunks into one snapshot each.
     pub fn compact_all(&self) -> Result<()> {
         self.with_state(|st| {
+            st.require_writer()?;
             st.flush()?;
             for id in st.store.all_ids()? {
                 let id: NoteId = id.parse()?;
@@ -430,6 +451,7 @@ impl Node {
         change: impl FnOnce(&mut Note, i64) -> Result<bool>,
     ) -> Result<bool> {
         let changed = self.with_state(|st| {
+            st.require_writer()?;
             let now = now_ms();
             let open = st.load(id)?;
             let changed = change(&mut open.note, now)?;
@@ -469,6 +491,32 @@ impl Drop for Node {
 }
 
 impl State {
+    fn new(
+        store: Store,
+        actor: ActorId,
+        options: &NodeOptions,
+        lock: Option<DataDirLock>,
+    ) -> State {
+        State {
+            store,
+            actor,
+            open: LruCache::unbounded(),
+            capacity: options.cache_capacity.max(1),
+            dirty: BTreeSet::new(),
+            shutdown: false,
+            outbox: Vec::new(),
+            lock,
+        }
+    }
+
+    fn require_writer(&self) -> Result<()> {
+        if self.lock.is_some() {
+            Ok(())
+        } else {
+            Err(Error::ReadOnly)
+        }
+    }
+
     /// Makes sure a note's document is in memory, loading it from its chunks.
     fn load(&mut self, id: &NoteId) -> Result<&mut OpenNote> {
         if !self.open.contains(id) {
@@ -479,6 +527,8 @@ impl State {
     }
 
     fn read_note(&mut self, id: &NoteId) -> Result<OpenNote> {
+        // Loading may quarantine a chunk, which writes.
+        self.require_writer()?;
         let row = self
             .store
             .row(id.as_str())?
@@ -761,6 +811,39 @@ mod tests {
             node.quarantined().unwrap().is_empty(),
             "{:?}",
             node.quarantined()
+        );
+    }
+
+    #[test]
+    fn a_reader_sees_what_a_running_writer_committed_and_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let read_only = || {
+            let mut options = NodeOptions::new(dir.path());
+            options.read_only = true;
+            Node::open(options)
+        };
+        assert!(matches!(read_only(), Err(Error::NoDataDir(_))));
+        let writer = Node::open(NodeOptions::new(dir.path())).unwrap();
+        let id = writer.create("# Shared\nbody").unwrap();
+        writer.flush().unwrap();
+        let reader = read_only().unwrap();
+        assert_eq!(reader.list(ListFilter::Active).unwrap()[0].id, id);
+        assert_eq!(reader.get(&id).unwrap().text, "# Shared\nbody");
+        assert_eq!(reader.search("body", 5).unwrap().len(), 1);
+        assert!(matches!(reader.create("x"), Err(Error::ReadOnly)));
+        assert!(matches!(
+            reader.splice(&id, 0, 0, "x"),
+            Err(Error::ReadOnly)
+        ));
+        writer.splice(&id, 0, 0, "!").unwrap();
+        writer.flush().unwrap();
+        assert_eq!(reader.get(&id).unwrap().text, "!# Shared\nbody");
+        drop(reader);
+        writer.close().unwrap();
+        // With no writer left (its WAL folded away), reading still works.
+        assert_eq!(
+            read_only().unwrap().get(&id).unwrap().text,
+            "!# Shared\nbody"
         );
     }
 

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -166,6 +166,44 @@ impl Store {
         store.configure()?;
         store.migrate()?;
         Ok(store)
+    }
+
+    /// Opens an existing store for reading only: no lock, no migration, no write.
+    /// Readers see what writers have committed, so `list` works while the app runs.
+    pub fn open_read_only(dir: &Path) -> Result<Store> {
+        let path = dir.join(STORE_FILE);
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&path, flags).map_err(|e| classify(&path, e))?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| classify(&path, e))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(Error::StoreTooNew {
+                path,
+                found: version,
+                known,
+            });
+        }
+        if version < known {
+            return Err(Error::StoreNeedsUpgrade { path });
+        }
+        let has_notes: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'notes'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| classify(&path, e))?;
+        if has_notes == 0 {
+            return Err(Error::StoreDamaged {
+                path,
+                detail: "it has no notes table".into(),
+            });
+        }
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| classify(&path, e))?;
+        Ok(Store { conn, path })
     }
 
     pub fn path(&self) -> &Path {

@@ -42,12 +42,13 @@ pub fn export(node: &Node, dir: &Path, include_trash: bool) -> Result<ExportRepo
             dir.display()
         )));
     }
-    fs::create_dir_all(dir)
-        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    // Read the notes first: a store that cannot be read leaves no empty folder.
     let mut notes = node.list(ListFilter::Active)?;
     if include_trash {
         notes.extend(node.list(ListFilter::Trash)?);
     }
+    fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
     notes.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     let mut used = HashSet::new();
     let mut report = ExportReport::default();

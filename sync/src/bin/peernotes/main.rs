@@ -160,8 +160,17 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         cli.command,
         Command::Init | Command::Id | Command::New { .. } | Command::Import { .. }
     );
+    // Commands that only read need no lock, so they work while the app is open.
+    let reads_only = matches!(
+        cli.command,
+        Command::List { .. }
+            | Command::Show { .. }
+            | Command::Search { .. }
+            | Command::Export { .. }
+    );
     let mut options = NodeOptions::new(&dir);
     options.create = creates;
+    options.read_only = reads_only;
     let node = Node::open(options)?;
     let events = node.subscribe();
     let code = dispatch(&node, cli.command)?;
