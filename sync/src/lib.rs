@@ -10,6 +10,7 @@ pub mod identity;
 pub mod node;
 pub mod note;
 pub mod protocol;
+pub mod space;
 pub mod store;
 pub mod vault;
 
