@@ -14,6 +14,8 @@ use peernotes_tests::Rng;
 const DEFAULT_RUNS: u64 = 30;
 
 struct Run {
+    /// The run's number: kills during start-up leave gaps, so it is not an index.
+    run: u64,
     note: NoteId,
     committed: u64,
 }
@@ -84,7 +86,11 @@ fn every_committed_edit_survives_sigkill() {
             .unwrap_or(0);
         edits_committed += committed;
         if let Some(note) = note {
-            finished.push(Run { note, committed });
+            finished.push(Run {
+                run,
+                note,
+                committed,
+            });
         }
         check_store(dir.path(), &journal, &finished, seed);
     }
@@ -100,7 +106,8 @@ fn check_store(dir: &Path, journal: &NoteId, runs: &[Run], seed: u64) {
     let node = Node::open(NodeOptions::new(dir))
         .unwrap_or_else(|e| panic!("seed {seed}: the store does not open after a kill: {e}"));
     let journal_text = node.checkout(journal).unwrap().0;
-    for (run, r) in runs.iter().enumerate() {
+    for r in runs {
+        let run = r.run;
         let (text, _) = node.checkout(&r.note).unwrap();
         let cached = node.get(&r.note).unwrap().text;
         assert_eq!(
