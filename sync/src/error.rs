@@ -13,6 +13,9 @@ pub enum Error {
     #[error("no note matches `{0}` (see `peernotes list`, or `peernotes list --trash`)")]
     NoteNotFound(String),
 
+    #[error("no space matches `{0}` (see `peernotes space list`)")]
+    SpaceNotFound(String),
+
     #[error("`{prefix}` matches {count} notes; type more of the id")]
     AmbiguousNoteId { prefix: String, count: usize },
 
@@ -105,9 +108,10 @@ impl Error {
     /// The CLI exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::NoteNotFound(_) | Error::AmbiguousNoteId { .. } | Error::NoDataDir(_) => {
-                exit_code::NOT_FOUND
-            }
+            Error::NoteNotFound(_)
+            | Error::SpaceNotFound(_)
+            | Error::AmbiguousNoteId { .. }
+            | Error::NoDataDir(_) => exit_code::NOT_FOUND,
             Error::BadNoteId(_) | Error::Invalid(_) => exit_code::USAGE,
             Error::DataDirInUse { .. } => exit_code::IN_USE,
             Error::StoreDamaged { .. } | Error::StoreTooNew { .. } | Error::NoteDamaged { .. } => {

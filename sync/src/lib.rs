@@ -16,5 +16,8 @@ pub mod vault;
 
 pub use datadir::{DataDir, DATA_ENV};
 pub use error::{exit_code, Error, Result};
-pub use node::{Heads, ListFilter, Node, NodeEvent, NodeOptions, NoteSummary, NoteView, SearchHit};
+pub use node::{
+    Heads, ListFilter, Node, NodeEvent, NodeOptions, NoteSummary, NoteView, SearchHit, SpaceInfo,
+};
 pub use note::{ChangeInfo, NoteId, Splice};
+pub use space::{Member, SpaceId};

@@ -223,9 +223,16 @@ impl Space {
     }
 
     pub fn add_note(&mut self, note: &NoteId, now_ms: i64) -> Result<()> {
-        self.doc
-            .put(&self.notes, note.as_str(), now_ms)
-            .map_err(|e| damaged(&self.id, e))?;
+        self.add_notes(std::slice::from_ref(note), now_ms)
+    }
+
+    /// Adds several notes as one change.
+    pub fn add_notes(&mut self, notes: &[NoteId], now_ms: i64) -> Result<()> {
+        for note in notes {
+            self.doc
+                .put(&self.notes, note.as_str(), now_ms)
+                .map_err(|e| damaged(&self.id, e))?;
+        }
         self.commit(now_ms);
         Ok(())
     }
@@ -237,6 +244,13 @@ impl Space {
     /// The changes made since the last call (or load), for the store.
     pub fn take_incremental(&mut self) -> Vec<u8> {
         let bytes = self.doc.save_after(&self.saved);
+        self.saved = self.doc.get_heads();
+        bytes
+    }
+
+    /// The whole index as one snapshot.
+    pub fn save(&mut self) -> Vec<u8> {
+        let bytes = self.doc.save();
         self.saved = self.doc.get_heads();
         bytes
     }

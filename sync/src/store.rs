@@ -69,6 +69,18 @@ const MIGRATIONS: &[&str] = &[
         INSERT INTO notes_fts (rowid, title, text) VALUES (new.rowid, new.title, new.text);
     END;
     "#,
+    // 2: spaces. Each note belongs to one space; a space's index document is
+    // stored in `chunks` like a note's, under the key `space-<id>` (so
+    // `chunks.note_id` and `quarantine.note_id` hold any document key).
+    r#"
+    ALTER TABLE notes ADD COLUMN space_id TEXT NOT NULL DEFAULT '';
+    CREATE INDEX notes_by_space ON notes (space_id);
+    CREATE TABLE spaces (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        private INTEGER NOT NULL DEFAULT 0
+    );
+    "#,
 ];
 
 /// What kind of bytes a chunk holds.
@@ -101,6 +113,7 @@ pub struct Chunk {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoteRow {
     pub id: String,
+    pub space_id: String,
     pub title: String,
     pub snippet: String,
     pub text: String,
@@ -113,6 +126,7 @@ pub struct NoteRow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoteListing {
     pub id: String,
+    pub space_id: String,
     pub title: String,
     pub snippet: String,
     pub created_at: i64,
@@ -125,6 +139,23 @@ pub struct NoteListing {
 pub struct NoteWrite {
     pub row: NoteRow,
     pub chunks: Vec<Vec<u8>>,
+}
+
+/// A space's part of a group commit: its cached name and the chunks to append.
+#[derive(Debug, Clone)]
+pub struct SpaceWrite {
+    pub id: String,
+    pub name: String,
+    pub chunks: Vec<Vec<u8>>,
+}
+
+/// A space's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpaceRow {
+    pub id: String,
+    pub name: String,
+    pub private: bool,
+    pub notes: usize,
 }
 
 /// A search result, with a highlighted snippet (`[` and `]` around matches).
@@ -298,9 +329,12 @@ impl Store {
     }
 
     /// Writes a group of note changes in one transaction: all land or none do.
-    pub fn commit(&mut self, writes: &[NoteWrite]) -> Result<()> {
+    pub fn commit(&mut self, writes: &[NoteWrite], spaces: &[SpaceWrite]) -> Result<()> {
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(|e| classify(&path, e))?;
+        for space in spaces {
+            write_space(&tx, space, false).map_err(|e| classify(&path, e))?;
+        }
         for write in writes {
             upsert_row(&tx, &write.row).map_err(|e| classify(&path, e))?;
             for chunk in &write.chunks {
@@ -312,6 +346,48 @@ impl Store {
             }
         }
         tx.commit().map_err(|e| classify(&path, e))
+    }
+
+    /// Stores a device's first private space and files every note that has no
+    /// space yet (notes from before spaces existed) into it, in one transaction.
+    pub fn adopt_private_space(&mut self, space: &SpaceWrite) -> Result<()> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| classify(&path, e))?;
+        write_space(&tx, space, true).map_err(|e| classify(&path, e))?;
+        tx.execute(
+            "UPDATE notes SET space_id = ?1 WHERE space_id = ''",
+            [&space.id],
+        )
+        .map_err(|e| classify(&path, e))?;
+        tx.commit().map_err(|e| classify(&path, e))
+    }
+
+    /// Ids of notes that belong to no space.
+    pub fn unfiled_note_ids(&self) -> Result<Vec<String>> {
+        self.strings("SELECT id FROM notes WHERE space_id = '' ORDER BY id")
+    }
+
+    pub fn spaces(&self) -> Result<Vec<SpaceRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT s.id, s.name, s.private,
+                        (SELECT count(*) FROM notes n WHERE n.space_id = s.id)
+                 FROM spaces s ORDER BY s.private DESC, s.name, s.id",
+            )
+            .map_err(|e| classify(&self.path, e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(SpaceRow {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    private: r.get::<_, i64>(2)? != 0,
+                    notes: r.get::<_, i64>(3)? as usize,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| classify(&self.path, e))?;
+        Ok(rows)
     }
 
     /// Replaces every chunk of a note up to and including `through_seq` by one
@@ -416,7 +492,7 @@ impl Store {
     pub fn row(&self, note_id: &str) -> Result<Option<NoteRow>> {
         self.conn
             .query_row(
-                "SELECT id, title, snippet, text, created_at, updated_at, trashed_at
+                "SELECT id, title, snippet, text, created_at, updated_at, trashed_at, space_id
                  FROM notes WHERE id = ?1",
                 [note_id],
                 |r| {
@@ -428,6 +504,7 @@ impl Store {
                         created_at: r.get(4)?,
                         updated_at: r.get(5)?,
                         trashed_at: r.get(6)?,
+                        space_id: r.get(7)?,
                     })
                 },
             )
@@ -453,10 +530,10 @@ impl Store {
     /// Notes in the trash (`trashed`) or not, most recently edited first.
     pub fn list(&self, trashed: bool) -> Result<Vec<NoteListing>> {
         let sql = if trashed {
-            "SELECT id, title, snippet, created_at, updated_at, trashed_at FROM notes
+            "SELECT id, title, snippet, created_at, updated_at, trashed_at, space_id FROM notes
              WHERE trashed_at IS NOT NULL ORDER BY updated_at DESC, id"
         } else {
-            "SELECT id, title, snippet, created_at, updated_at, trashed_at FROM notes
+            "SELECT id, title, snippet, created_at, updated_at, trashed_at, space_id FROM notes
              WHERE trashed_at IS NULL ORDER BY updated_at DESC, id"
         };
         let mut stmt = self
@@ -472,6 +549,7 @@ impl Store {
                     created_at: r.get(3)?,
                     updated_at: r.get(4)?,
                     trashed_at: r.get(5)?,
+                    space_id: r.get(6)?,
                 })
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
@@ -481,9 +559,14 @@ impl Store {
 
     /// Every note id, trashed or not, oldest first (for export).
     pub fn all_ids(&self) -> Result<Vec<String>> {
+        self.strings("SELECT id FROM notes ORDER BY created_at, id")
+    }
+
+    /// The first column of every row of a parameterless query.
+    fn strings(&self, sql: &str) -> Result<Vec<String>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT id FROM notes ORDER BY created_at, id")
+            .prepare_cached(sql)
             .map_err(|e| classify(&self.path, e))?;
         let rows = stmt
             .query_map([], |r| r.get(0))
@@ -540,12 +623,12 @@ impl Store {
 
 fn upsert_row(tx: &Transaction<'_>, row: &NoteRow) -> rusqlite::Result<()> {
     tx.execute(
-        "INSERT INTO notes (id, title, snippet, text, created_at, updated_at, trashed_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO notes (id, title, snippet, text, created_at, updated_at, trashed_at, space_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (id) DO UPDATE SET
             title = excluded.title, snippet = excluded.snippet, text = excluded.text,
             created_at = excluded.created_at, updated_at = excluded.updated_at,
-            trashed_at = excluded.trashed_at",
+            trashed_at = excluded.trashed_at, space_id = excluded.space_id",
         params![
             row.id,
             row.title,
@@ -553,9 +636,29 @@ fn upsert_row(tx: &Transaction<'_>, row: &NoteRow) -> rusqlite::Result<()> {
             row.text,
             row.created_at,
             row.updated_at,
-            row.trashed_at
+            row.trashed_at,
+            row.space_id
         ],
     )?;
+    Ok(())
+}
+
+fn write_space(tx: &Transaction<'_>, space: &SpaceWrite, private: bool) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO spaces (id, name, private) VALUES (?1, ?2, ?3)
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+        params![space.id, space.name, private],
+    )?;
+    for chunk in &space.chunks {
+        tx.execute(
+            "INSERT INTO chunks (note_id, kind, data) VALUES (?1, ?2, ?3)",
+            params![
+                format!("space-{}", space.id),
+                ChunkKind::Incremental as i64,
+                chunk
+            ],
+        )?;
+    }
     Ok(())
 }
 
@@ -601,6 +704,7 @@ mod tests {
             created_at: 1,
             updated_at: 2,
             trashed_at: None,
+            space_id: String::new(),
         }
     }
 
@@ -610,18 +714,24 @@ mod tests {
         let mut store = Store::open(dir.path()).unwrap();
         let mut r = row("aa", "Groceries\nmilk and eggs");
         store
-            .commit(&[NoteWrite {
-                row: r.clone(),
-                chunks: vec![],
-            }])
+            .commit(
+                &[NoteWrite {
+                    row: r.clone(),
+                    chunks: vec![],
+                }],
+                &[],
+            )
             .unwrap();
         assert_eq!(store.search("milk", 10).unwrap().len(), 1);
         r.text = "Groceries\nbread".into();
         store
-            .commit(&[NoteWrite {
-                row: r,
-                chunks: vec![],
-            }])
+            .commit(
+                &[NoteWrite {
+                    row: r,
+                    chunks: vec![],
+                }],
+                &[],
+            )
             .unwrap();
         assert!(store.search("milk", 10).unwrap().is_empty());
         assert_eq!(store.search("bre", 10).unwrap().len(), 1);
@@ -637,7 +747,7 @@ mod tests {
             row: row("bb", "x"),
             chunks: vec![vec![1], vec![2], vec![3]],
         };
-        store.commit(&[write]).unwrap();
+        store.commit(&[write], &[]).unwrap();
         let last = store.last_chunk_seq("bb").unwrap().unwrap();
         store.compact("bb", &[9, 9], last).unwrap();
         let chunks = store.chunks("bb").unwrap();

@@ -660,7 +660,7 @@ fn a_misspelt_command_is_bad_usage_and_suggests_the_right_one() {
         assert_exits_with(
             &output,
             exit_code::USAGE,
-            &[typo, &format!("similar subcommand exists: '{meant}'")],
+            &[typo, "similar subcommand", &format!("'{meant}'")],
         );
     }
     assert!(!data.exists());

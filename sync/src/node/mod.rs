@@ -11,14 +11,14 @@
 //! Lists, search and showing a note that is not in memory read the store's cached
 //! text and never load a document.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use automerge::{ActorId, AutoCommit, ChangeHash, LoadOptions, OnPartialLoad, VerificationMode};
+use automerge::{ActorId, AutoCommit, ChangeHash};
 use lru::LruCache;
 use serde::Serialize;
 
@@ -26,7 +26,8 @@ use crate::datadir::{DataDir, DataDirLock};
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::note::{snippet_of, title_of, ChangeInfo, Note, NoteId, Splice};
-use crate::store::{Chunk, ChunkKind, NoteRow, NoteWrite, QuarantinedChunk, Store};
+use crate::space::SpaceId;
+use crate::store::{ChunkKind, NoteRow, NoteWrite, QuarantinedChunk, Store};
 
 /// How a `Node` is opened.
 #[derive(Debug, Clone)]
@@ -67,6 +68,8 @@ pub enum ListFilter {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NoteSummary {
     pub id: NoteId,
+    /// The space the note belongs to.
+    pub space: Option<SpaceId>,
     pub title: String,
     pub snippet: String,
     /// Unix milliseconds.
@@ -79,6 +82,7 @@ pub struct NoteSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NoteView {
     pub id: NoteId,
+    pub space: Option<SpaceId>,
     pub title: String,
     pub text: String,
     pub created_at: i64,
@@ -145,11 +149,26 @@ struct State {
     outbox: Vec<NodeEvent>,
     /// The writer's lock; `None` for a read-only Node, which never writes.
     lock: Option<DataDirLock>,
+    node_id: String,
+    /// Every space's index, always in memory (there are few). Empty when read-only.
+    spaces: BTreeMap<SpaceId, spaces::OpenSpace>,
+    dirty_spaces: BTreeSet<SpaceId>,
+    /// Where new notes go unless told otherwise; `None` when read-only.
+    private_space: Option<SpaceId>,
+}
+
+/// How a document's stored chunks add up, for compaction decisions.
+#[derive(Debug, Default, Clone, Copy)]
+struct ChunkSizes {
+    snapshot_bytes: usize,
+    incremental_bytes: usize,
+    incremental_chunks: usize,
 }
 
 /// A note's document in memory and what of it is not yet in the store.
 struct OpenNote {
     note: Note,
+    space: SpaceId,
     created_at: i64,
     updated_at: i64,
     /// Encoded changes taken from the document but not yet committed.
@@ -176,7 +195,7 @@ impl Node {
                 .map(|i| i.node_id())
                 .unwrap_or_default();
             // The actor is never used: a read-only Node makes no changes.
-            let state = State::new(store, ActorId::random(), &options, None);
+            let state = State::new(store, ActorId::random(), node_id.clone(), &options, None);
             return Node::start(dir, node_id, state, None);
         }
         let lock = DataDirLock::acquire(&dir)?;
@@ -184,8 +203,17 @@ impl Node {
         let mut store = Store::open(&dir)?;
         let actor_bytes =
             store.meta_or_insert("device_actor", || ActorId::random().to_bytes().to_vec())?;
-        let state = State::new(store, ActorId::from(actor_bytes), &options, Some(lock));
-        Node::start(dir, identity.node_id(), state, Some(options.group_commit))
+        let node_id = identity.node_id();
+        let mut state = State::new(
+            store,
+            ActorId::from(actor_bytes),
+            node_id.clone(),
+            &options,
+            Some(lock),
+        );
+        state.load_spaces()?;
+        state.ensure_private_space()?;
+        Node::start(dir, node_id, state, Some(options.group_commit))
     }
 
     /// Wraps the state; with a group-commit window, starts the flusher thread.
@@ -235,15 +263,24 @@ impl Node {
         rx
     }
 
-    /// Creates a note holding `text` and returns its id.
+    /// Creates a note holding `text` in this device's private space.
     pub fn create(&self, text: &str) -> Result<NoteId> {
+        let space = self.with_state(|st| st.private_space.ok_or(Error::ReadOnly))?;
+        self.create_in(space, text)
+    }
+
+    /// Creates a note holding `text` in `space` and returns its id.
+    pub fn create_in(&self, space: SpaceId, text: &str) -> Result<NoteId> {
         let id = NoteId::generate();
         self.with_state(|st| {
             st.require_writer()?;
             let now = now_ms();
             let note = Note::create(id.clone(), &st.actor, text, now)?;
+            st.space_mut(space)?.space.add_note(&id, now)?;
+            st.dirty_spaces.insert(space);
             st.insert_open(OpenNote {
                 note,
+                space,
                 created_at: now,
                 updated_at: now,
                 pending: Vec::new(),
@@ -287,6 +324,7 @@ impl Node {
                 .map(|r| {
                     Ok(NoteSummary {
                         id: r.id.parse()?,
+                        space: r.space_id.parse().ok(),
                         title: r.title,
                         snippet: r.snippet,
                         created_at: r.created_at,
@@ -306,6 +344,7 @@ impl Node {
                 let text = open.note.text();
                 return Ok(NoteView {
                     id: id.clone(),
+                    space: Some(open.space),
                     title: title_of(&text),
                     text,
                     created_at: open.created_at,
@@ -319,6 +358,7 @@ impl Node {
                 .ok_or_else(|| Error::NoteNotFound(id.to_string()))?;
             Ok(NoteView {
                 id: id.clone(),
+                space: row.space_id.parse().ok(),
                 title: row.title,
                 text: row.text,
                 created_at: row.created_at,
@@ -494,10 +534,15 @@ impl State {
     fn new(
         store: Store,
         actor: ActorId,
+        node_id: String,
         options: &NodeOptions,
         lock: Option<DataDirLock>,
     ) -> State {
         State {
+            node_id,
+            spaces: BTreeMap::new(),
+            dirty_spaces: BTreeSet::new(),
+            private_space: None,
             store,
             actor,
             open: LruCache::unbounded(),
@@ -533,27 +578,7 @@ impl State {
             .store
             .row(id.as_str())?
             .ok_or_else(|| Error::NoteNotFound(id.to_string()))?;
-        let mut doc: Option<AutoCommit> = None;
-        let (mut snapshot_bytes, mut incremental_bytes, mut incremental_chunks) = (0, 0, 0);
-        for chunk in self.store.chunks(id.as_str())? {
-            match decode_chunk(&mut doc, &chunk) {
-                Ok(()) => match chunk.kind {
-                    ChunkKind::Snapshot => snapshot_bytes += chunk.data.len(),
-                    ChunkKind::Incremental => {
-                        incremental_bytes += chunk.data.len();
-                        incremental_chunks += 1;
-                    }
-                },
-                Err(error) => {
-                    tracing::error!(note = %id, seq = chunk.seq, "quarantining a chunk: {error}");
-                    self.store.quarantine(chunk.seq, &error, now_ms())?;
-                    self.outbox.push(NodeEvent::ChunkQuarantined {
-                        id: id.clone(),
-                        error,
-                    });
-                }
-            }
-        }
+        let (doc, sizes) = self.read_doc(id.as_str(), Some(id))?;
         let Some(mut doc) = doc else {
             return Err(Error::NoteDamaged {
                 id: id.to_string(),
@@ -566,15 +591,53 @@ impl State {
             tracing::warn!(note = %id, "some changes wait for history that could not be read");
         }
         let note = Note::from_doc(id.clone(), &self.actor, doc)?;
+        let space = match row.space_id.parse() {
+            Ok(space) => space,
+            Err(_) => self.private_space.ok_or(Error::ReadOnly)?,
+        };
         Ok(OpenNote {
             note,
+            space,
             created_at: row.created_at,
             updated_at: row.updated_at,
             pending: Vec::new(),
-            snapshot_bytes,
-            incremental_bytes,
-            incremental_chunks,
+            snapshot_bytes: sizes.snapshot_bytes,
+            incremental_bytes: sizes.incremental_bytes,
+            incremental_chunks: sizes.incremental_chunks,
         })
+    }
+
+    /// Decodes a document's stored chunks (`key` is a note id or a space's doc
+    /// key), quarantining any that fail; `None` if no chunk could be read.
+    fn read_doc(
+        &mut self,
+        key: &str,
+        note: Option<&NoteId>,
+    ) -> Result<(Option<AutoCommit>, ChunkSizes)> {
+        let mut doc: Option<AutoCommit> = None;
+        let mut sizes = ChunkSizes::default();
+        for chunk in self.store.chunks(key)? {
+            match decode_chunk(&mut doc, &chunk) {
+                Ok(()) => match chunk.kind {
+                    ChunkKind::Snapshot => sizes.snapshot_bytes += chunk.data.len(),
+                    ChunkKind::Incremental => {
+                        sizes.incremental_bytes += chunk.data.len();
+                        sizes.incremental_chunks += 1;
+                    }
+                },
+                Err(error) => {
+                    tracing::error!(doc = key, seq = chunk.seq, "quarantining a chunk: {error}");
+                    self.store.quarantine(chunk.seq, &error, now_ms())?;
+                    if let Some(id) = note {
+                        self.outbox.push(NodeEvent::ChunkQuarantined {
+                            id: id.clone(),
+                            error,
+                        });
+                    }
+                }
+            }
+        }
+        Ok((doc, sizes))
     }
 
     /// Adds a document to the cache, evicting the least recently used clean ones.
@@ -594,9 +657,10 @@ impl State {
     /// The group commit: every dirty note's new changes and cached text, in one
     /// transaction. On failure nothing is lost: the changes stay pending in memory.
     fn flush(&mut self) -> Result<()> {
-        if self.dirty.is_empty() {
+        if self.dirty.is_empty() && self.dirty_spaces.is_empty() {
             return Ok(());
         }
+        let space_writes = self.space_writes();
         let mut writes = Vec::with_capacity(self.dirty.len());
         for id in &self.dirty {
             let open = self.open.peek_mut(id).expect("dirty notes stay in memory");
@@ -608,6 +672,7 @@ impl State {
             writes.push(NoteWrite {
                 row: NoteRow {
                     id: id.to_string(),
+                    space_id: open.space.to_string(),
                     title: title_of(&text),
                     snippet: snippet_of(&text),
                     text,
@@ -618,12 +683,13 @@ impl State {
                 chunks: open.pending.clone(),
             });
         }
-        if let Err(e) = self.store.commit(&writes) {
+        if let Err(e) = self.store.commit(&writes, &space_writes) {
             self.outbox.push(NodeEvent::StoreFailed {
                 message: e.to_string(),
             });
             return Err(e);
         }
+        let written_spaces = self.spaces_written();
         let written = std::mem::take(&mut self.dirty);
         for id in &written {
             let open = self.open.peek_mut(id).expect("dirty notes stay in memory");
@@ -640,7 +706,7 @@ impl State {
                 self.compact(id)?;
             }
         }
-        Ok(())
+        self.compact_spaces(&written_spaces)
     }
 
     /// Replaces a (clean, loaded) note's chunks by one snapshot.
@@ -664,84 +730,6 @@ impl State {
         open.incremental_chunks = 0;
         Ok(())
     }
-}
-
-/// Decodes one stored chunk onto `doc`, strictly: a truncated or corrupt chunk is
-/// an error here, where Automerge's own loaders skip a damaged tail silently.
-fn decode_chunk(doc: &mut Option<AutoCommit>, chunk: &Chunk) -> std::result::Result<(), String> {
-    match chunk.kind {
-        ChunkKind::Snapshot => {
-            let strict = LoadOptions::new()
-                .on_partial_load(OnPartialLoad::Error)
-                .verification_mode(VerificationMode::Check);
-            let loaded =
-                AutoCommit::load_with_options(&chunk.data, strict).map_err(|e| e.to_string())?;
-            match doc {
-                None => *doc = Some(loaded),
-                Some(doc) => {
-                    let mut loaded = loaded;
-                    doc.merge(&mut loaded).map_err(|e| e.to_string())?;
-                }
-            }
-        }
-        ChunkKind::Incremental => {
-            let changes = split_changes(&chunk.data)?;
-            doc.get_or_insert_with(AutoCommit::new)
-                .apply_changes(changes)
-                .map_err(|e| e.to_string())?;
-        }
-    }
-    Ok(())
-}
-
-/// Magic bytes that open every Automerge chunk.
-const CHUNK_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
-
-/// Splits an incremental chunk (Automerge change chunks back to back) into changes,
-/// checking each one's length and checksum.
-fn split_changes(mut data: &[u8]) -> std::result::Result<Vec<automerge::Change>, String> {
-    let mut changes = Vec::new();
-    while !data.is_empty() {
-        if data.len() < 10 || data[..4] != CHUNK_MAGIC {
-            return Err(format!(
-                "change {} does not start with an Automerge header",
-                changes.len() + 1
-            ));
-        }
-        // magic (4) + checksum (4) + chunk type (1) + uLEB128 length + contents
-        let (len, len_bytes) = read_uleb128(&data[9..])
-            .ok_or_else(|| format!("change {} has a damaged length", changes.len() + 1))?;
-        let end = 9usize
-            .checked_add(len_bytes)
-            .and_then(|n| n.checked_add(usize::try_from(len).ok()?))
-            .filter(|&end| end <= data.len())
-            .ok_or_else(|| {
-                format!(
-                    "change {} is truncated: it declares {len} bytes, {} are stored",
-                    changes.len() + 1,
-                    data.len().saturating_sub(9 + len_bytes)
-                )
-            })?;
-        let change = automerge::Change::try_from(&data[..end]).map_err(|e| e.to_string())?;
-        // An Automerge checksum is the first four bytes of the change's hash.
-        if change.hash().0[..4] != data[4..8] {
-            return Err(format!("change {} fails its checksum", changes.len() + 1));
-        }
-        changes.push(change);
-        data = &data[end..];
-    }
-    Ok(changes)
-}
-
-fn read_uleb128(bytes: &[u8]) -> Option<(u64, usize)> {
-    let mut value: u64 = 0;
-    for (i, byte) in bytes.iter().enumerate().take(10) {
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some((value, i + 1));
-        }
-    }
-    None
 }
 
 fn run_flusher(shared: &Shared, window: Duration) {
@@ -779,6 +767,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+mod decode;
+mod spaces;
+
+use decode::decode_chunk;
+pub use spaces::SpaceInfo;
+
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -788,6 +782,7 @@ pub(crate) fn now_ms() -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use super::decode::split_changes;
     use super::*;
 
     #[test]

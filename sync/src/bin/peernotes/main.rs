@@ -51,6 +51,9 @@ enum Command {
         /// Read the note's text from standard input
         #[arg(long, conflicts_with = "text")]
         stdin: bool,
+        /// The space to put it in (name or id) [default: your private space]
+        #[arg(long)]
+        space: Option<String>,
     },
     /// List notes, most recently edited first
     List {
@@ -121,6 +124,41 @@ enum Command {
     },
     /// Fold each note's stored changes into one snapshot and shrink the store
     Compact,
+    /// Spaces: shared notebooks and who is in them
+    Space {
+        #[command(subcommand)]
+        command: SpaceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SpaceCommand {
+    /// Create a space with this device as its only member; prints its id
+    Create {
+        #[arg(required = true)]
+        name: Vec<String>,
+    },
+    /// List spaces, your private space first
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a space's members
+    Members {
+        /// Space name or id
+        space: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a member: this device stops syncing the space with them
+    RemoveMember {
+        /// Space name or id
+        space: String,
+        /// The member's node id
+        node_id: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -158,7 +196,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     let dir = DataDir::resolve(cli.data_dir)?;
     let creates = matches!(
         cli.command,
-        Command::Init | Command::Id | Command::New { .. } | Command::Import { .. }
+        Command::Init
+            | Command::Id
+            | Command::New { .. }
+            | Command::Import { .. }
+            | Command::Space {
+                command: SpaceCommand::Create { .. }
+            }
     );
     // Commands that only read need no lock, so they work while the app is open.
     let reads_only = matches!(
@@ -196,7 +240,11 @@ fn dispatch(node: &Node, command: Command) -> anyhow::Result<i32> {
         Command::Id => {
             println!("{}", node.node_id());
         }
-        Command::New { text, stdin } => {
+        Command::New { text, stdin, space } => {
+            let space = match space {
+                Some(typed) => node.find_space(&typed)?,
+                None => node.private_space()?,
+            };
             let text = if stdin {
                 read_stdin()?
             } else if !text.is_empty() {
@@ -209,7 +257,7 @@ fn dispatch(node: &Node, command: Command) -> anyhow::Result<i32> {
                 }
                 written
             };
-            let id = node.create(&text)?;
+            let id = node.create_in(space, &text)?;
             node.flush()?;
             println!("{id}");
         }
@@ -304,6 +352,7 @@ fn dispatch(node: &Node, command: Command) -> anyhow::Result<i32> {
                 dir.display()
             );
         }
+        Command::Space { command } => space_command(node, command)?,
         Command::Compact => {
             let before = node.store_size();
             node.compact_all()?;
@@ -311,6 +360,40 @@ fn dispatch(node: &Node, command: Command) -> anyhow::Result<i32> {
         }
     }
     Ok(exit_code::OK)
+}
+
+fn space_command(node: &Node, command: SpaceCommand) -> anyhow::Result<()> {
+    match command {
+        SpaceCommand::Create { name } => {
+            let id = node.create_space(&name.join(" "))?;
+            println!("{id}");
+        }
+        SpaceCommand::List { json } => {
+            let spaces = node.spaces()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&spaces)?);
+            } else {
+                output::print_spaces(&spaces);
+            }
+        }
+        SpaceCommand::Members { space, json } => {
+            let members = node.members(node.find_space(&space)?)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&members)?);
+            } else {
+                output::print_members(&members, node.node_id());
+            }
+        }
+        SpaceCommand::RemoveMember { space, node_id } => {
+            let space = node.find_space(&space)?;
+            node.remove_member(space, node_id.trim())?;
+            eprintln!(
+                "Removed {}: nothing more of this space will be synced with it",
+                node_id.trim()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn read_stdin() -> anyhow::Result<String> {

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use peernotes_sync::{ChangeInfo, NoteSummary, SearchHit};
+use peernotes_sync::{ChangeInfo, Member, NoteSummary, SearchHit, SpaceInfo};
 
 pub fn print_list(notes: &[NoteSummary], trash: bool) {
     if notes.is_empty() {
@@ -53,6 +53,33 @@ pub fn print_history(changes: &[ChangeInfo]) {
             &change.actor[..change.actor.len().min(8)],
             change.ops
         );
+    }
+}
+
+pub fn print_spaces(spaces: &[SpaceInfo]) {
+    let mut out = std::io::stdout().lock();
+    for space in spaces {
+        let kind = if space.private { "  (private)" } else { "" };
+        let _ = writeln!(
+            out,
+            "{}  {:>5} note(s)  {:>3} member(s)  {}{kind}",
+            &space.id.to_string()[..8],
+            space.notes,
+            space.members,
+            space.name
+        );
+    }
+}
+
+pub fn print_members(members: &[Member], this_device: &str) {
+    let mut out = std::io::stdout().lock();
+    for member in members {
+        let me = if member.node_id == this_device {
+            "  (this device)"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "{}  {}{me}", member.node_id, member.name);
     }
 }
 

@@ -1,0 +1,283 @@
+//! The `Node`'s spaces: loading every space index at start-up, the device's
+//! private space, creating spaces, and membership. Space indexes are few and
+//! small, so all of them stay in memory; their changes go to disk in the same
+//! group commit as notes.
+
+use serde::Serialize;
+
+use super::{now_ms, Node, State};
+use crate::error::{Error, Result};
+use crate::space::{Member, Space, SpaceId};
+use crate::store::SpaceWrite;
+
+/// A space as it appears in a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SpaceInfo {
+    pub id: SpaceId,
+    pub name: String,
+    /// The device's own space, synced only to the user's other devices.
+    pub private: bool,
+    pub members: usize,
+    pub notes: usize,
+}
+
+/// A space index in memory and its changes not yet committed.
+pub(super) struct OpenSpace {
+    pub(super) space: Space,
+    pending: Vec<Vec<u8>>,
+    /// Incremental chunks in the store since the last snapshot.
+    incremental_chunks: usize,
+}
+
+impl OpenSpace {
+    fn new(space: Space, incremental_chunks: usize) -> OpenSpace {
+        OpenSpace {
+            space,
+            pending: Vec::new(),
+            incremental_chunks,
+        }
+    }
+}
+
+/// Name of the private space every device starts with.
+const PRIVATE_SPACE_NAME: &str = "Private";
+
+impl Node {
+    /// Every space, the private one first.
+    pub fn spaces(&self) -> Result<Vec<SpaceInfo>> {
+        self.with_state(|st| {
+            st.require_writer()?;
+            st.flush()?;
+            let rows = st.store.spaces()?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|row| {
+                    let id: SpaceId = row.id.parse().ok()?;
+                    let open = st.spaces.get(&id)?;
+                    Some(SpaceInfo {
+                        id,
+                        name: row.name,
+                        private: row.private,
+                        members: open.space.members().len(),
+                        notes: row.notes,
+                    })
+                })
+                .collect())
+        })
+    }
+
+    /// The space new notes go to by default.
+    pub fn private_space(&self) -> Result<SpaceId> {
+        self.with_state(|st| st.private_space.ok_or(Error::ReadOnly))
+    }
+
+    /// Resolves what a user typed: a space's name (ignoring case), the start of
+    /// a name, or its id or the start of it — whichever matches first.
+    pub fn find_space(&self, typed: &str) -> Result<SpaceId> {
+        let typed = typed.trim().to_lowercase();
+        if typed.is_empty() {
+            return Err(Error::SpaceNotFound(typed));
+        }
+        self.with_state(|st| {
+            let named: Vec<(SpaceId, String)> = st
+                .spaces
+                .iter()
+                .map(|(id, s)| (*id, s.space.name().to_lowercase()))
+                .collect();
+            type Test<'a> = &'a dyn Fn(&(SpaceId, String)) -> bool;
+            let tests: [Test; 3] = [
+                &|(_, name)| *name == typed,
+                &|(_, name)| name.starts_with(&typed),
+                &|(id, _)| id.to_string().starts_with(&typed),
+            ];
+            for test in tests {
+                let matches: Vec<SpaceId> = named
+                    .iter()
+                    .filter(|s| test(s))
+                    .map(|(id, _)| *id)
+                    .collect();
+                match matches.as_slice() {
+                    [] => continue,
+                    [id] => return Ok(*id),
+                    _ => {
+                        return Err(Error::Invalid(format!(
+                            "`{typed}` matches {} spaces; use more of the name, or the id \
+                             (see `peernotes space list`)",
+                            matches.len()
+                        )))
+                    }
+                }
+            }
+            Err(Error::SpaceNotFound(typed.clone()))
+        })
+    }
+
+    /// Creates a space with this device as its only member.
+    pub fn create_space(&self, name: &str) -> Result<SpaceId> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(Error::Invalid("a space needs a name".into()));
+        }
+        let id = SpaceId::generate();
+        self.with_state(|st| {
+            st.require_writer()?;
+            let space = Space::create(id, &st.actor, name, &st.node_id, &device_name(), now_ms())?;
+            st.spaces.insert(id, OpenSpace::new(space, 0));
+            st.dirty_spaces.insert(id);
+            st.flush()
+        })?;
+        Ok(id)
+    }
+
+    pub fn members(&self, space: SpaceId) -> Result<Vec<Member>> {
+        self.with_state(|st| Ok(st.space_mut(space)?.space.members()))
+    }
+
+    /// Adds `node_id` to `space` under `name`, as this device.
+    pub fn add_member(&self, space: SpaceId, node_id: &str, name: &str) -> Result<()> {
+        self.with_state(|st| {
+            st.require_writer()?;
+            let by = st.node_id.clone();
+            st.space_mut(space)?
+                .space
+                .add_member(node_id, name, &by, now_ms())?;
+            st.dirty_spaces.insert(space);
+            st.flush()
+        })
+    }
+
+    /// Removes a member: this device stops syncing the space with them.
+    pub fn remove_member(&self, space: SpaceId, node_id: &str) -> Result<()> {
+        self.with_state(|st| {
+            st.require_writer()?;
+            if node_id == st.node_id {
+                return Err(Error::Invalid(
+                    "this device cannot remove itself from a space".into(),
+                ));
+            }
+            st.space_mut(space)?
+                .space
+                .remove_member(node_id, now_ms())?;
+            st.dirty_spaces.insert(space);
+            st.flush()
+        })
+    }
+}
+
+impl State {
+    pub(super) fn space_mut(&mut self, id: SpaceId) -> Result<&mut OpenSpace> {
+        self.spaces
+            .get_mut(&id)
+            .ok_or_else(|| Error::SpaceNotFound(id.to_string()))
+    }
+
+    /// Loads every space index from the store.
+    pub(super) fn load_spaces(&mut self) -> Result<()> {
+        for row in self.store.spaces()? {
+            let id: SpaceId = row.id.parse()?;
+            let (doc, sizes) = self.read_doc(&id.doc_key(), None)?;
+            let Some(doc) = doc else {
+                tracing::error!(space = %id, "no part of the space's index could be read");
+                continue;
+            };
+            let space = Space::from_doc(id, &self.actor, doc)?;
+            if row.private {
+                self.private_space = Some(id);
+            }
+            self.spaces
+                .insert(id, OpenSpace::new(space, sizes.incremental_chunks));
+        }
+        Ok(())
+    }
+
+    /// Gives the device its private space on first use, filing into it every
+    /// note that has no space yet (notes written before spaces existed).
+    pub(super) fn ensure_private_space(&mut self) -> Result<()> {
+        if self.private_space.is_some() {
+            return Ok(());
+        }
+        let id = SpaceId::generate();
+        let now = now_ms();
+        let mut space = Space::create(
+            id,
+            &self.actor,
+            PRIVATE_SPACE_NAME,
+            &self.node_id,
+            &device_name(),
+            now,
+        )?;
+        let unfiled = self
+            .store
+            .unfiled_note_ids()?
+            .into_iter()
+            .map(|id| id.parse())
+            .collect::<Result<Vec<_>>>()?;
+        space.add_notes(&unfiled, now)?;
+        self.store.adopt_private_space(&SpaceWrite {
+            id: id.to_string(),
+            name: PRIVATE_SPACE_NAME.into(),
+            chunks: vec![space.take_incremental()],
+        })?;
+        self.spaces.insert(id, OpenSpace::new(space, 1));
+        self.private_space = Some(id);
+        Ok(())
+    }
+
+    /// What the group commit writes for dirty spaces. Changes stay pending until
+    /// `spaces_written` confirms the commit.
+    pub(super) fn space_writes(&mut self) -> Vec<SpaceWrite> {
+        let mut writes = Vec::new();
+        for id in &self.dirty_spaces {
+            let open = self.spaces.get_mut(id).expect("dirty spaces are loaded");
+            let chunk = open.space.take_incremental();
+            if !chunk.is_empty() {
+                open.pending.push(chunk);
+            }
+            writes.push(SpaceWrite {
+                id: id.to_string(),
+                name: open.space.name(),
+                chunks: open.pending.clone(),
+            });
+        }
+        writes
+    }
+
+    /// After a successful commit: nothing of the written spaces is pending any
+    /// more. Returns their ids, for `compact_spaces`.
+    pub(super) fn spaces_written(&mut self) -> Vec<SpaceId> {
+        let written: Vec<SpaceId> = std::mem::take(&mut self.dirty_spaces).into_iter().collect();
+        for id in &written {
+            let open = self.spaces.get_mut(id).expect("dirty spaces are loaded");
+            open.incremental_chunks += open.pending.len();
+            open.pending.clear();
+        }
+        written
+    }
+
+    /// Folds a space's chunks into one snapshot once there are many.
+    pub(super) fn compact_spaces(&mut self, ids: &[SpaceId]) -> Result<()> {
+        for id in ids {
+            let open = self.spaces.get_mut(id).expect("written spaces are loaded");
+            if open.incremental_chunks < super::COMPACT_AFTER_CHUNKS {
+                continue;
+            }
+            let key = id.doc_key();
+            if let Some(through) = self.store.last_chunk_seq(&key)? {
+                let snapshot = open.space.save();
+                self.store.compact(&key, &snapshot, through)?;
+                open.incremental_chunks = 0;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The name this device gives itself in spaces it creates: its host name.
+fn device_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "this device".into())
+}
