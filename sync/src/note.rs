@@ -189,6 +189,13 @@ impl Note {
         })
     }
 
+    /// Wraps a document that arrived from a peer: none of it is stored yet.
+    pub fn from_remote(id: NoteId, actor: &ActorId, doc: AutoCommit) -> Result<Note> {
+        let mut note = Note::from_doc(id, actor, doc)?;
+        note.saved.clear();
+        Ok(note)
+    }
+
     pub fn id(&self) -> &NoteId {
         &self.id
     }

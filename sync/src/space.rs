@@ -152,6 +152,13 @@ impl Space {
         })
     }
 
+    /// Wraps an index that arrived from a peer: none of it is stored yet.
+    pub fn from_remote(id: SpaceId, actor: &ActorId, doc: AutoCommit) -> Result<Space> {
+        let mut space = Space::from_doc(id, actor, doc)?;
+        space.saved.clear();
+        Ok(space)
+    }
+
     pub fn id(&self) -> SpaceId {
         self.id
     }

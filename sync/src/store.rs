@@ -81,6 +81,18 @@ const MIGRATIONS: &[&str] = &[
         private INTEGER NOT NULL DEFAULT 0
     );
     "#,
+    // 3: sync. Each note's heads (32-byte hashes back to back), so a sync session
+    // can compare documents without loading them; and per-peer sync state, so a
+    // reconnect sends only what is new.
+    r#"
+    ALTER TABLE notes ADD COLUMN heads BLOB NOT NULL DEFAULT x'';
+    CREATE TABLE sync_states (
+        peer TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        state BLOB NOT NULL,
+        PRIMARY KEY (peer, doc)
+    );
+    "#,
 ];
 
 /// What kind of bytes a chunk holds.
@@ -114,6 +126,8 @@ pub struct Chunk {
 pub struct NoteRow {
     pub id: String,
     pub space_id: String,
+    /// The document's heads, 32-byte hashes back to back (empty if unknown).
+    pub heads: Vec<u8>,
     pub title: String,
     pub snippet: String,
     pub text: String,
@@ -139,6 +153,21 @@ pub struct NoteListing {
 pub struct NoteWrite {
     pub row: NoteRow,
     pub chunks: Vec<Vec<u8>>,
+}
+
+/// Everything one group commit writes, in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub notes: Vec<NoteWrite>,
+    pub spaces: Vec<SpaceWrite>,
+    /// `(peer, doc, encoded sync state)`.
+    pub sync_states: Vec<(String, String, Vec<u8>)>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.notes.is_empty() && self.spaces.is_empty() && self.sync_states.is_empty()
+    }
 }
 
 /// A space's part of a group commit: its cached name and the chunks to append.
@@ -329,13 +358,21 @@ impl Store {
     }
 
     /// Writes a group of note changes in one transaction: all land or none do.
-    pub fn commit(&mut self, writes: &[NoteWrite], spaces: &[SpaceWrite]) -> Result<()> {
+    pub fn commit(&mut self, batch: &Batch) -> Result<()> {
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(|e| classify(&path, e))?;
-        for space in spaces {
+        for space in &batch.spaces {
             write_space(&tx, space, false).map_err(|e| classify(&path, e))?;
         }
-        for write in writes {
+        for (peer, doc, state) in &batch.sync_states {
+            tx.execute(
+                "INSERT INTO sync_states (peer, doc, state) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (peer, doc) DO UPDATE SET state = excluded.state",
+                params![peer, doc, state],
+            )
+            .map_err(|e| classify(&path, e))?;
+        }
+        for write in &batch.notes {
             upsert_row(&tx, &write.row).map_err(|e| classify(&path, e))?;
             for chunk in &write.chunks {
                 tx.execute(
@@ -360,6 +397,18 @@ impl Store {
         )
         .map_err(|e| classify(&path, e))?;
         tx.commit().map_err(|e| classify(&path, e))
+    }
+
+    /// The sync state remembered for `doc` with `peer`.
+    pub fn sync_state(&self, peer: &str, doc: &str) -> Result<Option<Vec<u8>>> {
+        self.conn
+            .query_row(
+                "SELECT state FROM sync_states WHERE peer = ?1 AND doc = ?2",
+                [peer, doc],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| classify(&self.path, e))
     }
 
     /// Ids of notes that belong to no space.
@@ -492,7 +541,7 @@ impl Store {
     pub fn row(&self, note_id: &str) -> Result<Option<NoteRow>> {
         self.conn
             .query_row(
-                "SELECT id, title, snippet, text, created_at, updated_at, trashed_at, space_id
+                "SELECT id, title, snippet, text, created_at, updated_at, trashed_at, space_id, heads
                  FROM notes WHERE id = ?1",
                 [note_id],
                 |r| {
@@ -505,6 +554,7 @@ impl Store {
                         updated_at: r.get(5)?,
                         trashed_at: r.get(6)?,
                         space_id: r.get(7)?,
+                        heads: r.get(8)?,
                     })
                 },
             )
@@ -623,12 +673,14 @@ impl Store {
 
 fn upsert_row(tx: &Transaction<'_>, row: &NoteRow) -> rusqlite::Result<()> {
     tx.execute(
-        "INSERT INTO notes (id, title, snippet, text, created_at, updated_at, trashed_at, space_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+        "INSERT INTO notes
+            (id, title, snippet, text, created_at, updated_at, trashed_at, space_id, heads)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT (id) DO UPDATE SET
             title = excluded.title, snippet = excluded.snippet, text = excluded.text,
             created_at = excluded.created_at, updated_at = excluded.updated_at,
-            trashed_at = excluded.trashed_at, space_id = excluded.space_id",
+            trashed_at = excluded.trashed_at, space_id = excluded.space_id,
+            heads = excluded.heads",
         params![
             row.id,
             row.title,
@@ -637,7 +689,8 @@ fn upsert_row(tx: &Transaction<'_>, row: &NoteRow) -> rusqlite::Result<()> {
             row.created_at,
             row.updated_at,
             row.trashed_at,
-            row.space_id
+            row.space_id,
+            row.heads
         ],
     )?;
     Ok(())
@@ -705,6 +758,7 @@ mod tests {
             updated_at: 2,
             trashed_at: None,
             space_id: String::new(),
+            heads: Vec::new(),
         }
     }
 
@@ -714,24 +768,24 @@ mod tests {
         let mut store = Store::open(dir.path()).unwrap();
         let mut r = row("aa", "Groceries\nmilk and eggs");
         store
-            .commit(
-                &[NoteWrite {
+            .commit(&Batch {
+                notes: vec![NoteWrite {
                     row: r.clone(),
                     chunks: vec![],
                 }],
-                &[],
-            )
+                ..Batch::default()
+            })
             .unwrap();
         assert_eq!(store.search("milk", 10).unwrap().len(), 1);
         r.text = "Groceries\nbread".into();
         store
-            .commit(
-                &[NoteWrite {
+            .commit(&Batch {
+                notes: vec![NoteWrite {
                     row: r,
                     chunks: vec![],
                 }],
-                &[],
-            )
+                ..Batch::default()
+            })
             .unwrap();
         assert!(store.search("milk", 10).unwrap().is_empty());
         assert_eq!(store.search("bre", 10).unwrap().len(), 1);
@@ -747,7 +801,12 @@ mod tests {
             row: row("bb", "x"),
             chunks: vec![vec![1], vec![2], vec![3]],
         };
-        store.commit(&[write], &[]).unwrap();
+        store
+            .commit(&Batch {
+                notes: vec![write],
+                ..Batch::default()
+            })
+            .unwrap();
         let last = store.last_chunk_seq("bb").unwrap().unwrap();
         store.compact("bb", &[9, 9], last).unwrap();
         let chunks = store.chunks("bb").unwrap();

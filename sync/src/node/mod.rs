@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::note::{snippet_of, title_of, ChangeInfo, Note, NoteId, Splice};
 use crate::space::SpaceId;
-use crate::store::{ChunkKind, NoteRow, NoteWrite, QuarantinedChunk, Store};
+use crate::store::{Batch, ChunkKind, NoteRow, NoteWrite, QuarantinedChunk, Store};
 
 /// How a `Node` is opened.
 #[derive(Debug, Clone)]
@@ -155,6 +155,14 @@ struct State {
     dirty_spaces: BTreeSet<SpaceId>,
     /// Where new notes go unless told otherwise; `None` when read-only.
     private_space: Option<SpaceId>,
+    /// Sync states to remember, by `(peer, doc)`; written by the group commit.
+    sync_states: BTreeMap<(String, String), Vec<u8>>,
+    /// Documents arriving by sync that are not yet whole enough to be notes or
+    /// space indexes, by doc key, with the space they arrive in.
+    incoming: BTreeMap<String, (SpaceId, AutoCommit)>,
+    /// Spaces this device was invited to but whose index has not arrived yet,
+    /// with the inviter's node id (the one peer to sync them with).
+    joining: BTreeMap<SpaceId, String>,
 }
 
 /// How a document's stored chunks add up, for compaction decisions.
@@ -543,6 +551,9 @@ impl State {
             spaces: BTreeMap::new(),
             dirty_spaces: BTreeSet::new(),
             private_space: None,
+            sync_states: BTreeMap::new(),
+            incoming: BTreeMap::new(),
+            joining: BTreeMap::new(),
             store,
             actor,
             open: LruCache::unbounded(),
@@ -657,11 +668,19 @@ impl State {
     /// The group commit: every dirty note's new changes and cached text, in one
     /// transaction. On failure nothing is lost: the changes stay pending in memory.
     fn flush(&mut self) -> Result<()> {
-        if self.dirty.is_empty() && self.dirty_spaces.is_empty() {
+        if self.dirty.is_empty() && self.dirty_spaces.is_empty() && self.sync_states.is_empty() {
             return Ok(());
         }
-        let space_writes = self.space_writes();
-        let mut writes = Vec::with_capacity(self.dirty.len());
+        let mut batch = Batch {
+            spaces: self.space_writes(),
+            sync_states: self
+                .sync_states
+                .iter()
+                .map(|((peer, doc), state)| (peer.clone(), doc.clone(), state.clone()))
+                .collect(),
+            ..Batch::default()
+        };
+        let writes = &mut batch.notes;
         for id in &self.dirty {
             let open = self.open.peek_mut(id).expect("dirty notes stay in memory");
             let chunk = open.note.take_incremental();
@@ -673,6 +692,7 @@ impl State {
                 row: NoteRow {
                     id: id.to_string(),
                     space_id: open.space.to_string(),
+                    heads: encode_heads(&open.note.heads()),
                     title: title_of(&text),
                     snippet: snippet_of(&text),
                     text,
@@ -683,12 +703,13 @@ impl State {
                 chunks: open.pending.clone(),
             });
         }
-        if let Err(e) = self.store.commit(&writes, &space_writes) {
+        if let Err(e) = self.store.commit(&batch) {
             self.outbox.push(NodeEvent::StoreFailed {
                 message: e.to_string(),
             });
             return Err(e);
         }
+        self.sync_states.clear();
         let written_spaces = self.spaces_written();
         let written = std::mem::take(&mut self.dirty);
         for id in &written {
@@ -768,7 +789,15 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 mod decode;
+mod replicas;
 mod spaces;
+
+pub use replicas::PeerReplicas;
+
+/// Heads as stored: 32-byte hashes back to back.
+fn encode_heads(heads: &[ChangeHash]) -> Vec<u8> {
+    heads.iter().flat_map(|h| h.0).collect()
+}
 
 use decode::decode_chunk;
 pub use spaces::SpaceInfo;

@@ -30,7 +30,7 @@ pub(super) struct OpenSpace {
 }
 
 impl OpenSpace {
-    fn new(space: Space, incremental_chunks: usize) -> OpenSpace {
+    pub(super) fn new(space: Space, incremental_chunks: usize) -> OpenSpace {
         OpenSpace {
             space,
             pending: Vec::new(),

@@ -40,6 +40,14 @@ pub trait Replicas {
         state: &mut sync::State,
         message: sync::Message,
     ) -> Result<(), String>;
+    /// The sync state remembered from an earlier session with this peer, so a
+    /// reconnect sends only what is new. The default remembers nothing.
+    fn load_sync_state(&mut self, _space: &SpaceKey, _doc: &DocKey) -> sync::State {
+        sync::State::new()
+    }
+    /// Remembers a sync state after a message was received (the state's shared
+    /// heads are what matters across sessions).
+    fn save_sync_state(&mut self, _space: &SpaceKey, _doc: &DocKey, _state: &sync::State) {}
 }
 
 /// What a session reports to its driver.
@@ -237,10 +245,14 @@ impl Session {
                 let message = sync::Message::decode(&message)
                     .map_err(|e| SessionError::BadSyncMessage(e.to_string()))?;
                 let changes = !message.changes.is_empty();
-                let state = self.states.entry((space, doc.clone())).or_default();
+                let state = self
+                    .states
+                    .entry((space, doc.clone()))
+                    .or_insert_with(|| replicas.load_sync_state(&space, &doc));
                 replicas
                     .receive_sync_message(&space, &doc, state, message)
                     .map_err(SessionError::BadSyncMessage)?;
+                replicas.save_sync_state(&space, &doc, state);
                 if changes {
                     self.events.push_back(SessionEvent::RemoteChange {
                         space,
@@ -271,7 +283,10 @@ impl Session {
     }
 
     fn sync_doc(&mut self, space: &SpaceKey, doc: &DocKey, replicas: &mut impl Replicas) {
-        let state = self.states.entry((*space, doc.clone())).or_default();
+        let state = self
+            .states
+            .entry((*space, doc.clone()))
+            .or_insert_with(|| replicas.load_sync_state(space, doc));
         if let Some(message) = replicas.generate_sync_message(space, doc, state) {
             self.outbox.push_back(Frame::Sync {
                 space: *space,

@@ -1,0 +1,282 @@
+//! The `Node`'s documents as the sync protocol sees them, for one remote peer
+//! (`protocol::Replicas`). A peer sees only the spaces it is a member of (and a
+//! space this device is joining, only with its inviter). A note that arrives for
+//! a space must belong to that space; anything else is refused, which ends the
+//! session. Received changes are committed by the group commit, like local ones.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use automerge::sync::{self, SyncDoc};
+use automerge::{AutoCommit, ChangeHash, ObjType, ReadDoc, Value, ROOT};
+
+use super::spaces::OpenSpace;
+use super::{lock, now_ms, Node, NodeEvent, OpenNote, State};
+use crate::error::{Error, Result};
+use crate::note::{Note, NoteId};
+use crate::protocol::frame::{DocKey, Hash, SpaceKey};
+use crate::protocol::Replicas;
+use crate::space::{Space, SpaceId};
+
+/// This device's documents, as one peer may see them.
+pub struct PeerReplicas<'a> {
+    st: &'a mut State,
+    peer: String,
+}
+
+impl Node {
+    /// Runs `f` with this device's documents as `peer` (a node id) may see them,
+    /// to drive a `protocol::Session`.
+    pub fn with_peer<R>(&self, peer: &str, f: impl FnOnce(&mut PeerReplicas<'_>) -> R) -> R {
+        let result = {
+            let mut st = lock(&self.shared.state);
+            let mut replicas = PeerReplicas {
+                st: &mut st,
+                peer: peer.to_string(),
+            };
+            f(&mut replicas)
+        };
+        self.send_outbox();
+        self.shared.wake.notify_one();
+        result
+    }
+
+    /// The space a note belongs to.
+    pub fn space_of(&self, id: &NoteId) -> Result<SpaceId> {
+        self.with_state(|st| Ok(st.load(id)?.space))
+    }
+
+    /// Accepts an invitation to `space` from `inviter`: this device syncs the space
+    /// with the inviter until the space's index (and so its member list) arrives.
+    pub fn join_space(&self, space: SpaceId, inviter: &str) -> Result<()> {
+        self.with_state(|st| {
+            st.require_writer()?;
+            if !st.spaces.contains_key(&space) {
+                st.joining.insert(space, inviter.to_string());
+            }
+            Ok(())
+        })
+    }
+}
+
+impl PeerReplicas<'_> {
+    /// The document `key` of `space`, creating an empty incoming one for a
+    /// document this device does not have yet.
+    fn doc_mut(
+        &mut self,
+        space: SpaceId,
+        key: &str,
+    ) -> std::result::Result<&mut AutoCommit, String> {
+        if key == space.doc_key() {
+            if !self.st.spaces.contains_key(&space) {
+                return Ok(self.incoming(space, key));
+            }
+            let open = self.st.spaces.get_mut(&space).expect("checked above");
+            return Ok(open.space.doc_mut());
+        }
+        let id: NoteId = key.parse().map_err(|e: Error| e.to_string())?;
+        let known = self.st.open.contains(&id)
+            || self
+                .st
+                .store
+                .row(id.as_str())
+                .map_err(|e| e.to_string())?
+                .is_some();
+        if !known {
+            return Ok(self.incoming(space, key));
+        }
+        let open = self.st.load(&id).map_err(|e| e.to_string())?;
+        if open.space != space {
+            return Err(format!("note {} does not belong to that space", id.short()));
+        }
+        Ok(open.note.doc_mut())
+    }
+
+    fn incoming(&mut self, space: SpaceId, key: &str) -> &mut AutoCommit {
+        let entry = self
+            .st
+            .incoming
+            .entry(key.to_string())
+            .or_insert_with(|| (space, AutoCommit::new()));
+        &mut entry.1
+    }
+
+    /// Turns an incoming document that became whole into a note or a space.
+    fn promote(&mut self, space: SpaceId, key: &str) -> std::result::Result<(), String> {
+        let Some((_, doc)) = self.st.incoming.get(key) else {
+            return Ok(());
+        };
+        let has = |name: &str, kind: ObjType| matches!(doc.get(ROOT, name), Ok(Some((Value::Object(k), _))) if k == kind);
+        let now = now_ms();
+        if key == space.doc_key() {
+            if !(has("members", ObjType::Map) && has("notes", ObjType::Map)) {
+                return Ok(());
+            }
+            let (_, doc) = self.st.incoming.remove(key).expect("checked above");
+            let index =
+                Space::from_remote(space, &self.st.actor, doc).map_err(|e| e.to_string())?;
+            self.st.spaces.insert(space, OpenSpace::new(index, 0));
+            self.st.dirty_spaces.insert(space);
+            self.st.joining.remove(&space);
+            return Ok(());
+        }
+        if !has("text", ObjType::Text) {
+            return Ok(());
+        }
+        let (_, doc) = self.st.incoming.remove(key).expect("checked above");
+        let id: NoteId = key.parse().map_err(|e: Error| e.to_string())?;
+        let note = Note::from_remote(id.clone(), &self.st.actor, doc).map_err(|e| e.to_string())?;
+        let created_at = note.created_at();
+        self.st
+            .insert_open(OpenNote {
+                note,
+                space,
+                created_at,
+                updated_at: now,
+                pending: Vec::new(),
+                snapshot_bytes: 0,
+                incremental_bytes: 0,
+                incremental_chunks: 0,
+            })
+            .map_err(|e| e.to_string())?;
+        self.st.dirty.insert(id.clone());
+        self.st.outbox.push(NodeEvent::NoteChanged { id });
+        Ok(())
+    }
+
+    /// A note's heads without loading it when the store knows them.
+    fn note_heads(&mut self, id: &NoteId) -> Vec<Hash> {
+        if let Some(open) = self.st.open.get_mut(id) {
+            return hashes(&open.note.heads());
+        }
+        if let Some((_, doc)) = self.st.incoming.get_mut(id.as_str()) {
+            return hashes(&doc.get_heads());
+        }
+        match self.st.store.row(id.as_str()) {
+            Ok(Some(row)) if !row.heads.is_empty() => row
+                .heads
+                .chunks_exact(32)
+                .map(|h| h.try_into().expect("32-byte chunks"))
+                .collect(),
+            Ok(Some(_)) => match self.st.load(id) {
+                Ok(open) => hashes(&open.note.heads()),
+                Err(e) => {
+                    tracing::warn!(note = %id, "cannot read heads: {e}");
+                    Vec::new()
+                }
+            },
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl Replicas for PeerReplicas<'_> {
+    fn shared_spaces(&self) -> BTreeSet<SpaceKey> {
+        let mut shared: BTreeSet<SpaceKey> = self
+            .st
+            .spaces
+            .iter()
+            .filter(|(_, open)| {
+                open.space.is_member(&self.peer) && open.space.is_member(&self.st.node_id)
+            })
+            .map(|(id, _)| *id.as_bytes())
+            .collect();
+        shared.extend(
+            self.st
+                .joining
+                .iter()
+                .filter(|(_, inviter)| **inviter == self.peer)
+                .map(|(id, _)| *id.as_bytes()),
+        );
+        shared
+    }
+
+    fn docs(&mut self, space: &SpaceKey) -> BTreeMap<DocKey, Vec<Hash>> {
+        let id = SpaceId::from_bytes(*space);
+        let key = id.doc_key();
+        let mut docs = BTreeMap::new();
+        let Some(open) = self.st.spaces.get_mut(&id) else {
+            let heads = self
+                .st
+                .incoming
+                .get_mut(&key)
+                .map(|(_, doc)| hashes(&doc.get_heads()))
+                .unwrap_or_default();
+            docs.insert(key, heads);
+            return docs;
+        };
+        docs.insert(key, hashes(&open.space.heads()));
+        for note in open.space.notes() {
+            let heads = self.note_heads(&note);
+            docs.insert(note.to_string(), heads);
+        }
+        docs
+    }
+
+    fn generate_sync_message(
+        &mut self,
+        space: &SpaceKey,
+        doc: &DocKey,
+        state: &mut sync::State,
+    ) -> Option<sync::Message> {
+        match self.doc_mut(SpaceId::from_bytes(*space), doc) {
+            Ok(doc) => doc.sync().generate_sync_message(state),
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, doc, "not syncing: {e}");
+                None
+            }
+        }
+    }
+
+    fn receive_sync_message(
+        &mut self,
+        space: &SpaceKey,
+        doc: &DocKey,
+        state: &mut sync::State,
+        message: sync::Message,
+    ) -> std::result::Result<(), String> {
+        let space = SpaceId::from_bytes(*space);
+        let target = self.doc_mut(space, doc)?;
+        let before = target.get_heads();
+        target
+            .sync()
+            .receive_sync_message(state, message)
+            .map_err(|e| e.to_string())?;
+        let changed = target.get_heads() != before;
+        if !changed {
+            return Ok(());
+        }
+        if *doc == space.doc_key() {
+            if self.st.spaces.contains_key(&space) {
+                self.st.dirty_spaces.insert(space);
+            }
+        } else if let Ok(id) = doc.parse::<NoteId>() {
+            if let Some(open) = self.st.open.get_mut(&id) {
+                open.updated_at = now_ms();
+                self.st.dirty.insert(id.clone());
+                self.st.outbox.push(NodeEvent::NoteChanged { id });
+            }
+        }
+        self.promote(space, doc)
+    }
+
+    fn load_sync_state(&mut self, _space: &SpaceKey, doc: &DocKey) -> sync::State {
+        let key = (self.peer.clone(), doc.clone());
+        let bytes = match self.st.sync_states.get(&key) {
+            Some(bytes) => Some(bytes.clone()),
+            None => self.st.store.sync_state(&self.peer, doc).ok().flatten(),
+        };
+        bytes
+            .and_then(|b| sync::State::decode(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn save_sync_state(&mut self, _space: &SpaceKey, doc: &DocKey, state: &sync::State) {
+        self.st
+            .sync_states
+            .insert((self.peer.clone(), doc.clone()), state.encode());
+    }
+}
+
+fn hashes(heads: &[ChangeHash]) -> Vec<Hash> {
+    heads.iter().map(|h| h.0).collect()
+}
