@@ -7,6 +7,7 @@
 pub mod datadir;
 pub mod error;
 pub mod identity;
+pub mod net;
 pub mod node;
 pub mod note;
 pub mod protocol;

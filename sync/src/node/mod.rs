@@ -130,6 +130,8 @@ pub struct Node {
     flusher: Option<JoinHandle<()>>,
     data_dir: PathBuf,
     node_id: String,
+    /// The device key (`None` for a read-only Node, which never connects).
+    secret_key: Option<[u8; 32]>,
 }
 
 struct Shared {
@@ -204,7 +206,7 @@ impl Node {
                 .unwrap_or_default();
             // The actor is never used: a read-only Node makes no changes.
             let state = State::new(store, ActorId::random(), node_id.clone(), &options, None);
-            return Node::start(dir, node_id, state, None);
+            return Node::start(dir, node_id, None, state, None);
         }
         let lock = DataDirLock::acquire(&dir)?;
         let identity = Identity::load_or_create(&dir)?;
@@ -221,13 +223,21 @@ impl Node {
         );
         state.load_spaces()?;
         state.ensure_private_space()?;
-        Node::start(dir, node_id, state, Some(options.group_commit))
+        let secret = identity.secret_bytes();
+        Node::start(
+            dir,
+            node_id,
+            Some(secret),
+            state,
+            Some(options.group_commit),
+        )
     }
 
     /// Wraps the state; with a group-commit window, starts the flusher thread.
     fn start(
         dir: PathBuf,
         node_id: String,
+        secret_key: Option<[u8; 32]>,
         state: State,
         group_commit: Option<Duration>,
     ) -> Result<Node> {
@@ -252,11 +262,17 @@ impl Node {
             flusher,
             data_dir: dir,
             node_id,
+            secret_key,
         })
     }
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// The device key, for the transport.
+    pub(crate) fn secret_key(&self) -> Result<[u8; 32]> {
+        self.secret_key.ok_or(Error::ReadOnly)
     }
 
     /// This device's node id (64 hex digits): how peers know it.

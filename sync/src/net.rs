@@ -1,0 +1,224 @@
+//! The transport: an iroh endpoint speaking `peernotes/1`, one connection per
+//! remote device, each driving a `protocol::Session` against the `Node`. It moves
+//! bytes and nothing else: what to send is the session's business.
+//!
+//! A connection from a device that shares no space with us is closed before a
+//! single frame is written. Local changes are pushed to every open session as
+//! they happen. Endpoints are configured explicitly: no relays and no address
+//! lookups unless asked for, so nothing is sent anywhere but to the peers dialled.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+
+use anyhow::Context;
+use iroh::endpoint::{presets, Connection, SendStream};
+use iroh::{Endpoint, EndpointAddr, RelayMode, SecretKey};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use crate::node::{Node, NodeEvent};
+use crate::note::NoteId;
+use crate::protocol::{FrameDecoder, Replicas, Session};
+use crate::space::SpaceId;
+
+/// ALPN of the sync protocol.
+pub const SYNC_ALPN: &[u8] = b"peernotes/1";
+/// Environment variable with the address to bind (e.g. `127.0.0.1:0`).
+pub const BIND_ENV: &str = "PEERNOTES_BIND";
+const READ_BUFFER: usize = 64 * 1024;
+/// Local changes queued per connection before it falls behind and is closed.
+const CHANGE_BACKLOG: usize = 4096;
+
+/// Where and how the endpoint listens.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    pub bind: SocketAddr,
+}
+
+impl NetConfig {
+    /// Loopback only: for tests and for trying things on one machine.
+    pub fn loopback() -> NetConfig {
+        NetConfig {
+            bind: "127.0.0.1:0".parse().expect("a valid address"),
+        }
+    }
+
+    /// `PEERNOTES_BIND` if set, else every interface on a random port.
+    pub fn from_env() -> anyhow::Result<NetConfig> {
+        let bind = match std::env::var(BIND_ENV) {
+            Ok(addr) => addr
+                .parse()
+                .with_context(|| format!("{BIND_ENV}={addr} is not an address like 127.0.0.1:0"))?,
+            Err(_) => "0.0.0.0:0".parse().expect("a valid address"),
+        };
+        Ok(NetConfig { bind })
+    }
+}
+
+/// A bound endpoint serving the `Node`.
+pub struct Transport {
+    endpoint: Endpoint,
+    node: Arc<Node>,
+    changes: broadcast::Sender<(SpaceId, NoteId)>,
+}
+
+impl Transport {
+    pub async fn bind(node: Arc<Node>, config: &NetConfig) -> anyhow::Result<Transport> {
+        let secret = SecretKey::from_bytes(&node.secret_key()?);
+        let endpoint = Endpoint::builder(presets::Minimal)
+            .secret_key(secret)
+            .alpns(vec![SYNC_ALPN.to_vec()])
+            .relay_mode(RelayMode::Disabled)
+            .clear_ip_transports()
+            .bind_addr(config.bind)
+            .with_context(|| format!("cannot use {} as the address to listen on", config.bind))?
+            .bind()
+            .await
+            .with_context(|| format!("cannot listen on {}", config.bind))?;
+        let (changes, _) = broadcast::channel(CHANGE_BACKLOG);
+        forward_local_changes(Arc::downgrade(&node), node.subscribe(), changes.clone());
+        Ok(Transport {
+            endpoint,
+            node,
+            changes,
+        })
+    }
+
+    /// This endpoint's id and the addresses peers can dial.
+    pub fn addr(&self) -> EndpointAddr {
+        self.endpoint.addr()
+    }
+
+    /// Accepts connections until the endpoint closes.
+    pub fn spawn_accept(&self) -> JoinHandle<()> {
+        let endpoint = self.endpoint.clone();
+        let node = self.node.clone();
+        let changes = self.changes.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                let node = node.clone();
+                let changes = changes.subscribe();
+                tokio::spawn(async move {
+                    let conn = match incoming.await {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            tracing::debug!("incoming connection failed: {e}");
+                            return;
+                        }
+                    };
+                    if let Err(e) = drive(node, conn, false, changes).await {
+                        tracing::info!("connection ended: {e:#}");
+                    }
+                });
+            }
+        })
+    }
+
+    /// Dials a peer and syncs with it until either side closes.
+    pub async fn connect(
+        &self,
+        peer: EndpointAddr,
+    ) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
+        let conn = self
+            .endpoint
+            .connect(peer.clone(), SYNC_ALPN)
+            .await
+            .with_context(|| format!("cannot reach {}", peer.id))?;
+        let node = self.node.clone();
+        let changes = self.changes.subscribe();
+        Ok(tokio::spawn(drive(node, conn, true, changes)))
+    }
+
+    /// Closes every connection and the endpoint.
+    pub async fn close(self) {
+        self.endpoint.close().await;
+    }
+}
+
+/// Relays the Node's local-change events to the connections (on a thread: the
+/// Node's event channel blocks).
+fn forward_local_changes(
+    node: Weak<Node>,
+    events: std::sync::mpsc::Receiver<NodeEvent>,
+    changes: broadcast::Sender<(SpaceId, NoteId)>,
+) {
+    std::thread::Builder::new()
+        .name("peernotes-net-changes".into())
+        .spawn(move || {
+            for event in events {
+                let NodeEvent::NoteChanged { id } = event else {
+                    continue;
+                };
+                let Some(node) = node.upgrade() else { break };
+                if let Ok(space) = node.space_of(&id) {
+                    // No receivers just means no connection is open.
+                    let _ = changes.send((space, id));
+                }
+            }
+        })
+        .expect("cannot start the change forwarder");
+}
+
+/// Runs one connection: membership check, then frames in, frames out.
+async fn drive(
+    node: Arc<Node>,
+    conn: Connection,
+    initiator: bool,
+    mut changes: broadcast::Receiver<(SpaceId, NoteId)>,
+) -> anyhow::Result<()> {
+    let peer = conn.remote_id().to_string();
+    let span = tracing::info_span!("peer", peer = &peer[..8]);
+    let _guard = span.enter();
+    if node.with_peer(&peer, |r| r.shared_spaces().is_empty()) {
+        tracing::info!("closing: shares no space with us");
+        conn.close(1u32.into(), b"not a member of a shared space");
+        return Ok(());
+    }
+    let (mut send, mut recv) = if initiator {
+        conn.open_bi().await?
+    } else {
+        conn.accept_bi().await?
+    };
+    let mut session = Session::new();
+    node.with_peer(&peer, |r| session.start(r));
+    write_out(&mut session, &mut send).await?;
+    let mut decoder = FrameDecoder::new();
+    let mut buf = vec![0u8; READ_BUFFER];
+    loop {
+        tokio::select! {
+            read = recv.read(&mut buf) => {
+                let Some(n) = read? else { break };
+                decoder.push(&buf[..n]);
+                while let Some(frame) = decoder.next_frame()? {
+                    node.with_peer(&peer, |r| session.handle_frame(frame, r))?;
+                }
+            }
+            change = changes.recv() => match change {
+                Ok((space, id)) => {
+                    node.with_peer(&peer, |r| session.local_change(space.as_bytes(), &id.to_string(), r));
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    session.close(format!("fell {missed} changes behind; reconnect"));
+                }
+                Err(broadcast::error::RecvError::Closed) => session.close("shutting down".into()),
+            },
+        }
+        write_out(&mut session, &mut send).await?;
+        if session.is_closed() {
+            break;
+        }
+    }
+    // Let the peer read our last frames: finish, wait (briefly) for its end, close.
+    send.finish().ok();
+    let drain = async { while let Ok(Some(_)) = recv.read(&mut buf).await {} };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
+    conn.close(0u32.into(), b"done");
+    Ok(())
+}
+
+async fn write_out(session: &mut Session, send: &mut SendStream) -> anyhow::Result<()> {
+    while let Some(frame) = session.poll_transmit() {
+        send.write_all(&frame.encode()?).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! Real iroh connections on loopback between `Node`s: a member's notes arrive,
+//! live edits follow, and a device that shares no space is turned away before it
+//! receives anything.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use peernotes_sync::net::{NetConfig, Transport};
+use peernotes_sync::{ListFilter, Node, NodeOptions, NoteId};
+
+struct Device {
+    node: Arc<Node>,
+    net: Transport,
+    _dir: tempfile::TempDir,
+}
+
+async fn device() -> Device {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Arc::new(Node::open(NodeOptions::new(dir.path())).unwrap());
+    let net = Transport::bind(node.clone(), &NetConfig::loopback())
+        .await
+        .unwrap();
+    net.spawn_accept();
+    Device {
+        node,
+        net,
+        _dir: dir,
+    }
+}
+
+/// Polls `check` until it holds, for at most ten seconds.
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn text_of(node: &Node, id: &NoteId) -> Option<String> {
+    node.get(id).ok().map(|n| n.text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_notes_and_live_edits_arrive_over_iroh() {
+    let (alice, bob) = (device().await, device().await);
+    let team = alice.node.create_space("Team").unwrap();
+    alice
+        .node
+        .add_member(team, bob.node.node_id(), "Bob")
+        .unwrap();
+    bob.node.join_space(team, alice.node.node_id()).unwrap();
+    let note = alice.node.create_in(team, "# Plan\n").unwrap();
+
+    bob.net.connect(alice.net.addr()).await.unwrap();
+    eventually("the note to reach Bob", || {
+        text_of(&bob.node, &note).as_deref() == Some("# Plan\n")
+    })
+    .await;
+
+    alice.node.splice(&note, 7, 0, "live edit\n").unwrap();
+    eventually("Alice's live edit to reach Bob", || {
+        text_of(&bob.node, &note).as_deref() == Some("# Plan\nlive edit\n")
+    })
+    .await;
+    bob.node.splice(&note, 0, 0, "B ").unwrap();
+    eventually("Bob's edit to reach Alice", || {
+        text_of(&alice.node, &note).as_deref() == Some("B # Plan\nlive edit\n")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_shares_no_space_gets_nothing() {
+    let (alice, carol) = (device().await, device().await);
+    let team = alice.node.create_space("Team").unwrap();
+    alice.node.create_in(team, "# Secret plan\n").unwrap();
+    // Carol claims to join, but Alice never added her.
+    carol.node.join_space(team, alice.node.node_id()).unwrap();
+
+    let driver = carol.net.connect(alice.net.addr()).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), driver).await;
+    assert!(ended.is_ok(), "Alice should close the connection at once");
+    assert!(carol.node.list(ListFilter::Active).unwrap().is_empty());
+    assert!(
+        carol.node.members(team).is_err(),
+        "not even the space's index arrived"
+    );
+}
