@@ -26,6 +26,8 @@ pub const SYNC_ALPN: &[u8] = b"peernotes/1";
 /// Environment variable with the address to bind (e.g. `127.0.0.1:0`).
 pub const BIND_ENV: &str = "PEERNOTES_BIND";
 const READ_BUFFER: usize = 64 * 1024;
+const RECONNECT_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 /// Local changes queued per connection before it falls behind and is closed.
 const CHANGE_BACKLOG: usize = 4096;
 
@@ -55,7 +57,8 @@ impl NetConfig {
     }
 }
 
-/// A bound endpoint serving the `Node`.
+/// A bound endpoint serving the `Node`. Cheap to clone: clones share it.
+#[derive(Clone)]
 pub struct Transport {
     endpoint: Endpoint,
     node: Arc<Node>,
@@ -129,10 +132,54 @@ impl Transport {
         Ok(tokio::spawn(drive(node, conn, true, changes)))
     }
 
+    /// Keeps a connection to `peer` open: dials, syncs until the connection ends,
+    /// and dials again after a pause that doubles from 100 ms to 30 s (reset
+    /// after a connection that lasted).
+    pub fn keep_connected(&self, peer: EndpointAddr) -> JoinHandle<()> {
+        let transport = self.clone();
+        tokio::spawn(async move {
+            let mut pause = RECONNECT_MIN;
+            loop {
+                let started = tokio::time::Instant::now();
+                match transport.connect(peer.clone()).await {
+                    Ok(driver) => match driver.await {
+                        Ok(Ok(())) => {
+                            tracing::info!(peer = %peer.id.fmt_short(), "connection closed")
+                        }
+                        Ok(Err(e)) => {
+                            tracing::info!(peer = %peer.id.fmt_short(), "connection ended: {e:#}")
+                        }
+                        Err(e) => tracing::warn!("connection task failed: {e}"),
+                    },
+                    Err(e) => tracing::info!("{e:#}"),
+                }
+                if started.elapsed() > RECONNECT_MAX {
+                    pause = RECONNECT_MIN;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RECONNECT_MAX);
+            }
+        })
+    }
+
     /// Closes every connection and the endpoint.
     pub async fn close(self) {
         self.endpoint.close().await;
     }
+}
+
+/// Parses a peer written as `<node id>@<ip:port>`.
+pub fn parse_peer(s: &str) -> anyhow::Result<EndpointAddr> {
+    let (id, addr) = s
+        .split_once('@')
+        .with_context(|| format!("`{s}` is not a peer: write it as <node id>@<ip:port>"))?;
+    let id: iroh::EndpointId = id
+        .parse()
+        .with_context(|| format!("`{id}` is not a node id (64 hexadecimal digits)"))?;
+    let addr: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("`{addr}` is not an address like 192.168.1.20:4433"))?;
+    Ok(EndpointAddr::new(id).with_ip_addr(addr))
 }
 
 /// Relays the Node's local-change events to the connections (on a thread: the

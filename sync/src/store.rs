@@ -93,6 +93,13 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (peer, doc)
     );
     "#,
+    // 4: invitations accepted whose space index has not arrived yet.
+    r#"
+    CREATE TABLE invitations (
+        space_id TEXT PRIMARY KEY,
+        inviter TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// What kind of bytes a chunk holds.
@@ -411,6 +418,31 @@ impl Store {
             .map_err(|e| classify(&self.path, e))
     }
 
+    /// Remembers an accepted invitation until the space's index arrives.
+    pub fn add_invitation(&mut self, space_id: &str, inviter: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO invitations (space_id, inviter) VALUES (?1, ?2)
+                 ON CONFLICT (space_id) DO UPDATE SET inviter = excluded.inviter",
+                [space_id, inviter],
+            )
+            .map_err(|e| classify(&self.path, e))?;
+        Ok(())
+    }
+
+    /// `(space id, inviter)` of invitations still waiting for their space.
+    pub fn invitations(&self) -> Result<Vec<(String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT space_id, inviter FROM invitations ORDER BY space_id")
+            .map_err(|e| classify(&self.path, e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| classify(&self.path, e))?;
+        Ok(rows)
+    }
+
     /// Ids of notes that belong to no space.
     pub fn unfiled_note_ids(&self) -> Result<Vec<String>> {
         self.strings("SELECT id FROM notes WHERE space_id = '' ORDER BY id")
@@ -702,6 +734,8 @@ fn write_space(tx: &Transaction<'_>, space: &SpaceWrite, private: bool) -> rusql
          ON CONFLICT (id) DO UPDATE SET name = excluded.name",
         params![space.id, space.name, private],
     )?;
+    // A space that arrives fulfils the invitation to it.
+    tx.execute("DELETE FROM invitations WHERE space_id = ?1", [&space.id])?;
     for chunk in &space.chunks {
         tx.execute(
             "INSERT INTO chunks (note_id, kind, data) VALUES (?1, ?2, ?3)",

@@ -51,6 +51,7 @@ impl Node {
         self.with_state(|st| {
             st.require_writer()?;
             if !st.spaces.contains_key(&space) {
+                st.store.add_invitation(&space.to_string(), inviter)?;
                 st.joining.insert(space, inviter.to_string());
             }
             Ok(())

@@ -187,6 +187,12 @@ impl State {
             self.spaces
                 .insert(id, OpenSpace::new(space, sizes.incremental_chunks));
         }
+        for (space, inviter) in self.store.invitations()? {
+            let space: SpaceId = space.parse()?;
+            if !self.spaces.contains_key(&space) {
+                self.joining.insert(space, inviter);
+            }
+        }
         Ok(())
     }
 

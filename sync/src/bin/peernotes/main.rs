@@ -4,6 +4,7 @@
 
 mod editor;
 mod output;
+mod serve;
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -11,7 +12,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use peernotes_sync::{exit_code, vault, DataDir, Error, ListFilter, Node, NodeEvent, NodeOptions};
+use peernotes_sync::{
+    exit_code, vault, DataDir, Error, ListFilter, Node, NodeEvent, NodeOptions, SpaceId,
+};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -124,6 +127,13 @@ enum Command {
     },
     /// Fold each note's stored changes into one snapshot and shrink the store
     Compact,
+    /// Run an always-on peer that syncs with members' devices until stopped
+    Serve {
+        /// A peer to keep connected, as <node id>@<ip:port> (repeatable).
+        /// Listens on $PEERNOTES_BIND (default 0.0.0.0, a random port).
+        #[arg(long = "connect", value_name = "PEER")]
+        connect: Vec<String>,
+    },
     /// Spaces: shared notebooks and who is in them
     Space {
         #[command(subcommand)]
@@ -151,6 +161,23 @@ enum SpaceCommand {
         /// Print JSON
         #[arg(long)]
         json: bool,
+    },
+    /// Add a device to a space by its node id (it can then sync the space)
+    AddMember {
+        /// Space name or id
+        space: String,
+        /// The device's node id (`peernotes id` on that device)
+        node_id: String,
+        /// A name to show for it
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// Accept a space a member added this device to; it arrives on the next sync
+    Join {
+        /// The space's id
+        space_id: String,
+        /// Node id of the member who added this device
+        inviter: String,
     },
     /// Remove a member: this device stops syncing the space with them
     RemoveMember {
@@ -216,6 +243,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     options.create = creates;
     options.read_only = reads_only;
     let node = Node::open(options)?;
+    if let Command::Serve { connect } = cli.command {
+        serve::run(node, connect)?;
+        return Ok(exit_code::OK);
+    }
     let events = node.subscribe();
     let code = dispatch(&node, cli.command)?;
     node.close()?;
@@ -353,6 +384,7 @@ fn dispatch(node: &Node, command: Command) -> anyhow::Result<i32> {
             );
         }
         Command::Space { command } => space_command(node, command)?,
+        Command::Serve { .. } => unreachable!("serve is run before dispatch"),
         Command::Compact => {
             let before = node.store_size();
             node.compact_all()?;
@@ -383,6 +415,30 @@ fn space_command(node: &Node, command: SpaceCommand) -> anyhow::Result<()> {
             } else {
                 output::print_members(&members, node.node_id());
             }
+        }
+        SpaceCommand::AddMember {
+            space,
+            node_id,
+            name,
+        } => {
+            let node_id = node_id.trim().to_ascii_lowercase();
+            if node_id.len() != 64 || !node_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::Invalid(format!(
+                    "`{node_id}` is not a node id (64 hexadecimal digits; see `peernotes id`)"
+                ))
+                .into());
+            }
+            let space = node.find_space(&space)?;
+            node.add_member(space, &node_id, &name)?;
+            eprintln!("Added {} to the space", &node_id[..8]);
+        }
+        SpaceCommand::Join { space_id, inviter } => {
+            let space: SpaceId = space_id.trim().parse()?;
+            node.join_space(space, inviter.trim())?;
+            eprintln!(
+                "Joined; the space arrives when this device next syncs with {}",
+                inviter.trim()
+            );
         }
         SpaceCommand::RemoveMember { space, node_id } => {
             let space = node.find_space(&space)?;

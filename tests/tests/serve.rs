@@ -1,0 +1,102 @@
+//! Two `peernotes serve` processes on loopback: a note in a shared space reaches
+//! the other device; both stopped, both edit the same note, both restarted: the
+//! merged text is on both and no edit is lost; SIGTERM stops them cleanly.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use peernotes_tests::{peernotes, run_with_stdin, stdout};
+
+struct Serve {
+    child: Child,
+    listening: String,
+}
+
+fn cli(data: &Path, args: &[&str]) -> String {
+    let output = peernotes(data).args(args).output().unwrap();
+    assert!(output.status.success(), "peernotes {args:?}: {output:?}");
+    stdout(&output).trim().to_string()
+}
+
+fn serve(data: &Path, connect: Option<String>) -> Serve {
+    let mut cmd = peernotes(data);
+    cmd.arg("serve").env("PEERNOTES_BIND", "127.0.0.1:0");
+    if let Some(peer) = connect {
+        cmd.args(["--connect", &peer]);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let listening = loop {
+        let line = lines.next().expect("serve printed its address").unwrap();
+        if let Some(addr) = line.strip_prefix("listening ") {
+            break addr.to_string();
+        }
+    };
+    Serve { child, listening }
+}
+
+fn stop(mut serve: Serve) {
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(serve.child.id() as i32, libc::SIGTERM) };
+    let status = serve.child.wait().unwrap();
+    assert!(status.success(), "serve did not stop cleanly: {status}");
+}
+
+/// Polls `peernotes show` (which reads while serve runs) until it prints `want`.
+fn eventually_shows(data: &Path, note: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let output = peernotes(data).args(["show", note]).output().unwrap();
+        if output.status.success() && stdout(&output) == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never showed {want:?}; last: {output:?}",
+            data.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn two_daemons_sync_and_merge_edits_made_while_both_were_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let (a_id, b_id) = (cli(&a, &["id"]), cli(&b, &["id"]));
+    let team = cli(&a, &["space", "create", "Team"]);
+    cli(&a, &["space", "add-member", "Team", &b_id, "--name", "B"]);
+    cli(&b, &["space", "join", &team, &a_id]);
+    let note = cli(&a, &["new", "--space", "Team", "one\ntwo\n"]);
+
+    let sa = serve(&a, None);
+    let sb = serve(&b, Some(format!("{a_id}@{}", sa.listening)));
+    eventually_shows(&b, &note, "one\ntwo\n");
+    stop(sb);
+    stop(sa);
+
+    let edit = |data: &Path, text: &str| {
+        let mut cmd = peernotes(data);
+        cmd.args(["edit", "--stdin", &note]);
+        let output = run_with_stdin(cmd, text.as_bytes());
+        assert!(output.status.success(), "{output:?}");
+    };
+    edit(&a, "A one\ntwo\n");
+    edit(&b, "one\ntwo\nthree B\n");
+
+    let sa = serve(&a, None);
+    let sb = serve(&b, Some(format!("{a_id}@{}", sa.listening)));
+    let merged = "A one\ntwo\nthree B\n";
+    eventually_shows(&a, &note, merged);
+    eventually_shows(&b, &note, merged);
+    stop(sb);
+    stop(sa);
+    // Stopped cleanly means saved: the merge is there without any daemon running.
+    assert_eq!(cli(&a, &["show", &note]), merged.trim_end());
+}
