@@ -10,6 +10,7 @@ pub mod identity;
 pub mod net;
 pub mod node;
 pub mod note;
+pub mod pairing;
 pub mod protocol;
 pub mod space;
 pub mod store;

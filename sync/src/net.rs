@@ -8,7 +8,9 @@
 //! lookups unless asked for, so nothing is sent anywhere but to the peers dialled.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use iroh::endpoint::{presets, Connection, SendStream};
@@ -16,8 +18,12 @@ use iroh::{Endpoint, EndpointAddr, RelayMode, SecretKey};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
-use crate::node::{Node, NodeEvent};
+use crate::node::{now_ms, Node, NodeEvent};
 use crate::note::NoteId;
+use crate::pairing::{
+    decode_message, encode_message, Offer, PairRequest, PairResponse, Ticket, MAX_PAIR_MESSAGE,
+    PAIR_ALPN,
+};
 use crate::protocol::{FrameDecoder, Replicas, Session};
 use crate::space::SpaceId;
 
@@ -63,6 +69,52 @@ pub struct Transport {
     endpoint: Endpoint,
     node: Arc<Node>,
     changes: broadcast::Sender<(SpaceId, NoteId)>,
+    /// The invitation this device is offering, if any.
+    offer: Arc<Mutex<Option<Arc<Offer>>>>,
+    activity: Arc<Activity>,
+}
+
+/// How busy the transport is, for commands that run until sync goes quiet.
+#[derive(Debug)]
+pub struct Activity {
+    connections: AtomicUsize,
+    last_frame: Mutex<Instant>,
+}
+
+impl Activity {
+    fn touch(&self) {
+        *self.last_frame.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// Sync connections open now.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Time since a frame was last sent or received.
+    pub fn quiet_for(&self) -> Duration {
+        self.last_frame
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+    }
+}
+
+/// Counts a connection for as long as it lives.
+struct ConnectionGuard(Arc<Activity>);
+
+impl ConnectionGuard {
+    fn new(activity: Arc<Activity>) -> ConnectionGuard {
+        activity.connections.fetch_add(1, Ordering::SeqCst);
+        activity.touch();
+        ConnectionGuard(activity)
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Transport {
@@ -70,7 +122,7 @@ impl Transport {
         let secret = SecretKey::from_bytes(&node.secret_key()?);
         let endpoint = Endpoint::builder(presets::Minimal)
             .secret_key(secret)
-            .alpns(vec![SYNC_ALPN.to_vec()])
+            .alpns(vec![SYNC_ALPN.to_vec(), PAIR_ALPN.to_vec()])
             .relay_mode(RelayMode::Disabled)
             .clear_ip_transports()
             .bind_addr(config.bind)
@@ -84,7 +136,57 @@ impl Transport {
             endpoint,
             node,
             changes,
+            offer: Arc::new(Mutex::new(None)),
+            activity: Arc::new(Activity {
+                connections: AtomicUsize::new(0),
+                last_frame: Mutex::new(Instant::now()),
+            }),
         })
+    }
+
+    pub fn activity(&self) -> &Activity {
+        &self.activity
+    }
+
+    /// Starts offering an invitation: joiners presenting its ticket are let in.
+    pub fn offer(&self, offer: Arc<Offer>) {
+        *self.offer.lock().unwrap_or_else(|e| e.into_inner()) = Some(offer);
+    }
+
+    /// Redeems a ticket with its inviter: on success this device is a member and
+    /// will receive the space by sync. Returns the space's name.
+    pub async fn pair(&self, ticket: &Ticket, name: &str) -> anyhow::Result<String> {
+        if now_ms() / 1000 > ticket.expires_at {
+            anyhow::bail!("the ticket has expired; ask for a new one");
+        }
+        let inviter = iroh::EndpointId::from_bytes(&ticket.inviter)
+            .context("the ticket's inviter id is damaged")?;
+        let mut addr = EndpointAddr::new(inviter);
+        for ip in &ticket.addrs {
+            addr = addr.with_ip_addr(*ip);
+        }
+        let conn = self
+            .endpoint
+            .connect(addr, PAIR_ALPN)
+            .await
+            .context("cannot reach the inviter: is `peernotes invite` still running there?")?;
+        let (mut send, mut recv) = conn.open_bi().await?;
+        let request = PairRequest {
+            secret: ticket.secret,
+            name: name.to_string(),
+        };
+        send.write_all(&encode_message(&request)).await?;
+        send.finish().ok();
+        let response: PairResponse = read_pair_message(&mut recv).await?;
+        conn.close(0u32.into(), b"done");
+        match response {
+            PairResponse::Welcome { space_name } => {
+                self.node
+                    .join_space(ticket.space_id(), &ticket.inviter_id())?;
+                Ok(space_name)
+            }
+            PairResponse::Refused { reason } => anyhow::bail!("the inviter refused: {reason}"),
+        }
     }
 
     /// This endpoint's id and the addresses peers can dial.
@@ -97,10 +199,14 @@ impl Transport {
         let endpoint = self.endpoint.clone();
         let node = self.node.clone();
         let changes = self.changes.clone();
+        let offer = self.offer.clone();
+        let activity = self.activity.clone();
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
                 let node = node.clone();
                 let changes = changes.subscribe();
+                let offer = offer.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let activity = activity.clone();
                 tokio::spawn(async move {
                     let conn = match incoming.await {
                         Ok(conn) => conn,
@@ -109,7 +215,12 @@ impl Transport {
                             return;
                         }
                     };
-                    if let Err(e) = drive(node, conn, false, changes).await {
+                    let result = if conn.alpn() == PAIR_ALPN {
+                        answer_pairing(node, conn, offer).await
+                    } else {
+                        drive(node, conn, false, changes, activity).await
+                    };
+                    if let Err(e) = result {
                         tracing::info!("connection ended: {e:#}");
                     }
                 });
@@ -129,7 +240,8 @@ impl Transport {
             .with_context(|| format!("cannot reach {}", peer.id))?;
         let node = self.node.clone();
         let changes = self.changes.subscribe();
-        Ok(tokio::spawn(drive(node, conn, true, changes)))
+        let activity = self.activity.clone();
+        Ok(tokio::spawn(drive(node, conn, true, changes, activity)))
     }
 
     /// Keeps a connection to `peer` open: dials, syncs until the connection ends,
@@ -212,6 +324,7 @@ async fn drive(
     conn: Connection,
     initiator: bool,
     mut changes: broadcast::Receiver<(SpaceId, NoteId)>,
+    activity: Arc<Activity>,
 ) -> anyhow::Result<()> {
     let peer = conn.remote_id().to_string();
     let span = tracing::info_span!("peer", peer = &peer[..8]);
@@ -226,6 +339,7 @@ async fn drive(
     } else {
         conn.accept_bi().await?
     };
+    let _counted = ConnectionGuard::new(activity.clone());
     let mut session = Session::new();
     node.with_peer(&peer, |r| session.start(r));
     write_out(&mut session, &mut send).await?;
@@ -235,6 +349,7 @@ async fn drive(
         tokio::select! {
             read = recv.read(&mut buf) => {
                 let Some(n) = read? else { break };
+                activity.touch();
                 decoder.push(&buf[..n]);
                 while let Some(frame) = decoder.next_frame()? {
                     node.with_peer(&peer, |r| session.handle_frame(frame, r))?;
@@ -261,6 +376,62 @@ async fn drive(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
     conn.close(0u32.into(), b"done");
     Ok(())
+}
+
+/// The inviter's side of pairing: check the ticket's secret, add the joiner.
+async fn answer_pairing(
+    node: Arc<Node>,
+    conn: Connection,
+    offer: Option<Arc<Offer>>,
+) -> anyhow::Result<()> {
+    let joiner = conn.remote_id().to_string();
+    let (mut send, mut recv) = conn.accept_bi().await?;
+    let request: PairRequest = read_pair_message(&mut recv).await?;
+    let response = match offer {
+        None => PairResponse::Refused {
+            reason: "this device is not inviting anyone now".into(),
+        },
+        Some(offer) => match offer.redeem(&request, now_ms() / 1000) {
+            Ok(()) => {
+                let name = request.name.chars().take(100).collect::<String>();
+                node.add_member(offer.space, &joiner, &name)?;
+                let space_name = node
+                    .spaces()?
+                    .into_iter()
+                    .find(|s| s.id == offer.space)
+                    .map(|s| s.name)
+                    .unwrap_or_default();
+                tracing::info!(joiner = &joiner[..8], "paired");
+                PairResponse::Welcome { space_name }
+            }
+            Err(reason) => {
+                tracing::warn!(joiner = &joiner[..8], "pairing refused: {reason}");
+                PairResponse::Refused { reason }
+            }
+        },
+    };
+    send.write_all(&encode_message(&response)).await?;
+    send.finish().ok();
+    let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+    Ok(())
+}
+
+async fn read_pair_message<T: serde::de::DeserializeOwned>(
+    recv: &mut iroh::endpoint::RecvStream,
+) -> anyhow::Result<T> {
+    let mut len = [0u8; 4];
+    recv.read_exact(&mut len)
+        .await
+        .context("the pairing peer hung up")?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_PAIR_MESSAGE {
+        anyhow::bail!("pairing message of {len} bytes is too large");
+    }
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body)
+        .await
+        .context("the pairing peer hung up")?;
+    Ok(decode_message(&body)?)
 }
 
 async fn write_out(session: &mut Session, send: &mut SendStream) -> anyhow::Result<()> {

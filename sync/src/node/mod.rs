@@ -816,7 +816,7 @@ fn encode_heads(heads: &[ChangeHash]) -> Vec<u8> {
 }
 
 use decode::decode_chunk;
-pub use spaces::SpaceInfo;
+pub use spaces::{device_name, SpaceInfo};
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()

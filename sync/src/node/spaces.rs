@@ -279,7 +279,7 @@ impl State {
 }
 
 /// The name this device gives itself in spaces it creates: its host name.
-fn device_name() -> String {
+pub fn device_name() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|s| s.trim().to_string())

@@ -4,6 +4,7 @@
 
 mod editor;
 mod output;
+mod pair;
 mod serve;
 
 use std::io::{IsTerminal, Read};
@@ -127,6 +128,23 @@ enum Command {
     },
     /// Fold each note's stored changes into one snapshot and shrink the store
     Compact,
+    /// Invite another device into a space: prints a one-time ticket and waits
+    Invite {
+        /// The space (name or id) [default: your private space, for your own devices]
+        #[arg(long)]
+        space: Option<String>,
+        /// Minutes until the ticket expires
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+    },
+    /// Join a space with a ticket from `peernotes invite`, and sync it once
+    Join {
+        /// The ticket (starts with `peernotes1`)
+        ticket: String,
+        /// The name other members see for this device [default: its host name]
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Run an always-on peer that syncs with members' devices until stopped
     Serve {
         /// A peer to keep connected, as <node id>@<ip:port> (repeatable).
@@ -227,6 +245,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             | Command::Id
             | Command::New { .. }
             | Command::Import { .. }
+            | Command::Join { .. }
             | Command::Space {
                 command: SpaceCommand::Create { .. }
             }
@@ -243,9 +262,24 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     options.create = creates;
     options.read_only = reads_only;
     let node = Node::open(options)?;
-    if let Command::Serve { connect } = cli.command {
-        serve::run(node, connect)?;
-        return Ok(exit_code::OK);
+    match cli.command {
+        Command::Serve { connect } => {
+            serve::run(node, connect)?;
+            return Ok(exit_code::OK);
+        }
+        Command::Invite { space, minutes } => {
+            let space = match space {
+                Some(typed) => node.find_space(&typed)?,
+                None => node.private_space()?,
+            };
+            pair::invite(node, space, minutes)?;
+            return Ok(exit_code::OK);
+        }
+        Command::Join { ticket, name } => {
+            pair::join(node, &ticket, name)?;
+            return Ok(exit_code::OK);
+        }
+        _ => {}
     }
     let events = node.subscribe();
     let code = dispatch(&node, cli.command)?;
@@ -384,7 +418,9 @@ fn dispatch(node: &Node, command: Command) -> anyhow::Result<i32> {
             );
         }
         Command::Space { command } => space_command(node, command)?,
-        Command::Serve { .. } => unreachable!("serve is run before dispatch"),
+        Command::Serve { .. } | Command::Invite { .. } | Command::Join { .. } => {
+            unreachable!("networked commands are run before dispatch")
+        }
         Command::Compact => {
             let before = node.store_size();
             node.compact_all()?;

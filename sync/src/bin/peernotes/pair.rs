@@ -1,0 +1,134 @@
+//! `peernotes invite` and `peernotes join`: pairing a device into a space with a
+//! ticket, then one sync so the joiner leaves with the space's notes.
+
+use std::io::Write;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use peernotes_sync::net::{NetConfig, Transport};
+use peernotes_sync::node::device_name;
+use peernotes_sync::pairing::{Offer, Ticket};
+use peernotes_sync::{Node, SpaceId};
+
+/// Sync counts as finished once no frame has moved for this long.
+const QUIET: Duration = Duration::from_secs(1);
+/// The longest a joiner waits for its first sync to finish.
+const SYNC_LIMIT: Duration = Duration::from_secs(120);
+const POLL: Duration = Duration::from_millis(50);
+
+pub fn invite(node: Node, space: SpaceId, minutes: u64) -> anyhow::Result<()> {
+    let node = Arc::new(node);
+    let expires_at = now_s() + 60 * minutes as i64;
+    let offer = Arc::new(Offer::generate(space, expires_at)?);
+    let inviter = *iroh::EndpointId::from_str(node.node_id())?.as_bytes();
+    runtime()?.block_on(async {
+        let net = Transport::bind(node.clone(), &NetConfig::from_env()?).await?;
+        net.spawn_accept();
+        net.offer(offer.clone());
+        let ticket = offer.ticket(inviter, net.addr().ip_addrs().copied().collect());
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "ticket {}", ticket.encode())?;
+            out.flush()?;
+        }
+        eprintln!("{}", ticket.qr_code());
+        eprintln!(
+            "On the other device run:\n    peernotes join <ticket>\n\
+             Waiting for it (the ticket works once, for {minutes} min)…"
+        );
+        let result = wait_for_joiner(&net, &offer, expires_at).await;
+        net.close().await;
+        result
+    })?;
+    finish(node)?;
+    eprintln!("Done: the new member has the space.");
+    Ok(())
+}
+
+pub fn join(node: Node, ticket: &str, name: Option<String>) -> anyhow::Result<()> {
+    let ticket = Ticket::decode(ticket)?;
+    let node = Arc::new(node);
+    let name = name.unwrap_or_else(device_name);
+    let space_name = runtime()?.block_on(async {
+        let net = Transport::bind(node.clone(), &NetConfig::from_env()?).await?;
+        net.spawn_accept();
+        let result = pair_and_sync(&net, &ticket, &name).await;
+        net.close().await;
+        result
+    })?;
+    let space = ticket.space_id();
+    let notes = node
+        .spaces()?
+        .into_iter()
+        .find(|s| s.id == space)
+        .map(|s| s.notes)
+        .context("the space did not arrive; run `peernotes serve` to keep syncing")?;
+    finish(node)?;
+    println!("{space}");
+    eprintln!("“{space_name}” is here with {notes} note(s).");
+    Ok(())
+}
+
+async fn pair_and_sync(net: &Transport, ticket: &Ticket, name: &str) -> anyhow::Result<String> {
+    let space_name = net.pair(ticket, name).await?;
+    eprintln!("Joined “{space_name}”; syncing…");
+    let mut inviter = iroh::EndpointAddr::new(iroh::EndpointId::from_bytes(&ticket.inviter)?);
+    for ip in &ticket.addrs {
+        inviter = inviter.with_ip_addr(*ip);
+    }
+    let driver = net.connect(inviter).await?;
+    let started = Instant::now();
+    while net.activity().quiet_for() < QUIET {
+        if driver.is_finished() || started.elapsed() > SYNC_LIMIT {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Ok(space_name)
+}
+
+/// Waits until the ticket is used and the joiner's first sync is over.
+async fn wait_for_joiner(net: &Transport, offer: &Offer, expires_at: i64) -> anyhow::Result<()> {
+    while !offer.is_used() {
+        if now_s() > expires_at {
+            bail!("nobody joined before the ticket expired");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    eprintln!("Paired; syncing the space…");
+    // The joiner connects for sync right after pairing and hangs up when done.
+    let paired_at = Instant::now();
+    let mut connected = false;
+    loop {
+        let open = net.activity().connections();
+        connected |= open > 0;
+        let done = connected && open == 0;
+        let gave_up = !connected && paired_at.elapsed() > Duration::from_secs(10);
+        if done || gave_up || paired_at.elapsed() > SYNC_LIMIT {
+            return Ok(());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn finish(node: Arc<Node>) -> anyhow::Result<()> {
+    let node = Arc::into_inner(node).context("the store is still in use at shutdown")?;
+    node.close()?;
+    Ok(())
+}
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
