@@ -166,3 +166,44 @@ fn a_removed_member_receives_nothing_more() {
         "nothing after removal"
     );
 }
+
+#[test]
+fn reconnecting_after_ten_of_a_thousand_notes_changed_costs_under_five_percent() {
+    let (alice, bob) = (device(), device());
+    let (alice, bob) = (&alice.node, &bob.node);
+    let team = team(alice, bob);
+    let blog = peernotes_tests::load_sequential_trace("seph-blog1")
+        .unwrap()
+        .end_content;
+    let chars: Vec<char> = blog.chars().collect();
+    let notes: Vec<_> = (0..1000)
+        .map(|i| {
+            // About 1 KB of real prose each.
+            let at = (i * 997) % (chars.len() - 1000);
+            let body: String = chars[at..at + 1000].iter().collect();
+            alice
+                .create_in(team, &format!("# Note {i}\n{body}"))
+                .unwrap()
+        })
+        .collect();
+    let initial = sync(alice, bob);
+    assert_eq!(initial.synced.len(), 1001);
+    for (i, note) in notes.iter().step_by(100).enumerate() {
+        if i % 2 == 0 {
+            alice.splice(note, 0, 0, "changed on Alice ").unwrap();
+        } else {
+            bob.splice(note, 0, 0, "changed on Bob ").unwrap();
+        }
+    }
+    let again = sync(alice, bob);
+    let percent = 100.0 * again.bytes as f64 / initial.bytes as f64;
+    println!(
+        "1,000 notes: initial sync {} bytes; reconnect after 10 changed {} bytes ({percent:.2}%)",
+        initial.bytes, again.bytes
+    );
+    assert_eq!(again.synced.len(), 10, "only the changed notes are synced");
+    assert!(
+        percent < 5.0,
+        "reconnect cost {percent:.2}% of the initial sync"
+    );
+}

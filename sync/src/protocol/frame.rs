@@ -30,9 +30,13 @@ pub enum Frame {
         version: u16,
         spaces: Vec<SpaceSummary>,
     },
-    /// Every document of a space whose summary differed, with its heads.
+    /// For a space whose summary differed: one hash per bucket of its documents
+    /// (`session::BUCKETS` of them), so only differing buckets list their heads.
+    Buckets { space: SpaceKey, hashes: Vec<Hash> },
+    /// Every document of one bucket of a space, with its heads.
     Heads {
         space: SpaceKey,
+        bucket: u8,
         docs: Vec<DocHeads>,
     },
     /// An Automerge sync message for one document.

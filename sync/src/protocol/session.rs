@@ -69,6 +69,8 @@ pub enum SessionError {
     NotStarted(&'static str),
     #[error("peer sent a frame for a space it does not share with us")]
     UnsharedSpace,
+    #[error("peer sent a malformed frame: {0}")]
+    Malformed(&'static str),
     #[error("peer sent a bad sync message: {0}")]
     BadSyncMessage(String),
 }
@@ -207,25 +209,56 @@ impl Session {
                     }
                     let docs = replicas.docs(&summary.space);
                     if summary_hash(&docs) != summary.hash {
+                        let hashes = buckets(&docs).iter().map(summary_hash).collect();
+                        self.outbox.push_back(Frame::Buckets {
+                            space: summary.space,
+                            hashes,
+                        });
+                    }
+                }
+            }
+            Frame::Buckets { space, hashes } => {
+                self.require_open("buckets")?;
+                if !self.shared.contains(&space) {
+                    return Err(SessionError::UnsharedSpace);
+                }
+                if hashes.len() != BUCKETS {
+                    return Err(SessionError::Malformed("wrong number of buckets"));
+                }
+                let ours = buckets(&replicas.docs(&space));
+                for (i, (docs, theirs)) in ours.into_iter().zip(hashes).enumerate() {
+                    if summary_hash(&docs) != theirs {
                         let docs = docs
                             .into_iter()
                             .map(|(doc, heads)| DocHeads { doc, heads })
                             .collect();
                         self.outbox.push_back(Frame::Heads {
-                            space: summary.space,
+                            space,
+                            bucket: i as u8,
                             docs,
                         });
                     }
                 }
             }
-            Frame::Heads { space, docs } => {
+            Frame::Heads {
+                space,
+                bucket,
+                docs,
+            } => {
                 self.require_open("heads")?;
                 if !self.shared.contains(&space) {
                     return Err(SessionError::UnsharedSpace);
                 }
-                let ours = replicas.docs(&space);
-                let theirs: BTreeMap<DocKey, Vec<Hash>> =
-                    docs.into_iter().map(|d| (d.doc, d.heads)).collect();
+                let bucket = usize::from(bucket);
+                if bucket >= BUCKETS {
+                    return Err(SessionError::Malformed("bucket out of range"));
+                }
+                let ours = buckets(&replicas.docs(&space)).swap_remove(bucket);
+                let theirs: BTreeMap<DocKey, Vec<Hash>> = docs
+                    .into_iter()
+                    .filter(|d| bucket_of(&d.doc) == bucket)
+                    .map(|d| (d.doc, d.heads))
+                    .collect();
                 let all: BTreeSet<&DocKey> = ours.keys().chain(theirs.keys()).collect();
                 for doc in all {
                     if ours.get(doc) != theirs.get(doc) {
@@ -295,6 +328,22 @@ impl Session {
             });
         }
     }
+}
+
+/// How many buckets a space's documents are split into when summaries differ.
+pub const BUCKETS: usize = 64;
+
+/// The bucket a document falls in: by the hash of its key, so buckets stay even.
+pub fn bucket_of(doc: &str) -> usize {
+    Sha256::digest(doc.as_bytes())[0] as usize % BUCKETS
+}
+
+fn buckets(docs: &BTreeMap<DocKey, Vec<Hash>>) -> Vec<BTreeMap<DocKey, Vec<Hash>>> {
+    let mut buckets = vec![BTreeMap::new(); BUCKETS];
+    for (doc, heads) in docs {
+        buckets[bucket_of(doc)].insert(doc.clone(), heads.clone());
+    }
+    buckets
 }
 
 /// The hash both sides compare to skip a space whose documents are all equal:
