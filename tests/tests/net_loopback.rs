@@ -87,3 +87,76 @@ async fn a_device_that_shares_no_space_gets_nothing() {
         "not even the space's index arrived"
     );
 }
+
+/// A member's device that sends `bytes` on a sync connection to `alice`, then
+/// waits for Alice to close it. Returns whether she did.
+async fn hostile_member_sends(
+    alice: &Device,
+    team: peernotes_sync::SpaceId,
+    bytes: Vec<u8>,
+) -> bool {
+    use iroh::endpoint::presets;
+    let key = iroh::SecretKey::generate();
+    alice
+        .node
+        .add_member(team, &key.public().to_string(), "Mallory")
+        .unwrap();
+    let endpoint = iroh::Endpoint::builder(presets::Minimal)
+        .secret_key(key)
+        .relay_mode(iroh::RelayMode::Disabled)
+        .clear_ip_transports()
+        .bind_addr("127.0.0.1:0")
+        .unwrap()
+        .bind()
+        .await
+        .unwrap();
+    let conn = endpoint
+        .connect(alice.net.addr(), peernotes_sync::net::SYNC_ALPN)
+        .await
+        .unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&bytes).await.unwrap();
+    // Alice answers with her hello, then must hang up on the garbage.
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        while let Ok(Some(_)) = recv.read(&mut buf).await {}
+    })
+    .await
+    .is_ok();
+    endpoint.close().await;
+    closed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_or_absurd_frames_close_that_connection_only() {
+    let (alice, bob) = (device().await, device().await);
+    let team = alice.node.create_space("Team").unwrap();
+    alice
+        .node
+        .add_member(team, bob.node.node_id(), "Bob")
+        .unwrap();
+    bob.node.join_space(team, alice.node.node_id()).unwrap();
+    let note = alice.node.create_in(team, "# Plan\n").unwrap();
+    bob.net.connect(alice.net.addr()).await.unwrap();
+    eventually("Bob to sync", || text_of(&bob.node, &note).is_some()).await;
+
+    let mut absurd = u32::MAX.to_be_bytes().to_vec();
+    absurd.extend_from_slice(&[0; 64]);
+    assert!(
+        hostile_member_sends(&alice, team, absurd).await,
+        "an absurd length closes it"
+    );
+    let mut garbage = 40u32.to_be_bytes().to_vec();
+    garbage.extend_from_slice(&[0xff; 40]);
+    assert!(
+        hostile_member_sends(&alice, team, garbage).await,
+        "garbage closes it"
+    );
+
+    // Bob's connection is untouched: live edits still arrive.
+    alice.node.splice(&note, 7, 0, "still here\n").unwrap();
+    eventually("Alice's edit to reach Bob after the attacks", || {
+        text_of(&bob.node, &note).as_deref() == Some("# Plan\nstill here\n")
+    })
+    .await;
+}
