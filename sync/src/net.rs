@@ -340,6 +340,7 @@ async fn drive(
         conn.accept_bi().await?
     };
     let _counted = ConnectionGuard::new(activity.clone());
+    node.peer_seen(&peer)?;
     let mut session = Session::new();
     node.with_peer(&peer, |r| session.start(r));
     write_out(&mut session, &mut send).await?;
@@ -370,6 +371,7 @@ async fn drive(
             break;
         }
     }
+    node.peer_seen(&peer)?;
     // Let the peer read our last frames: finish, wait (briefly) for its end, close.
     send.finish().ok();
     let drain = async { while let Ok(Some(_)) = recv.read(&mut buf).await {} };

@@ -100,6 +100,13 @@ const MIGRATIONS: &[&str] = &[
         inviter TEXT NOT NULL
     );
     "#,
+    // 5: when each peer was last connected, for `peernotes status`.
+    r#"
+    CREATE TABLE peers (
+        node_id TEXT PRIMARY KEY,
+        last_seen INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// What kind of bytes a chunk holds.
@@ -441,6 +448,29 @@ impl Store {
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(|e| classify(&self.path, e))?;
         Ok(rows)
+    }
+
+    /// Records that `node_id` was connected at `now_ms`.
+    pub fn peer_seen(&mut self, node_id: &str, now_ms: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO peers (node_id, last_seen) VALUES (?1, ?2)
+                 ON CONFLICT (node_id) DO UPDATE SET last_seen = excluded.last_seen",
+                params![node_id, now_ms],
+            )
+            .map_err(|e| classify(&self.path, e))?;
+        Ok(())
+    }
+
+    pub fn peer_last_seen(&self, node_id: &str) -> Result<Option<i64>> {
+        self.conn
+            .query_row(
+                "SELECT last_seen FROM peers WHERE node_id = ?1",
+                [node_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| classify(&self.path, e))
     }
 
     /// Ids of notes that belong to no space.

@@ -207,3 +207,38 @@ fn reconnecting_after_ten_of_a_thousand_notes_changed_costs_under_five_percent()
         "reconnect cost {percent:.2}% of the initial sync"
     );
 }
+
+#[test]
+fn status_says_in_sync_only_when_the_peer_has_acknowledged_every_note() {
+    let (alice, bob) = (device(), device());
+    let (alice, bob) = (&alice.node, &bob.node);
+    let team = team(alice, bob);
+    let notes: Vec<_> = (0..3)
+        .map(|i| alice.create_in(team, &format!("note {i}")).unwrap())
+        .collect();
+    let bob_seen_by = |node: &Node, peer: &str| {
+        node.status()
+            .unwrap()
+            .into_iter()
+            .find(|s| s.node_id == peer)
+            .expect("the peer is listed")
+    };
+    let before = bob_seen_by(alice, bob.node_id());
+    assert_eq!(
+        (before.waiting, before.documents),
+        (4, 4),
+        "nothing acknowledged yet"
+    );
+    assert!(!before.in_sync());
+
+    sync(alice, bob);
+    assert!(bob_seen_by(alice, bob.node_id()).in_sync());
+    assert!(bob_seen_by(bob, alice.node_id()).in_sync());
+
+    alice.splice(&notes[0], 0, 0, "x").unwrap();
+    alice.splice(&notes[2], 0, 0, "y").unwrap();
+    let after_edits = bob_seen_by(alice, bob.node_id());
+    assert_eq!(after_edits.waiting, 2, "two notes wait for Bob");
+    sync(alice, bob);
+    assert!(bob_seen_by(alice, bob.node_id()).in_sync());
+}

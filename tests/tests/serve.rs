@@ -78,6 +78,20 @@ fn two_daemons_sync_and_merge_edits_made_while_both_were_stopped() {
     let sa = serve(&a, None);
     let sb = serve(&b, Some(format!("{a_id}@{}", sa.listening)));
     eventually_shows(&b, &note, "one\ntwo\n");
+    // Status reads while the daemon runs, and is honest once B has acknowledged.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = cli(&a, &["status"]);
+        if status.contains("in sync") {
+            assert!(status.contains("Team") && status.contains("B"), "{status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A never reported B in sync: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     stop(sb);
     stop(sa);
 

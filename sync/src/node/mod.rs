@@ -205,7 +205,8 @@ impl Node {
                 .map(|i| i.node_id())
                 .unwrap_or_default();
             // The actor is never used: a read-only Node makes no changes.
-            let state = State::new(store, ActorId::random(), node_id.clone(), &options, None);
+            let mut state = State::new(store, ActorId::random(), node_id.clone(), &options, None);
+            state.load_spaces()?;
             return Node::start(dir, node_id, None, state, None);
         }
         let lock = DataDirLock::acquire(&dir)?;
@@ -581,6 +582,11 @@ impl State {
         }
     }
 
+    /// Whether the group commit has anything to write.
+    fn has_pending(&self) -> bool {
+        !(self.dirty.is_empty() && self.dirty_spaces.is_empty() && self.sync_states.is_empty())
+    }
+
     fn require_writer(&self) -> Result<()> {
         if self.lock.is_some() {
             Ok(())
@@ -652,6 +658,14 @@ impl State {
                         sizes.incremental_chunks += 1;
                     }
                 },
+                Err(error) if self.lock.is_none() => {
+                    // A reader cannot move the chunk aside; the next writer will.
+                    tracing::warn!(
+                        doc = key,
+                        seq = chunk.seq,
+                        "skipping a damaged chunk: {error}"
+                    );
+                }
                 Err(error) => {
                     tracing::error!(doc = key, seq = chunk.seq, "quarantining a chunk: {error}");
                     self.store.quarantine(chunk.seq, &error, now_ms())?;
@@ -684,7 +698,7 @@ impl State {
     /// The group commit: every dirty note's new changes and cached text, in one
     /// transaction. On failure nothing is lost: the changes stay pending in memory.
     fn flush(&mut self) -> Result<()> {
-        if self.dirty.is_empty() && self.dirty_spaces.is_empty() && self.sync_states.is_empty() {
+        if !self.has_pending() {
             return Ok(());
         }
         let mut batch = Batch {
@@ -772,7 +786,7 @@ impl State {
 fn run_flusher(shared: &Shared, window: Duration) {
     let mut st = lock(&shared.state);
     loop {
-        while st.dirty.is_empty() && !st.shutdown {
+        while !st.has_pending() && !st.shutdown {
             st = shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
         }
         if st.shutdown {
@@ -807,8 +821,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 mod decode;
 mod replicas;
 mod spaces;
+mod status;
 
 pub use replicas::PeerReplicas;
+pub use status::PeerStatus;
 
 /// Heads as stored: 32-byte hashes back to back.
 fn encode_heads(heads: &[ChangeHash]) -> Vec<u8> {

@@ -145,6 +145,12 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Show, per space and member, whether they have everything from this device
+    Status {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Run an always-on peer that syncs with members' devices until stopped
     Serve {
         /// A peer to keep connected, as <node id>@<ip:port> (repeatable).
@@ -257,6 +263,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             | Command::Show { .. }
             | Command::Search { .. }
             | Command::Export { .. }
+            | Command::Status { .. }
     );
     let mut options = NodeOptions::new(&dir);
     options.create = creates;
@@ -418,6 +425,14 @@ fn dispatch(node: &Node, command: Command) -> anyhow::Result<i32> {
             );
         }
         Command::Space { command } => space_command(node, command)?,
+        Command::Status { json } => {
+            let status = node.status()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                output::print_status(&status);
+            }
+        }
         Command::Serve { .. } | Command::Invite { .. } | Command::Join { .. } => {
             unreachable!("networked commands are run before dispatch")
         }

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use peernotes_sync::{ChangeInfo, Member, NoteSummary, SearchHit, SpaceInfo};
+use peernotes_sync::{ChangeInfo, Member, NoteSummary, PeerStatus, SearchHit, SpaceInfo};
 
 pub fn print_list(notes: &[NoteSummary], trash: bool) {
     if notes.is_empty() {
@@ -80,6 +80,32 @@ pub fn print_members(members: &[Member], this_device: &str) {
             ""
         };
         let _ = writeln!(out, "{}  {}{me}", member.node_id, member.name);
+    }
+}
+
+pub fn print_status(peers: &[PeerStatus]) {
+    if peers.is_empty() {
+        eprintln!("No other devices yet. Invite one with `peernotes invite`.");
+        return;
+    }
+    let now = now_ms();
+    let mut out = std::io::stdout().lock();
+    for peer in peers {
+        let name = if peer.name.is_empty() {
+            &peer.node_id[..8]
+        } else {
+            &peer.name
+        };
+        let seen = match peer.last_seen {
+            Some(at) => format!("last seen {}", ago(now, at)),
+            None => "never connected".into(),
+        };
+        let state = if peer.in_sync() {
+            "in sync".to_string()
+        } else {
+            format!("{} of {} document(s) waiting", peer.waiting, peer.documents)
+        };
+        let _ = writeln!(out, "{}  {name}  {state}  ({seen})", peer.space_name);
     }
 }
 
