@@ -43,7 +43,7 @@ impl Node {
                 let open = st.spaces.get_mut(&space).expect("listed above");
                 let space_name = open.space.name();
                 let members = open.space.members();
-                let mut docs = vec![(
+                let mut docs: Vec<(String, Vec<[u8; 32]>)> = vec![(
                     space.doc_key(),
                     open.space.heads().iter().map(|h| h.0).collect(),
                 )];
