@@ -32,6 +32,8 @@ pub const SYNC_ALPN: &[u8] = b"peernotes/1";
 /// Environment variable with the address to bind (e.g. `127.0.0.1:0`).
 pub const BIND_ENV: &str = "PEERNOTES_BIND";
 const READ_BUFFER: usize = 64 * 1024;
+/// How long a pairing exchange may take before the inviter hangs up.
+const PAIRING_TIMEOUT: Duration = Duration::from_secs(10);
 const RECONNECT_MIN: std::time::Duration = std::time::Duration::from_millis(100);
 const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 /// Local changes queued per connection before it falls behind and is closed.
@@ -216,7 +218,18 @@ impl Transport {
                         }
                     };
                     let result = if conn.alpn() == PAIR_ALPN {
-                        answer_pairing(node, conn, offer).await
+                        match offer {
+                            None => {
+                                conn.close(2u32.into(), b"not inviting anyone now");
+                                Ok(())
+                            }
+                            Some(offer) => tokio::time::timeout(
+                                PAIRING_TIMEOUT,
+                                answer_pairing(node, conn, offer),
+                            )
+                            .await
+                            .unwrap_or_else(|_| Err(anyhow::anyhow!("pairing timed out"))),
+                        }
                     } else {
                         drive(node, conn, false, changes, activity).await
                     };
@@ -241,6 +254,7 @@ impl Transport {
         let node = self.node.clone();
         let changes = self.changes.subscribe();
         let activity = self.activity.clone();
+        activity.touch();
         Ok(tokio::spawn(drive(node, conn, true, changes, activity)))
     }
 
@@ -343,7 +357,7 @@ async fn drive(
     node.peer_seen(&peer)?;
     let mut session = Session::new();
     node.with_peer(&peer, |r| session.start(r));
-    write_out(&mut session, &mut send).await?;
+    write_out(&mut session, &mut send, &activity).await?;
     let mut decoder = FrameDecoder::new();
     let mut buf = vec![0u8; READ_BUFFER];
     loop {
@@ -366,7 +380,7 @@ async fn drive(
                 Err(broadcast::error::RecvError::Closed) => session.close("shutting down".into()),
             },
         }
-        write_out(&mut session, &mut send).await?;
+        write_out(&mut session, &mut send, &activity).await?;
         if session.is_closed() {
             break;
         }
@@ -384,33 +398,28 @@ async fn drive(
 async fn answer_pairing(
     node: Arc<Node>,
     conn: Connection,
-    offer: Option<Arc<Offer>>,
+    offer: Arc<Offer>,
 ) -> anyhow::Result<()> {
     let joiner = conn.remote_id().to_string();
     let (mut send, mut recv) = conn.accept_bi().await?;
     let request: PairRequest = read_pair_message(&mut recv).await?;
-    let response = match offer {
-        None => PairResponse::Refused {
-            reason: "this device is not inviting anyone now".into(),
-        },
-        Some(offer) => match offer.redeem(&request, now_ms() / 1000) {
-            Ok(()) => {
-                let name = request.name.chars().take(100).collect::<String>();
-                node.add_member(offer.space, &joiner, &name)?;
-                let space_name = node
-                    .spaces()?
-                    .into_iter()
-                    .find(|s| s.id == offer.space)
-                    .map(|s| s.name)
-                    .unwrap_or_default();
-                tracing::info!(joiner = &joiner[..8], "paired");
-                PairResponse::Welcome { space_name }
-            }
-            Err(reason) => {
-                tracing::warn!(joiner = &joiner[..8], "pairing refused: {reason}");
-                PairResponse::Refused { reason }
-            }
-        },
+    let response = match offer.redeem(&request, now_ms() / 1000) {
+        Ok(()) => {
+            let name = request.name.chars().take(100).collect::<String>();
+            node.add_member(offer.space, &joiner, &name)?;
+            let space_name = node
+                .spaces()?
+                .into_iter()
+                .find(|s| s.id == offer.space)
+                .map(|s| s.name)
+                .unwrap_or_default();
+            tracing::info!(joiner = &joiner[..8], "paired");
+            PairResponse::Welcome { space_name }
+        }
+        Err(reason) => {
+            tracing::warn!(joiner = &joiner[..8], "pairing refused: {reason}");
+            PairResponse::Refused { reason }
+        }
     };
     send.write_all(&encode_message(&response)).await?;
     send.finish().ok();
@@ -436,9 +445,18 @@ async fn read_pair_message<T: serde::de::DeserializeOwned>(
     Ok(decode_message(&body)?)
 }
 
-async fn write_out(session: &mut Session, send: &mut SendStream) -> anyhow::Result<()> {
+/// Sends what the session queued and drops the events nobody uses yet (the
+/// Node raises its own change events; presence has no consumer yet), so a
+/// chatty peer cannot make them pile up.
+async fn write_out(
+    session: &mut Session,
+    send: &mut SendStream,
+    activity: &Activity,
+) -> anyhow::Result<()> {
+    while session.poll_event().is_some() {}
     while let Some(frame) = session.poll_transmit() {
         send.write_all(&frame.encode()?).await?;
+        activity.touch();
     }
     Ok(())
 }

@@ -173,13 +173,16 @@ impl Space {
         }
     }
 
-    /// Members, in node id order.
+    /// Members, in node id order. The map key is the member's identity; a value
+    /// whose own `node_id` disagrees with its key is corrected to the key.
     pub fn members(&self) -> Vec<Member> {
         self.doc
             .keys(&self.members)
             .filter_map(|key| match self.doc.get(&self.members, key.as_str()) {
                 Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
-                    ScalarValue::Str(json) => serde_json::from_str(json).ok(),
+                    ScalarValue::Str(json) => serde_json::from_str::<Member>(json)
+                        .ok()
+                        .map(|m| Member { node_id: key, ..m }),
                     _ => None,
                 },
                 _ => None,
@@ -188,7 +191,7 @@ impl Space {
     }
 
     pub fn is_member(&self, node_id: &str) -> bool {
-        self.members().iter().any(|m| m.node_id == node_id)
+        matches!(self.doc.get(&self.members, node_id), Ok(Some(_)))
     }
 
     /// `by` (a member) adds `node_id` under `name`.

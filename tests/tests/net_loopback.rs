@@ -160,3 +160,31 @@ async fn garbage_or_absurd_frames_close_that_connection_only() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_while_connected_receives_nothing_more() {
+    let (alice, bob) = (device().await, device().await);
+    let team = alice.node.create_space("Team").unwrap();
+    alice
+        .node
+        .add_member(team, bob.node.node_id(), "Bob")
+        .unwrap();
+    bob.node.join_space(team, alice.node.node_id()).unwrap();
+    let note = alice.node.create_in(team, "shared\n").unwrap();
+    bob.net.connect(alice.net.addr()).await.unwrap();
+    eventually("Bob to sync", || text_of(&bob.node, &note).is_some()).await;
+    alice.node.splice(&note, 0, 0, "live ").unwrap();
+    eventually("a live edit while Bob is a member", || {
+        text_of(&bob.node, &note).as_deref() == Some("live shared\n")
+    })
+    .await;
+
+    alice.node.remove_member(team, bob.node.node_id()).unwrap();
+    alice.node.splice(&note, 0, 0, "secret ").unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        text_of(&bob.node, &note).as_deref(),
+        Some("live shared\n"),
+        "nothing after removal, though still connected"
+    );
+}

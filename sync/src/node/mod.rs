@@ -160,8 +160,8 @@ struct State {
     /// Sync states to remember, by `(peer, doc)`; written by the group commit.
     sync_states: BTreeMap<(String, String), Vec<u8>>,
     /// Documents arriving by sync that are not yet whole enough to be notes or
-    /// space indexes, by doc key, with the space they arrive in.
-    incoming: BTreeMap<String, (SpaceId, AutoCommit)>,
+    /// space indexes, by the space they arrive in and their doc key.
+    incoming: BTreeMap<(SpaceId, String), AutoCommit>,
     /// Spaces this device was invited to but whose index has not arrived yet,
     /// with the inviter's node id (the one peer to sync them with).
     joining: BTreeMap<SpaceId, String>,

@@ -17,6 +17,9 @@ use crate::protocol::frame::{DocKey, Hash, SpaceKey};
 use crate::protocol::Replicas;
 use crate::space::{Space, SpaceId};
 
+/// Most documents that may be arriving (not yet whole) at once.
+const MAX_INCOMING: usize = 10_000;
+
 /// This device's documents, as one peer may see them.
 pub struct PeerReplicas<'a> {
     st: &'a mut State,
@@ -69,7 +72,7 @@ impl PeerReplicas<'_> {
     ) -> std::result::Result<&mut AutoCommit, String> {
         if key == space.doc_key() {
             if !self.st.spaces.contains_key(&space) {
-                return Ok(self.incoming(space, key));
+                return self.incoming(space, key);
             }
             let open = self.st.spaces.get_mut(&space).expect("checked above");
             return Ok(open.space.doc_mut());
@@ -83,7 +86,7 @@ impl PeerReplicas<'_> {
                 .map_err(|e| e.to_string())?
                 .is_some();
         if !known {
-            return Ok(self.incoming(space, key));
+            return self.incoming(space, key);
         }
         let open = self.st.load(&id).map_err(|e| e.to_string())?;
         if open.space != space {
@@ -92,18 +95,26 @@ impl PeerReplicas<'_> {
         Ok(open.note.doc_mut())
     }
 
-    fn incoming(&mut self, space: SpaceId, key: &str) -> &mut AutoCommit {
-        let entry = self
-            .st
-            .incoming
-            .entry(key.to_string())
-            .or_insert_with(|| (space, AutoCommit::new()));
-        &mut entry.1
+    /// A document arriving in `space`. Keyed by space too, so what arrives in one
+    /// space can never seed or merge into a document of another.
+    fn incoming(
+        &mut self,
+        space: SpaceId,
+        key: &str,
+    ) -> std::result::Result<&mut AutoCommit, String> {
+        let slot = (space, key.to_string());
+        if !self.st.incoming.contains_key(&slot) && self.st.incoming.len() >= MAX_INCOMING {
+            return Err(format!(
+                "over {MAX_INCOMING} documents are arriving at once"
+            ));
+        }
+        Ok(self.st.incoming.entry(slot).or_default())
     }
 
     /// Turns an incoming document that became whole into a note or a space.
     fn promote(&mut self, space: SpaceId, key: &str) -> std::result::Result<(), String> {
-        let Some((_, doc)) = self.st.incoming.get(key) else {
+        let slot = (space, key.to_string());
+        let Some(doc) = self.st.incoming.get(&slot) else {
             return Ok(());
         };
         let has = |name: &str, kind: ObjType| matches!(doc.get(ROOT, name), Ok(Some((Value::Object(k), _))) if k == kind);
@@ -112,7 +123,7 @@ impl PeerReplicas<'_> {
             if !(has("members", ObjType::Map) && has("notes", ObjType::Map)) {
                 return Ok(());
             }
-            let (_, doc) = self.st.incoming.remove(key).expect("checked above");
+            let doc = self.st.incoming.remove(&slot).expect("checked above");
             let index =
                 Space::from_remote(space, &self.st.actor, doc).map_err(|e| e.to_string())?;
             self.st.spaces.insert(space, OpenSpace::new(index, 0));
@@ -123,7 +134,7 @@ impl PeerReplicas<'_> {
         if !has("text", ObjType::Text) {
             return Ok(());
         }
-        let (_, doc) = self.st.incoming.remove(key).expect("checked above");
+        let doc = self.st.incoming.remove(&slot).expect("checked above");
         let id: NoteId = key.parse().map_err(|e: Error| e.to_string())?;
         let note = Note::from_remote(id.clone(), &self.st.actor, doc).map_err(|e| e.to_string())?;
         let created_at = note.created_at();
@@ -145,11 +156,11 @@ impl PeerReplicas<'_> {
     }
 
     /// A note's heads without loading it when the store knows them.
-    fn note_heads(&mut self, id: &NoteId) -> Vec<Hash> {
+    fn note_heads(&mut self, space: SpaceId, id: &NoteId) -> Vec<Hash> {
         if let Some(open) = self.st.open.get_mut(id) {
             return hashes(&open.note.heads());
         }
-        if let Some((_, doc)) = self.st.incoming.get_mut(id.as_str()) {
+        if let Some(doc) = self.st.incoming.get_mut(&(space, id.to_string())) {
             return hashes(&doc.get_heads());
         }
         match self.st.store.row(id.as_str()) {
@@ -199,15 +210,15 @@ impl Replicas for PeerReplicas<'_> {
             let heads = self
                 .st
                 .incoming
-                .get_mut(&key)
-                .map(|(_, doc)| hashes(&doc.get_heads()))
+                .get_mut(&(id, key.clone()))
+                .map(|doc| hashes(&doc.get_heads()))
                 .unwrap_or_default();
             docs.insert(key, heads);
             return docs;
         };
         docs.insert(key, hashes(&open.space.heads()));
         for note in open.space.notes() {
-            let heads = self.note_heads(&note);
+            let heads = self.note_heads(id, &note);
             docs.insert(note.to_string(), heads);
         }
         docs
@@ -219,6 +230,10 @@ impl Replicas for PeerReplicas<'_> {
         doc: &DocKey,
         state: &mut sync::State,
     ) -> Option<sync::Message> {
+        // Membership can change during a session: check it for every message.
+        if !self.shared_spaces().contains(space) {
+            return None;
+        }
         match self.doc_mut(SpaceId::from_bytes(*space), doc) {
             Ok(doc) => doc.sync().generate_sync_message(state),
             Err(e) => {
@@ -235,6 +250,9 @@ impl Replicas for PeerReplicas<'_> {
         state: &mut sync::State,
         message: sync::Message,
     ) -> std::result::Result<(), String> {
+        if !self.shared_spaces().contains(space) {
+            return Err("this device no longer shares that space with you".into());
+        }
         let space = SpaceId::from_bytes(*space);
         let target = self.doc_mut(space, doc)?;
         let before = target.get_heads();

@@ -180,7 +180,13 @@ impl State {
                 tracing::error!(space = %id, "no part of the space's index could be read");
                 continue;
             };
-            let space = Space::from_doc(id, &self.actor, doc)?;
+            let space = match Space::from_doc(id, &self.actor, doc) {
+                Ok(space) => space,
+                Err(e) => {
+                    tracing::error!(space = %id, "the space's index is unreadable; skipping it: {e}");
+                    continue;
+                }
+            };
             if row.private {
                 self.private_space = Some(id);
             }

@@ -95,8 +95,13 @@ fn acknowledged(st: &State, peer: &str, doc: &str, heads: &[[u8; 32]]) -> bool {
         Some(bytes) => Some(bytes.clone()),
         None => st.store.sync_state(peer, doc).ok().flatten(),
     };
+    // Unknown heads (a note stored before heads were recorded, or one not here
+    // yet) cannot be shown to be acknowledged: count them as waiting.
+    if heads.is_empty() {
+        return false;
+    }
     let Some(state) = bytes.and_then(|b| sync::State::decode(&b).ok()) else {
-        return heads.is_empty();
+        return false;
     };
     let shared: BTreeSet<[u8; 32]> = state.shared_heads.iter().map(|h| h.0).collect();
     heads.iter().all(|h| shared.contains(h))

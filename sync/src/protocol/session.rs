@@ -91,6 +91,8 @@ pub struct Session {
     states: HashMap<(SpaceKey, DocKey), sync::State>,
     outbox: VecDeque<Frame>,
     events: VecDeque<SessionEvent>,
+    /// Spaces whose buckets the peer already sent this session: once each.
+    buckets_seen: BTreeSet<SpaceKey>,
 }
 
 impl Default for Session {
@@ -107,6 +109,7 @@ impl Session {
             states: HashMap::new(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
+            buckets_seen: BTreeSet::new(),
         }
     }
 
@@ -195,6 +198,15 @@ impl Session {
                 if version != PROTOCOL_VERSION {
                     return Err(SessionError::VersionMismatch(version));
                 }
+                // One hello per session, each space once: otherwise a peer could
+                // make us rescan every document again and again.
+                if self.phase == Phase::Open {
+                    return Err(SessionError::Malformed("a second hello"));
+                }
+                let distinct: BTreeSet<SpaceKey> = spaces.iter().map(|s| s.space).collect();
+                if distinct.len() != spaces.len() {
+                    return Err(SessionError::Malformed("a space listed twice in hello"));
+                }
                 self.start(replicas);
                 let ours = replicas.shared_spaces();
                 self.shared = spaces
@@ -224,6 +236,9 @@ impl Session {
                 }
                 if hashes.len() != BUCKETS {
                     return Err(SessionError::Malformed("wrong number of buckets"));
+                }
+                if !self.buckets_seen.insert(space) {
+                    return Err(SessionError::Malformed("buckets sent twice for a space"));
                 }
                 let ours = buckets(&replicas.docs(&space));
                 for (i, (docs, theirs)) in ours.into_iter().zip(hashes).enumerate() {
@@ -296,6 +311,12 @@ impl Session {
             }
             Frame::Presence { doc, payload } => {
                 self.require_open("presence")?;
+                if payload.len() > MAX_PRESENCE_BYTES {
+                    return Err(SessionError::Malformed("presence too large"));
+                }
+                // Only the newest presence per document matters.
+                self.events
+                    .retain(|e| !matches!(e, SessionEvent::Presence { doc: d, .. } if *d == doc));
                 self.events
                     .push_back(SessionEvent::Presence { doc, payload });
             }
@@ -330,6 +351,9 @@ impl Session {
     }
 }
 
+/// Largest presence payload accepted (a cursor and a selection need far less).
+pub const MAX_PRESENCE_BYTES: usize = 4096;
+
 /// How many buckets a space's documents are split into when summaries differ.
 pub const BUCKETS: usize = 64;
 
@@ -361,4 +385,105 @@ pub fn summary_hash(docs: &BTreeMap<DocKey, Vec<Hash>>) -> Hash {
         }
     }
     hasher.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nothing;
+
+    impl Replicas for Nothing {
+        fn shared_spaces(&self) -> BTreeSet<SpaceKey> {
+            BTreeSet::from([[1; 16]])
+        }
+        fn docs(&mut self, _: &SpaceKey) -> BTreeMap<DocKey, Vec<Hash>> {
+            BTreeMap::new()
+        }
+        fn generate_sync_message(
+            &mut self,
+            _: &SpaceKey,
+            _: &DocKey,
+            _: &mut sync::State,
+        ) -> Option<sync::Message> {
+            None
+        }
+        fn receive_sync_message(
+            &mut self,
+            _: &SpaceKey,
+            _: &DocKey,
+            _: &mut sync::State,
+            _: sync::Message,
+        ) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    fn hello(spaces: Vec<SpaceSummary>) -> Frame {
+        Frame::Hello {
+            version: PROTOCOL_VERSION,
+            spaces,
+        }
+    }
+
+    fn summary() -> SpaceSummary {
+        SpaceSummary {
+            space: [1; 16],
+            hash: [0; 32],
+        }
+    }
+
+    #[test]
+    fn a_second_hello_or_a_repeated_space_ends_the_session() {
+        let mut s = Session::new();
+        s.handle_frame(hello(vec![summary()]), &mut Nothing)
+            .unwrap();
+        assert!(s
+            .handle_frame(hello(vec![summary()]), &mut Nothing)
+            .is_err());
+        assert!(s.is_closed());
+        let mut s = Session::new();
+        assert!(s
+            .handle_frame(hello(vec![summary(), summary()]), &mut Nothing)
+            .is_err());
+    }
+
+    #[test]
+    fn buckets_are_answered_once_per_space() {
+        let mut s = Session::new();
+        s.handle_frame(hello(vec![summary()]), &mut Nothing)
+            .unwrap();
+        let buckets = || Frame::Buckets {
+            space: [1; 16],
+            hashes: vec![[9; 32]; BUCKETS],
+        };
+        s.handle_frame(buckets(), &mut Nothing).unwrap();
+        assert!(s.handle_frame(buckets(), &mut Nothing).is_err());
+    }
+
+    #[test]
+    fn presence_keeps_only_the_newest_per_document_and_refuses_huge_payloads() {
+        let mut s = Session::new();
+        s.handle_frame(hello(vec![]), &mut Nothing).unwrap();
+        for i in 0..100u8 {
+            let frame = Frame::Presence {
+                doc: "d".into(),
+                payload: vec![i],
+            };
+            s.handle_frame(frame, &mut Nothing).unwrap();
+        }
+        let events: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
+        assert_eq!(
+            events,
+            vec![SessionEvent::Presence {
+                doc: "d".into(),
+                payload: vec![99]
+            }]
+        );
+        let huge = Frame::Presence {
+            doc: "d".into(),
+            payload: vec![0; MAX_PRESENCE_BYTES + 1],
+        };
+        assert!(s.handle_frame(huge, &mut Nothing).is_err());
+    }
 }
