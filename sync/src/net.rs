@@ -19,7 +19,6 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::node::{now_ms, Node, NodeEvent};
-use crate::note::NoteId;
 use crate::pairing::{
     decode_message, encode_message, Offer, PairRequest, PairResponse, Ticket, MAX_PAIR_MESSAGE,
     PAIR_ALPN,
@@ -70,10 +69,12 @@ impl NetConfig {
 pub struct Transport {
     endpoint: Endpoint,
     node: Arc<Node>,
-    changes: broadcast::Sender<(SpaceId, NoteId)>,
+    changes: broadcast::Sender<(SpaceId, String)>,
     /// The invitation this device is offering, if any.
     offer: Arc<Mutex<Option<Arc<Offer>>>>,
     activity: Arc<Activity>,
+    /// Dropped with the last clone: tells the change forwarder to stop.
+    _alive: Arc<()>,
 }
 
 /// How busy the transport is, for commands that run until sync goes quiet.
@@ -133,12 +134,19 @@ impl Transport {
             .await
             .with_context(|| format!("cannot listen on {}", config.bind))?;
         let (changes, _) = broadcast::channel(CHANGE_BACKLOG);
-        forward_local_changes(Arc::downgrade(&node), node.subscribe(), changes.clone());
+        let alive = Arc::new(());
+        forward_local_changes(
+            Arc::downgrade(&node),
+            Arc::downgrade(&alive),
+            node.subscribe(),
+            changes.clone(),
+        );
         Ok(Transport {
             endpoint,
             node,
             changes,
             offer: Arc::new(Mutex::new(None)),
+            _alive: alive,
             activity: Arc::new(Activity {
                 connections: AtomicUsize::new(0),
                 last_frame: Mutex::new(Instant::now()),
@@ -308,25 +316,32 @@ pub fn parse_peer(s: &str) -> anyhow::Result<EndpointAddr> {
     Ok(EndpointAddr::new(id).with_ip_addr(addr))
 }
 
-/// Relays the Node's local-change events to the connections (on a thread: the
-/// Node's event channel blocks).
+/// Relays the Node's change events to the connections as `(space, doc key)`,
+/// on a thread (the Node's event channel blocks), until the transport is gone.
 fn forward_local_changes(
     node: Weak<Node>,
+    alive: Weak<()>,
     events: std::sync::mpsc::Receiver<NodeEvent>,
-    changes: broadcast::Sender<(SpaceId, NoteId)>,
+    changes: broadcast::Sender<(SpaceId, String)>,
 ) {
     std::thread::Builder::new()
         .name("peernotes-net-changes".into())
         .spawn(move || {
             for event in events {
-                let NodeEvent::NoteChanged { id } = event else {
-                    continue;
-                };
-                let Some(node) = node.upgrade() else { break };
-                if let Ok(space) = node.space_of(&id) {
-                    // No receivers just means no connection is open.
-                    let _ = changes.send((space, id));
+                if alive.upgrade().is_none() {
+                    break;
                 }
+                let Some(node) = node.upgrade() else { break };
+                let change = match event {
+                    NodeEvent::NoteChanged { id } => match node.space_of(&id) {
+                        Ok(space) => (space, id.to_string()),
+                        Err(_) => continue,
+                    },
+                    NodeEvent::SpaceChanged { space } => (space, space.doc_key()),
+                    _ => continue,
+                };
+                // No receivers just means no connection is open.
+                let _ = changes.send(change);
             }
         })
         .expect("cannot start the change forwarder");
@@ -337,7 +352,7 @@ async fn drive(
     node: Arc<Node>,
     conn: Connection,
     initiator: bool,
-    mut changes: broadcast::Receiver<(SpaceId, NoteId)>,
+    mut changes: broadcast::Receiver<(SpaceId, String)>,
     activity: Arc<Activity>,
 ) -> anyhow::Result<()> {
     let peer = conn.remote_id().to_string();
@@ -348,16 +363,19 @@ async fn drive(
         conn.close(1u32.into(), b"not a member of a shared space");
         return Ok(());
     }
-    let (mut send, mut recv) = if initiator {
+    let (send, mut recv) = if initiator {
         conn.open_bi().await?
     } else {
         conn.accept_bi().await?
     };
     let _counted = ConnectionGuard::new(activity.clone());
     node.peer_seen(&peer)?;
+    // Writing has its own task, so this loop always keeps reading: two peers that
+    // both have more to send than the stream window cannot block each other.
+    let (out, writer) = spawn_writer(send, activity.clone());
     let mut session = Session::new();
     node.with_peer(&peer, |r| session.start(r));
-    write_out(&mut session, &mut send, &activity).await?;
+    queue_out(&mut session, &out)?;
     let mut decoder = FrameDecoder::new();
     let mut buf = vec![0u8; READ_BUFFER];
     loop {
@@ -371,8 +389,8 @@ async fn drive(
                 }
             }
             change = changes.recv() => match change {
-                Ok((space, id)) => {
-                    node.with_peer(&peer, |r| session.local_change(space.as_bytes(), &id.to_string(), r));
+                Ok((space, doc)) => {
+                    node.with_peer(&peer, |r| session.local_change(space.as_bytes(), &doc, r));
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     session.close(format!("fell {missed} changes behind; reconnect"));
@@ -380,14 +398,16 @@ async fn drive(
                 Err(broadcast::error::RecvError::Closed) => session.close("shutting down".into()),
             },
         }
-        write_out(&mut session, &mut send, &activity).await?;
+        queue_out(&mut session, &out)?;
         if session.is_closed() {
             break;
         }
     }
     node.peer_seen(&peer)?;
-    // Let the peer read our last frames: finish, wait (briefly) for its end, close.
-    send.finish().ok();
+    // Let the peer read our last frames: the writer finishes the stream once it
+    // has sent everything; wait (briefly) for the peer's end, then close.
+    drop(out);
+    let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
     let drain = async { while let Ok(Some(_)) = recv.read(&mut buf).await {} };
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
     conn.close(0u32.into(), b"done");
@@ -445,18 +465,38 @@ async fn read_pair_message<T: serde::de::DeserializeOwned>(
     Ok(decode_message(&body)?)
 }
 
-/// Sends what the session queued and drops the events nobody uses yet (the
-/// Node raises its own change events; presence has no consumer yet), so a
-/// chatty peer cannot make them pile up.
-async fn write_out(
+/// Queues what the session wants to send for the writer task, and drops the
+/// events nobody uses yet (the Node raises its own change events; presence has
+/// no consumer yet), so a chatty peer cannot make them pile up.
+fn queue_out(
     session: &mut Session,
-    send: &mut SendStream,
-    activity: &Activity,
+    out: &tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
 ) -> anyhow::Result<()> {
     while session.poll_event().is_some() {}
     while let Some(frame) = session.poll_transmit() {
-        send.write_all(&frame.encode()?).await?;
-        activity.touch();
+        out.send(frame.encode()?)
+            .map_err(|_| anyhow::anyhow!("the connection's writer stopped"))?;
     }
     Ok(())
+}
+
+/// Writes queued frames to the stream in order; finishes it when the queue
+/// closes.
+fn spawn_writer(
+    mut send: SendStream,
+    activity: Arc<Activity>,
+) -> (
+    tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    JoinHandle<anyhow::Result<()>>,
+) {
+    let (out, mut queue) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let writer = tokio::spawn(async move {
+        while let Some(bytes) = queue.recv().await {
+            send.write_all(&bytes).await?;
+            activity.touch();
+        }
+        send.finish().ok();
+        Ok(())
+    });
+    (out, writer)
 }

@@ -188,3 +188,64 @@ async fn a_member_removed_while_connected_receives_nothing_more() {
         "nothing after removal, though still connected"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_changes_reach_connected_members_live() {
+    let (alice, bob) = (device().await, device().await);
+    let team = alice.node.create_space("Team").unwrap();
+    alice
+        .node
+        .add_member(team, bob.node.node_id(), "Bob")
+        .unwrap();
+    bob.node.join_space(team, alice.node.node_id()).unwrap();
+    bob.net.connect(alice.net.addr()).await.unwrap();
+    eventually("the space to reach Bob", || bob.node.members(team).is_ok()).await;
+
+    let carol = "c".repeat(64);
+    alice.node.add_member(team, &carol, "Carol").unwrap();
+    eventually(
+        "Carol's membership to reach Bob without a reconnect",
+        || {
+            let members = bob.node.members(team).unwrap();
+            members.iter().any(|m| m.node_id == carol)
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_devices_with_much_to_send_each_do_not_block_each_other() {
+    let (alice, bob) = (device().await, device().await);
+    let team = alice.node.create_space("Team").unwrap();
+    alice
+        .node
+        .add_member(team, bob.node.node_id(), "Bob")
+        .unwrap();
+    bob.node.join_space(team, alice.node.node_id()).unwrap();
+    bob.net.connect(alice.net.addr()).await.unwrap();
+    eventually("the space to reach Bob", || bob.node.members(team).is_ok()).await;
+    bob.net.close().await;
+
+    // Apart, each writes ~3 MB of notes, far more than a stream's window.
+    let body = "words that fill a note with something to send. ".repeat(200);
+    for i in 0..300 {
+        alice
+            .node
+            .create_in(team, &format!("# Alice {i}\n{body}"))
+            .unwrap();
+        bob.node
+            .create_in(team, &format!("# Bob {i}\n{body}"))
+            .unwrap();
+    }
+    let bob_net = Transport::bind(bob.node.clone(), &NetConfig::loopback())
+        .await
+        .unwrap();
+    bob_net.connect(alice.net.addr()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while alice.node.list(ListFilter::Active).unwrap().len() < 600
+        || bob.node.list(ListFilter::Active).unwrap().len() < 600
+    {
+        assert!(Instant::now() < deadline, "the exchange stalled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -112,6 +112,8 @@ pub enum NodeEvent {
     NoteChanged { id: NoteId },
     /// Writing to the store failed; edits stay in memory and are retried.
     StoreFailed { message: String },
+    /// A space's index (members, notes) changed on this device or from a peer.
+    SpaceChanged { space: SpaceId },
     /// A stored chunk could not be decoded and was quarantined.
     ChunkQuarantined { id: NoteId, error: String },
 }
@@ -303,6 +305,7 @@ impl Node {
             let note = Note::create(id.clone(), &st.actor, text, now)?;
             st.space_mut(space)?.space.add_note(&id, now)?;
             st.dirty_spaces.insert(space);
+            st.outbox.push(NodeEvent::SpaceChanged { space });
             st.insert_open(OpenNote {
                 note,
                 space,

@@ -267,6 +267,8 @@ impl Replicas for PeerReplicas<'_> {
         if *doc == space.doc_key() {
             if self.st.spaces.contains_key(&space) {
                 self.st.dirty_spaces.insert(space);
+                // Relay it to the other members this device is connected to.
+                self.st.outbox.push(NodeEvent::SpaceChanged { space });
             }
         } else if let Ok(id) = doc.parse::<NoteId>() {
             if let Some(open) = self.st.open.get_mut(&id) {

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::{now_ms, Node, State};
+use super::{now_ms, Node, NodeEvent, State};
 use crate::error::{Error, Result};
 use crate::space::{Member, Space, SpaceId};
 use crate::store::SpaceWrite;
@@ -142,6 +142,7 @@ impl Node {
                 .space
                 .add_member(node_id, name, &by, now_ms())?;
             st.dirty_spaces.insert(space);
+            st.outbox.push(NodeEvent::SpaceChanged { space });
             st.flush()
         })
     }
@@ -159,6 +160,7 @@ impl Node {
                 .space
                 .remove_member(node_id, now_ms())?;
             st.dirty_spaces.insert(space);
+            st.outbox.push(NodeEvent::SpaceChanged { space });
             st.flush()
         })
     }
