@@ -259,6 +259,31 @@ impl Note {
         Ok(())
     }
 
+    /// Applies splices to the text as it was at `base` (positions relative to
+    /// that state), as one change whose dependencies are `base`; it merges with
+    /// whatever else the document holds. Returns the heads right after it.
+    pub fn splice_many_at(
+        &mut self,
+        base: &[ChangeHash],
+        edits: &[Splice],
+        now_ms: i64,
+    ) -> Result<Vec<ChangeHash>> {
+        if base
+            .iter()
+            .any(|h| self.doc.get_change_by_hash(h).is_none())
+        {
+            return Err(Error::Invalid(format!(
+                "note {} does not have the state the edit was made against",
+                self.id.short()
+            )));
+        }
+        self.doc.isolate(base);
+        let result = self.splice_many(edits, now_ms);
+        let after = self.doc.get_heads();
+        self.doc.integrate();
+        result.map(|()| after)
+    }
+
     /// Replaces the whole text by a minimal character diff, so an external editor's
     /// save becomes a few splices that merge with concurrent edits, not a rewrite.
     /// Returns whether anything changed.

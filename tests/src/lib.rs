@@ -35,6 +35,49 @@ impl TraceTxn {
     }
 }
 
+/// A concurrent editing trace: transactions form a DAG through `parents`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConcurrentTrace {
+    pub end_content: String,
+    pub num_agents: usize,
+    pub txns: Vec<ConcurrentTxn>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ConcurrentTxn {
+    pub parents: Vec<usize>,
+    pub agent: usize,
+    pub patches: Vec<(usize, usize, String)>,
+}
+
+impl ConcurrentTxn {
+    pub fn splices(&self) -> Vec<Splice> {
+        self.patches
+            .iter()
+            .map(|(pos, delete, insert)| Splice {
+                pos: *pos,
+                delete: *delete,
+                insert: insert.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Loads a concurrent trace from `tests/data/traces/<name>.json.gz`.
+pub fn load_concurrent_trace(name: &str) -> anyhow::Result<ConcurrentTrace> {
+    Ok(serde_json::from_str(&read_trace(name)?)?)
+}
+
+fn read_trace(name: &str) -> anyhow::Result<String> {
+    let path = traces_dir().join(format!("{name}.json.gz"));
+    let file =
+        std::fs::File::open(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut json = String::new();
+    flate2::read::GzDecoder::new(file).read_to_string(&mut json)?;
+    Ok(json)
+}
+
 /// The folder holding the traces copied into this repository.
 pub fn traces_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/traces")
@@ -42,12 +85,7 @@ pub fn traces_dir() -> PathBuf {
 
 /// Loads `tests/data/traces/<name>.json.gz`.
 pub fn load_sequential_trace(name: &str) -> anyhow::Result<SequentialTrace> {
-    let path = traces_dir().join(format!("{name}.json.gz"));
-    let file =
-        std::fs::File::open(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let mut json = String::new();
-    flate2::read::GzDecoder::new(file).read_to_string(&mut json)?;
-    Ok(serde_json::from_str(&json)?)
+    Ok(serde_json::from_str(&read_trace(name)?)?)
 }
 
 /// The `peernotes` binary built alongside these tests (override with PEERNOTES_CLI).

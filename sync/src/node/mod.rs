@@ -100,8 +100,21 @@ pub struct SearchHit {
 
 /// The state of a note's document at some moment, for merging an edit made
 /// against it (e.g. in an external editor) with whatever happened since.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Heads(Vec<ChangeHash>);
+
+impl Heads {
+    /// The state that includes every one of `parts` (a merge of them).
+    pub fn union<'a>(parts: impl IntoIterator<Item = &'a Heads>) -> Heads {
+        let mut all: Vec<ChangeHash> = parts
+            .into_iter()
+            .flat_map(|h| h.0.iter().copied())
+            .collect();
+        all.sort();
+        all.dedup();
+        Heads(all)
+    }
+}
 
 /// What happened, for subscribers (the app re-renders on these).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -426,6 +439,31 @@ impl Node {
     /// Replaces the text as it was at `base` by `text`, keeping edits made since.
     pub fn replace_text_since(&self, id: &NoteId, base: &Heads, text: &str) -> Result<bool> {
         self.edit(id, |note, now| note.replace_text_since(&base.0, text, now))
+    }
+
+    /// Applies splices to the note as it was at `base` — positions are relative
+    /// to that state — as one change that merges with everything since. Returns
+    /// the state right after the change (for edits made against it in turn).
+    pub fn splice_many_at(&self, id: &NoteId, base: &Heads, edits: &[Splice]) -> Result<Heads> {
+        let mut after = Heads::default();
+        self.edit(id, |note, now| {
+            after = Heads(note.splice_many_at(&base.0, edits, now)?);
+            Ok(true)
+        })?;
+        Ok(after)
+    }
+
+    /// Whether this device has every change of `heads` for the note.
+    pub fn has(&self, id: &NoteId, heads: &Heads) -> bool {
+        self.with_state(|st| {
+            let known = st.open.contains(id) || st.store.row(id.as_str())?.is_some();
+            if !known {
+                return Ok(false);
+            }
+            let doc = st.load(id)?.note.doc_mut();
+            Ok(heads.0.iter().all(|h| doc.get_change_by_hash(h).is_some()))
+        })
+        .unwrap_or(false)
     }
 
     /// Moves a note to the trash (it syncs, and can be restored).
