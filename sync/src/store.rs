@@ -248,33 +248,11 @@ impl Store {
         let path = dir.join(STORE_FILE);
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags).map_err(|e| classify(&path, e))?;
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| classify(&path, e))?;
-        let known = MIGRATIONS.len() as i64;
-        if version > known {
-            return Err(Error::StoreTooNew {
-                path,
-                found: version,
-                known,
-            });
-        }
-        if version < known {
+        let version = schema_version(&conn, &path)?;
+        if version < MIGRATIONS.len() as i64 {
             return Err(Error::StoreNeedsUpgrade { path });
         }
-        let has_notes: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'notes'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(|e| classify(&path, e))?;
-        if has_notes == 0 {
-            return Err(Error::StoreDamaged {
-                path,
-                detail: "it has no notes table".into(),
-            });
-        }
+        require_notes_table(&conn, &path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(|e| classify(&path, e))?;
         Ok(Store { conn, path })
@@ -310,36 +288,11 @@ impl Store {
 
     fn migrate(&mut self) -> Result<()> {
         let path = self.path.clone();
-        let version: i64 = self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| classify(&path, e))?;
-        let known = MIGRATIONS.len() as i64;
-        if version > known {
-            return Err(Error::StoreTooNew {
-                path,
-                found: version,
-                known,
-            });
-        }
+        let version = schema_version(&self.conn, &path)?;
         if version > 0 {
             // An existing store must really be ours: a foreign SQLite file with a
             // user_version would otherwise be "migrated".
-            let has_notes: bool = self
-                .conn
-                .query_row(
-                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'notes'",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )
-                .map_err(|e| classify(&path, e))?
-                > 0;
-            if !has_notes {
-                return Err(Error::StoreDamaged {
-                    path,
-                    detail: "it has no notes table".into(),
-                });
-            }
+            require_notes_table(&self.conn, &path)?;
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = self.conn.transaction().map_err(|e| classify(&path, e))?;
@@ -731,6 +684,40 @@ impl Store {
             .execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")
             .map_err(|e| classify(&self.path, e))
     }
+}
+
+/// The store's schema version, refusing one newer than this build knows.
+fn schema_version(conn: &Connection, path: &Path) -> Result<i64> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| classify(path, e))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(Error::StoreTooNew {
+            path: path.to_path_buf(),
+            found: version,
+            known,
+        });
+    }
+    Ok(version)
+}
+
+/// Reading the schema is where a damaged or foreign file shows itself.
+fn require_notes_table(conn: &Connection, path: &Path) -> Result<()> {
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'notes'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| classify(path, e))?;
+    if tables == 0 {
+        return Err(Error::StoreDamaged {
+            path: path.to_path_buf(),
+            detail: "it has no notes table".into(),
+        });
+    }
+    Ok(())
 }
 
 fn upsert_row(tx: &Transaction<'_>, row: &NoteRow) -> rusqlite::Result<()> {

@@ -24,14 +24,7 @@ pub struct TraceTxn {
 
 impl TraceTxn {
     pub fn splices(&self) -> Vec<Splice> {
-        self.patches
-            .iter()
-            .map(|(pos, delete, insert)| Splice {
-                pos: *pos,
-                delete: *delete,
-                insert: insert.clone(),
-            })
-            .collect()
+        splices(&self.patches)
     }
 }
 
@@ -53,14 +46,7 @@ pub struct ConcurrentTxn {
 
 impl ConcurrentTxn {
     pub fn splices(&self) -> Vec<Splice> {
-        self.patches
-            .iter()
-            .map(|(pos, delete, insert)| Splice {
-                pos: *pos,
-                delete: *delete,
-                insert: insert.clone(),
-            })
-            .collect()
+        splices(&self.patches)
     }
 }
 
@@ -76,6 +62,30 @@ fn read_trace(name: &str) -> anyhow::Result<String> {
     let mut json = String::new();
     flate2::read::GzDecoder::new(file).read_to_string(&mut json)?;
     Ok(json)
+}
+
+/// A trace's `[pos, delete, insert]` patches as splices.
+fn splices(patches: &[(usize, usize, String)]) -> Vec<Splice> {
+    patches
+        .iter()
+        .map(|(pos, delete, insert)| Splice {
+            pos: *pos,
+            delete: *delete,
+            insert: insert.clone(),
+        })
+        .collect()
+}
+
+/// Puts `member` into a new space of `owner`'s called "Team": `owner` adds it as
+/// a member and it accepts, as pairing would do. Returns the space.
+pub fn team(
+    owner: &peernotes_sync::Node,
+    member: &peernotes_sync::Node,
+) -> peernotes_sync::SpaceId {
+    let team = owner.create_space("Team").unwrap();
+    owner.add_member(team, member.node_id(), "Bob").unwrap();
+    member.join_space(team, owner.node_id()).unwrap();
+    team
 }
 
 /// The folder holding the traces copied into this repository.

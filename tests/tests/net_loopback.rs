@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use peernotes_sync::net::{NetConfig, Transport};
 use peernotes_sync::{ListFilter, Node, NodeOptions, NoteId};
+use peernotes_tests::team;
 
 struct Device {
     node: Arc<Node>,
@@ -44,12 +45,7 @@ fn text_of(node: &Node, id: &NoteId) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_members_notes_and_live_edits_arrive_over_iroh() {
     let (alice, bob) = (device().await, device().await);
-    let team = alice.node.create_space("Team").unwrap();
-    alice
-        .node
-        .add_member(team, bob.node.node_id(), "Bob")
-        .unwrap();
-    bob.node.join_space(team, alice.node.node_id()).unwrap();
+    let team = team(&alice.node, &bob.node);
     let note = alice.node.create_in(team, "# Plan\n").unwrap();
 
     bob.net.connect(alice.net.addr()).await.unwrap();
@@ -130,12 +126,7 @@ async fn hostile_member_sends(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_or_absurd_frames_close_that_connection_only() {
     let (alice, bob) = (device().await, device().await);
-    let team = alice.node.create_space("Team").unwrap();
-    alice
-        .node
-        .add_member(team, bob.node.node_id(), "Bob")
-        .unwrap();
-    bob.node.join_space(team, alice.node.node_id()).unwrap();
+    let team = team(&alice.node, &bob.node);
     let note = alice.node.create_in(team, "# Plan\n").unwrap();
     bob.net.connect(alice.net.addr()).await.unwrap();
     eventually("Bob to sync", || text_of(&bob.node, &note).is_some()).await;
@@ -164,12 +155,7 @@ async fn garbage_or_absurd_frames_close_that_connection_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_removed_while_connected_receives_nothing_more() {
     let (alice, bob) = (device().await, device().await);
-    let team = alice.node.create_space("Team").unwrap();
-    alice
-        .node
-        .add_member(team, bob.node.node_id(), "Bob")
-        .unwrap();
-    bob.node.join_space(team, alice.node.node_id()).unwrap();
+    let team = team(&alice.node, &bob.node);
     let note = alice.node.create_in(team, "shared\n").unwrap();
     bob.net.connect(alice.net.addr()).await.unwrap();
     eventually("Bob to sync", || text_of(&bob.node, &note).is_some()).await;
@@ -192,12 +178,7 @@ async fn a_member_removed_while_connected_receives_nothing_more() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn membership_changes_reach_connected_members_live() {
     let (alice, bob) = (device().await, device().await);
-    let team = alice.node.create_space("Team").unwrap();
-    alice
-        .node
-        .add_member(team, bob.node.node_id(), "Bob")
-        .unwrap();
-    bob.node.join_space(team, alice.node.node_id()).unwrap();
+    let team = team(&alice.node, &bob.node);
     bob.net.connect(alice.net.addr()).await.unwrap();
     eventually("the space to reach Bob", || bob.node.members(team).is_ok()).await;
 
@@ -216,12 +197,7 @@ async fn membership_changes_reach_connected_members_live() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_devices_with_much_to_send_each_do_not_block_each_other() {
     let (alice, bob) = (device().await, device().await);
-    let team = alice.node.create_space("Team").unwrap();
-    alice
-        .node
-        .add_member(team, bob.node.node_id(), "Bob")
-        .unwrap();
-    bob.node.join_space(team, alice.node.node_id()).unwrap();
+    let team = team(&alice.node, &bob.node);
     bob.net.connect(alice.net.addr()).await.unwrap();
     eventually("the space to reach Bob", || bob.node.members(team).is_ok()).await;
     bob.net.close().await;

@@ -5,7 +5,8 @@
 use std::collections::BTreeSet;
 
 use peernotes_sync::protocol::{Frame, Session};
-use peernotes_sync::{ListFilter, Node, NodeOptions, SpaceId};
+use peernotes_sync::{ListFilter, Node, NodeOptions};
+use peernotes_tests::team;
 
 struct Device {
     node: Node,
@@ -60,13 +61,6 @@ fn sync(a: &Node, b: &Node) -> Traffic {
         }
     }
     panic!("the session never went quiet");
-}
-
-fn team(alice: &Node, bob: &Node) -> SpaceId {
-    let team = alice.create_space("Team").unwrap();
-    alice.add_member(team, bob.node_id(), "Bob").unwrap();
-    bob.join_space(team, alice.node_id()).unwrap();
-    team
 }
 
 fn texts(node: &Node) -> Vec<String> {
