@@ -7,6 +7,7 @@
 //! they happen. Endpoints are configured explicitly: no relays and no address
 //! lookups unless asked for, so nothing is sent anywhere but to the peers dialled.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -14,22 +15,32 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use iroh::endpoint::{presets, Connection, SendStream};
-use iroh::{Endpoint, EndpointAddr, RelayMode, SecretKey};
+use iroh::{
+    Endpoint, EndpointAddr, EndpointId, NetReportConfig, RelayMap, RelayMode, RelayUrl, SecretKey,
+};
+use iroh_mdns_address_lookup::{DiscoveryEvent, MdnsAddressLookup};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
+use crate::config::RelayChoice;
 use crate::node::{now_ms, Node, NodeEvent};
 use crate::pairing::{
-    decode_message, encode_message, Offer, PairRequest, PairResponse, Ticket, MAX_PAIR_MESSAGE,
-    PAIR_ALPN,
+    decode_message, encode_message, InviterExchange, JoinerExchange, Offer, PairRequest,
+    PairResponse, ShortCode, Ticket, MAX_PAIR_MESSAGE, PAIR_ALPN,
 };
 use crate::protocol::{FrameDecoder, Replicas, Session};
 use crate::space::SpaceId;
 
+pub use crate::config::NetConfig;
+
 /// ALPN of the sync protocol.
 pub const SYNC_ALPN: &[u8] = b"peernotes/1";
-/// Environment variable with the address to bind (e.g. `127.0.0.1:0`).
-pub const BIND_ENV: &str = "PEERNOTES_BIND";
+/// The mDNS service Peernotes devices announce themselves under.
+const MDNS_SERVICE: &str = "peernotes";
+/// How long a joiner looks for an inviter's short code on the LAN.
+const CODE_SEARCH: Duration = Duration::from_secs(30);
+/// How often `connect_members` looks for members it is not yet dialling.
+const MEMBER_SCAN: Duration = Duration::from_secs(2);
 const READ_BUFFER: usize = 64 * 1024;
 /// How long a pairing exchange may take before the inviter hangs up.
 const PAIRING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,32 +48,6 @@ const RECONNECT_MIN: std::time::Duration = std::time::Duration::from_millis(100)
 const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 /// Local changes queued per connection before it falls behind and is closed.
 const CHANGE_BACKLOG: usize = 4096;
-
-/// Where and how the endpoint listens.
-#[derive(Debug, Clone)]
-pub struct NetConfig {
-    pub bind: SocketAddr,
-}
-
-impl NetConfig {
-    /// Loopback only: for tests and for trying things on one machine.
-    pub fn loopback() -> NetConfig {
-        NetConfig {
-            bind: "127.0.0.1:0".parse().expect("a valid address"),
-        }
-    }
-
-    /// `PEERNOTES_BIND` if set, else every interface on a random port.
-    pub fn from_env() -> anyhow::Result<NetConfig> {
-        let bind = match std::env::var(BIND_ENV) {
-            Ok(addr) => addr
-                .parse()
-                .with_context(|| format!("{BIND_ENV}={addr} is not an address like 127.0.0.1:0"))?,
-            Err(_) => "0.0.0.0:0".parse().expect("a valid address"),
-        };
-        Ok(NetConfig { bind })
-    }
-}
 
 /// A bound endpoint serving the `Node`. Cheap to clone: clones share it.
 #[derive(Clone)]
@@ -73,6 +58,13 @@ pub struct Transport {
     /// The invitation this device is offering, if any.
     offer: Arc<Mutex<Option<Arc<Offer>>>>,
     activity: Arc<Activity>,
+    /// Node ids with open sync connections now, and how many.
+    connected: Arc<Mutex<HashMap<String, usize>>>,
+    /// mDNS on the LAN, when configured and not on loopback.
+    mdns: Option<MdnsAddressLookup>,
+    /// The relay this endpoint uses, if a custom one: members are assumed to
+    /// be reachable through it too.
+    relay: Option<RelayUrl>,
     /// Dropped with the last clone: tells the change forwarder to stop.
     _alive: Arc<()>,
 }
@@ -103,33 +95,86 @@ impl Activity {
     }
 }
 
-/// Counts a connection for as long as it lives.
-struct ConnectionGuard(Arc<Activity>);
+/// Counts a connection, overall and per peer, for as long as it lives.
+struct ConnectionGuard {
+    activity: Arc<Activity>,
+    connected: Arc<Mutex<HashMap<String, usize>>>,
+    peer: String,
+}
 
 impl ConnectionGuard {
-    fn new(activity: Arc<Activity>) -> ConnectionGuard {
+    fn new(
+        activity: Arc<Activity>,
+        connected: Arc<Mutex<HashMap<String, usize>>>,
+        peer: String,
+    ) -> ConnectionGuard {
         activity.connections.fetch_add(1, Ordering::SeqCst);
         activity.touch();
-        ConnectionGuard(activity)
+        *connected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(peer.clone())
+            .or_default() += 1;
+        ConnectionGuard {
+            activity,
+            connected,
+            peer,
+        }
     }
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::SeqCst);
+        self.activity.connections.fetch_sub(1, Ordering::SeqCst);
+        let mut connected = self.connected.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = connected.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                connected.remove(&self.peer);
+            }
+        }
     }
 }
 
 impl Transport {
     pub async fn bind(node: Arc<Node>, config: &NetConfig) -> anyhow::Result<Transport> {
         let secret = SecretKey::from_bytes(&node.secret_key()?);
-        let endpoint = Endpoint::builder(presets::Minimal)
+        let id = secret.public();
+        let mut builder = Endpoint::builder(presets::Minimal)
             .secret_key(secret)
             .alpns(vec![SYNC_ALPN.to_vec(), PAIR_ALPN.to_vec()])
-            .relay_mode(RelayMode::Disabled)
             .clear_ip_transports()
             .bind_addr(config.bind)
-            .with_context(|| format!("cannot use {} as the address to listen on", config.bind))?
+            .with_context(|| format!("cannot use {} as the address to listen on", config.bind))?;
+        let mut relay = None;
+        builder = match &config.relay {
+            RelayChoice::Off => builder.relay_mode(RelayMode::Disabled),
+            RelayChoice::Public => builder.relay_mode(RelayMode::Default),
+            RelayChoice::Custom(url) => {
+                relay = Some(url.clone());
+                // A self-hosted relay may not answer QUIC address probes or
+                // captive-portal checks: do not wait on them.
+                let mut report = NetReportConfig::default();
+                report.captive_portal_check = false;
+                builder
+                    .relay_mode(RelayMode::Custom(RelayMap::from(iroh::RelayConfig::new(
+                        url.clone(),
+                        None,
+                    ))))
+                    .net_report_config(report)
+            }
+        };
+        let mdns = if config.mdns_active() {
+            let mdns = MdnsAddressLookup::builder()
+                .service_name(MDNS_SERVICE)
+                .build(id)
+                .context("cannot start mDNS on this network (set mdns = false in config.toml to go without)")?;
+            builder = builder.address_lookup(mdns.clone());
+            Some(mdns)
+        } else {
+            None
+        };
+        let endpoint = builder
             .bind()
             .await
             .with_context(|| format!("cannot listen on {}", config.bind))?;
@@ -151,6 +196,9 @@ impl Transport {
                 connections: AtomicUsize::new(0),
                 last_frame: Mutex::new(Instant::now()),
             }),
+            connected: Arc::new(Mutex::new(HashMap::new())),
+            mdns,
+            relay,
         })
     }
 
@@ -159,8 +207,25 @@ impl Transport {
     }
 
     /// Starts offering an invitation: joiners presenting its ticket are let in.
-    pub fn offer(&self, offer: Arc<Offer>) {
+    /// A short-code offer is announced (its number only) over mDNS.
+    pub fn offer(&self, offer: Arc<Offer>) -> anyhow::Result<()> {
+        if let Some(code) = offer.code() {
+            if self.mdns.is_none() {
+                anyhow::bail!(
+                    "short codes need mDNS on a LAN, and it is off here \
+                     (mdns = false in config.toml, PEERNOTES_MDNS=off, or a loopback address): \
+                     use a ticket instead"
+                );
+            }
+            let announcement = code
+                .announcement()
+                .parse()
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            self.endpoint
+                .set_user_data_for_address_lookup(Some(announcement));
+        }
         *self.offer.lock().unwrap_or_else(|e| e.into_inner()) = Some(offer);
+        Ok(())
     }
 
     /// Redeems a ticket with its inviter: on success this device is a member and
@@ -169,19 +234,13 @@ impl Transport {
         if now_ms() / 1000 > ticket.expires_at {
             anyhow::bail!("the ticket has expired; ask for a new one");
         }
-        let inviter = iroh::EndpointId::from_bytes(&ticket.inviter)
-            .context("the ticket's inviter id is damaged")?;
-        let mut addr = EndpointAddr::new(inviter);
-        for ip in &ticket.addrs {
-            addr = addr.with_ip_addr(*ip);
-        }
         let conn = self
             .endpoint
-            .connect(addr, PAIR_ALPN)
+            .connect(ticket_addr(ticket)?, PAIR_ALPN)
             .await
             .context("cannot reach the inviter: is `peernotes invite` still running there?")?;
         let (mut send, mut recv) = conn.open_bi().await?;
-        let request = PairRequest {
+        let request = PairRequest::Ticket {
             secret: ticket.secret,
             name: name.to_string(),
         };
@@ -190,12 +249,70 @@ impl Transport {
         let response: PairResponse = read_pair_message(&mut recv).await?;
         conn.close(0u32.into(), b"done");
         match response {
-            PairResponse::Welcome { space_name } => {
+            PairResponse::Welcome { space_name, .. } => {
                 self.node
                     .join_space(ticket.space_id(), &ticket.inviter_id())?;
                 Ok(space_name)
             }
             PairResponse::Refused { reason } => anyhow::bail!("the inviter refused: {reason}"),
+            PairResponse::CodeChallenge { .. } => anyhow::bail!("the inviter answered out of turn"),
+        }
+    }
+
+    /// Finds the inviter of a short code on the LAN (mDNS) and pairs with it by
+    /// SPAKE2. Returns the space, its name and the inviter's address.
+    pub async fn pair_with_code(
+        &self,
+        code: &ShortCode,
+        name: &str,
+    ) -> anyhow::Result<(SpaceId, String, EndpointAddr)> {
+        let mdns = self.mdns.as_ref().context(
+            "short codes need mDNS on a LAN, and it is off here \
+             (mdns = false in config.toml, PEERNOTES_MDNS=off, or a loopback address): use a ticket instead",
+        )?;
+        let inviter = find_inviter(mdns, code).await?;
+        let inviter_id = *inviter.id.as_bytes();
+        let joiner_id = *self.endpoint.id().as_bytes();
+        let conn = self
+            .endpoint
+            .connect(inviter.clone(), PAIR_ALPN)
+            .await
+            .context("found the inviter but cannot reach it")?;
+        let (mut send, mut recv) = conn.open_bi().await?;
+        let (exchange, message) = JoinerExchange::start(code, &joiner_id, &inviter_id);
+        let start = PairRequest::CodeStart {
+            nameplate: code.nameplate,
+            message,
+        };
+        send.write_all(&encode_message(&start)).await?;
+        let (message, proof) = match read_pair_message(&mut recv).await? {
+            PairResponse::CodeChallenge { message, proof } => (message, proof),
+            PairResponse::Refused { reason } => anyhow::bail!("the inviter refused: {reason}"),
+            PairResponse::Welcome { .. } => anyhow::bail!("the inviter answered out of turn"),
+        };
+        let proof = match exchange.finish(&message, &proof) {
+            Ok(proof) => proof,
+            Err(e) => {
+                conn.close(3u32.into(), b"wrong code");
+                return Err(e.into());
+            }
+        };
+        let confirm = PairRequest::CodeConfirm {
+            proof,
+            name: name.to_string(),
+        };
+        send.write_all(&encode_message(&confirm)).await?;
+        send.finish().ok();
+        let response: PairResponse = read_pair_message(&mut recv).await?;
+        conn.close(0u32.into(), b"done");
+        match response {
+            PairResponse::Welcome { space, space_name } => {
+                let space = SpaceId::from_bytes(space);
+                self.node.join_space(space, &inviter.id.to_string())?;
+                Ok((space, space_name, inviter))
+            }
+            PairResponse::Refused { reason } => anyhow::bail!("the inviter refused: {reason}"),
+            PairResponse::CodeChallenge { .. } => anyhow::bail!("the inviter answered out of turn"),
         }
     }
 
@@ -211,12 +328,14 @@ impl Transport {
         let changes = self.changes.clone();
         let offer = self.offer.clone();
         let activity = self.activity.clone();
+        let connected = self.connected.clone();
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
                 let node = node.clone();
                 let changes = changes.subscribe();
                 let offer = offer.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let activity = activity.clone();
+                let connected = connected.clone();
                 tokio::spawn(async move {
                     let conn = match incoming.await {
                         Ok(conn) => conn,
@@ -231,15 +350,25 @@ impl Transport {
                                 conn.close(2u32.into(), b"not inviting anyone now");
                                 Ok(())
                             }
-                            Some(offer) => tokio::time::timeout(
-                                PAIRING_TIMEOUT,
-                                answer_pairing(node, conn, offer),
-                            )
-                            .await
-                            .unwrap_or_else(|_| Err(anyhow::anyhow!("pairing timed out"))),
+                            Some(offer) => {
+                                let answered = tokio::time::timeout(
+                                    PAIRING_TIMEOUT,
+                                    answer_pairing(node, conn, offer.clone()),
+                                )
+                                .await
+                                .unwrap_or_else(|_| Err(anyhow::anyhow!("pairing timed out")));
+                                if let Err(e) = &answered {
+                                    // A code may be tried once: any exchange that did
+                                    // not finish burns it (a ticket stays usable).
+                                    if offer.code().is_some() && offer.is_used() {
+                                        offer.fail(&format!("{e}"));
+                                    }
+                                }
+                                answered
+                            }
                         }
                     } else {
-                        drive(node, conn, false, changes, activity).await
+                        drive(node, conn, false, changes, activity, connected).await
                     };
                     if let Err(e) = result {
                         tracing::info!("connection ended: {e:#}");
@@ -263,17 +392,35 @@ impl Transport {
         let changes = self.changes.subscribe();
         let activity = self.activity.clone();
         activity.touch();
-        Ok(tokio::spawn(drive(node, conn, true, changes, activity)))
+        let connected = self.connected.clone();
+        Ok(tokio::spawn(drive(
+            node, conn, true, changes, activity, connected,
+        )))
     }
 
     /// Keeps a connection to `peer` open: dials, syncs until the connection ends,
     /// and dials again after a pause that doubles from 100 ms to 30 s (reset
-    /// after a connection that lasted).
+    /// after a connection that lasted). While the peer is connected to us
+    /// anyway, or shares no space with us, it is not dialled.
     pub fn keep_connected(&self, peer: EndpointAddr) -> JoinHandle<()> {
         let transport = self.clone();
+        let peer = self.with_our_relay(peer);
+        let id = peer.id.to_string();
         tokio::spawn(async move {
             let mut pause = RECONNECT_MIN;
             loop {
+                let connected = transport
+                    .connected
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains_key(&id);
+                let member = !transport
+                    .node
+                    .with_peer(&id, |r| r.shared_spaces().is_empty());
+                if connected || !member {
+                    tokio::time::sleep(RECONNECT_MIN * 10).await;
+                    continue;
+                }
                 let started = tokio::time::Instant::now();
                 match transport.connect(peer.clone()).await {
                     Ok(driver) => match driver.await {
@@ -294,6 +441,42 @@ impl Transport {
                 pause = (pause * 2).min(RECONNECT_MAX);
             }
         })
+    }
+
+    /// Keeps connections to every member of every space we share, including
+    /// members added later. Addresses come from mDNS or our relay.
+    pub fn connect_members(&self) -> JoinHandle<()> {
+        let transport = self.clone();
+        tokio::spawn(async move {
+            let mut dialling = HashSet::new();
+            loop {
+                match transport.node.known_devices() {
+                    Ok(devices) => {
+                        for id in devices {
+                            if dialling.contains(&id) {
+                                continue;
+                            }
+                            let Ok(endpoint) = id.parse::<EndpointId>() else {
+                                continue;
+                            };
+                            transport.keep_connected(EndpointAddr::new(endpoint));
+                            dialling.insert(id);
+                        }
+                    }
+                    Err(e) => tracing::warn!("cannot list the members to connect to: {e}"),
+                }
+                tokio::time::sleep(MEMBER_SCAN).await;
+            }
+        })
+    }
+
+    /// Adds our custom relay to an address that names none: members of a team
+    /// that runs its own relay are reachable through it.
+    fn with_our_relay(&self, peer: EndpointAddr) -> EndpointAddr {
+        match &self.relay {
+            Some(url) if peer.relay_urls().next().is_none() => peer.with_relay_url(url.clone()),
+            _ => peer,
+        }
     }
 
     /// Closes every connection and the endpoint.
@@ -354,6 +537,7 @@ async fn drive(
     initiator: bool,
     mut changes: broadcast::Receiver<(SpaceId, String)>,
     activity: Arc<Activity>,
+    connected: Arc<Mutex<HashMap<String, usize>>>,
 ) -> anyhow::Result<()> {
     let peer = conn.remote_id().to_string();
     let span = tracing::info_span!("peer", peer = &peer[..8]);
@@ -368,7 +552,7 @@ async fn drive(
     } else {
         conn.accept_bi().await?
     };
-    let _counted = ConnectionGuard::new(activity.clone());
+    let _counted = ConnectionGuard::new(activity.clone(), connected, peer.clone());
     node.peer_seen(&peer)?;
     // Writing has its own task, so this loop always keeps reading: two peers that
     // both have more to send than the stream window cannot block each other.
@@ -414,18 +598,52 @@ async fn drive(
     Ok(())
 }
 
-/// The inviter's side of pairing: check the ticket's secret, add the joiner.
+/// The inviter's side of pairing: check the ticket's secret, or run the short
+/// code's exchange, then add the joiner.
 async fn answer_pairing(
     node: Arc<Node>,
     conn: Connection,
     offer: Arc<Offer>,
 ) -> anyhow::Result<()> {
-    let joiner = conn.remote_id().to_string();
+    let joiner = conn.remote_id();
     let (mut send, mut recv) = conn.accept_bi().await?;
-    let request: PairRequest = read_pair_message(&mut recv).await?;
-    let response = match offer.redeem(&request, now_ms() / 1000) {
+    let now = now_ms() / 1000;
+    let (outcome, name) = match read_pair_message(&mut recv).await? {
+        PairRequest::Ticket { secret, name } => (offer.redeem(&secret, now), name),
+        PairRequest::CodeStart { nameplate, message } => {
+            let code = match offer.begin_code_exchange(nameplate, now) {
+                Ok(code) => code,
+                Err(reason) => {
+                    send.write_all(&encode_message(&PairResponse::Refused { reason }))
+                        .await?;
+                    send.finish().ok();
+                    return Ok(());
+                }
+            };
+            let inviter = *node_endpoint_id(&node)?.as_bytes();
+            let (exchange, message, proof) =
+                InviterExchange::respond(&code, joiner.as_bytes(), &inviter, &message)?;
+            send.write_all(&encode_message(&PairResponse::CodeChallenge {
+                message,
+                proof,
+            }))
+            .await?;
+            let confirm: PairRequest = read_pair_message(&mut recv)
+                .await
+                .context("a device tried a different code")?;
+            match confirm {
+                PairRequest::CodeConfirm { proof, name } if exchange.check(&proof) => {
+                    (Ok(()), name)
+                }
+                _ => anyhow::bail!("a device tried a different code"),
+            }
+        }
+        PairRequest::CodeConfirm { .. } => anyhow::bail!("the joiner spoke out of turn"),
+    };
+    let joiner = joiner.to_string();
+    let response = match outcome {
         Ok(()) => {
-            let name = request.name.chars().take(100).collect::<String>();
+            let name = name.chars().take(100).collect::<String>();
             node.add_member(offer.space, &joiner, &name)?;
             let space_name = node
                 .spaces()?
@@ -434,7 +652,10 @@ async fn answer_pairing(
                 .map(|s| s.name)
                 .unwrap_or_default();
             tracing::info!(joiner = &joiner[..8], "paired");
-            PairResponse::Welcome { space_name }
+            PairResponse::Welcome {
+                space: *offer.space.as_bytes(),
+                space_name,
+            }
         }
         Err(reason) => {
             tracing::warn!(joiner = &joiner[..8], "pairing refused: {reason}");
@@ -445,6 +666,62 @@ async fn answer_pairing(
     send.finish().ok();
     let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
     Ok(())
+}
+
+fn node_endpoint_id(node: &Node) -> anyhow::Result<EndpointId> {
+    node.node_id()
+        .parse()
+        .context("this device's node id is damaged")
+}
+
+/// Where a ticket says its inviter is: addresses and relay.
+fn ticket_addr(ticket: &Ticket) -> anyhow::Result<EndpointAddr> {
+    let inviter =
+        EndpointId::from_bytes(&ticket.inviter).context("the ticket's inviter id is damaged")?;
+    let mut addr = EndpointAddr::new(inviter);
+    for ip in &ticket.addrs {
+        addr = addr.with_ip_addr(*ip);
+    }
+    if let Some(relay) = &ticket.relay {
+        let url: RelayUrl = relay.parse().context("the ticket's relay is damaged")?;
+        addr = addr.with_relay_url(url);
+    }
+    Ok(addr)
+}
+
+/// Watches mDNS for an inviter announcing this code's number.
+async fn find_inviter(mdns: &MdnsAddressLookup, code: &ShortCode) -> anyhow::Result<EndpointAddr> {
+    use futures_util::StreamExt;
+    let mut events = mdns.subscribe().await;
+    let search = async {
+        while let Some(event) = events.next().await {
+            let DiscoveryEvent::Discovered { endpoint_info, .. } = event else {
+                continue;
+            };
+            let announced = endpoint_info
+                .data
+                .user_data()
+                .is_some_and(|data| code.matches_announcement(data.as_ref()));
+            if announced {
+                return Some(EndpointAddr::from(endpoint_info));
+            }
+        }
+        None
+    };
+    match tokio::time::timeout(CODE_SEARCH, search).await {
+        Ok(Some(addr)) => Ok(addr),
+        Ok(None) => anyhow::bail!("mDNS stopped while looking for the inviter"),
+        Err(_) => anyhow::bail!(
+            "no device on this network is inviting with code number {} \
+             (is `peernotes invite --code` running there, on the same network?)",
+            code.nameplate
+        ),
+    }
+}
+
+/// Dials the inviter named by a ticket for sync.
+pub fn ticket_inviter(ticket: &Ticket) -> anyhow::Result<EndpointAddr> {
+    ticket_addr(ticket)
 }
 
 async fn read_pair_message<T: serde::de::DeserializeOwned>(

@@ -119,7 +119,8 @@ pub fn peernotes_bin() -> PathBuf {
 }
 
 /// A `peernotes` command on `data_dir`, with no editor or data dir leaking in
-/// from the environment.
+/// from the environment, and its network pinned to loopback: no mDNS, no relay
+/// (a test that wants them sets them again).
 pub fn peernotes(data_dir: &Path) -> Command {
     let mut cmd = Command::new(peernotes_bin());
     cmd.arg("--data-dir")
@@ -127,7 +128,16 @@ pub fn peernotes(data_dir: &Path) -> Command {
         .env_remove("PEERNOTES_DATA")
         .env_remove("VISUAL")
         .env_remove("EDITOR");
+    pin_to_loopback(&mut cmd);
     cmd
+}
+
+/// Sets the network settings a test process must have: loopback, no mDNS, no
+/// relay.
+pub fn pin_to_loopback(cmd: &mut Command) {
+    cmd.env("PEERNOTES_BIND", "127.0.0.1:0")
+        .env("PEERNOTES_MDNS", "off")
+        .env("PEERNOTES_RELAY", "off");
 }
 
 /// Runs a command with `stdin` as its standard input.

@@ -213,6 +213,8 @@ impl Node {
                 return Err(Error::NoDataDir(dir));
             }
             DataDir::create(&dir)?;
+            crate::config::write_default(&dir)
+                .map_err(|e| Error::io("cannot write the data dir's config.toml", e))?;
         }
         if options.read_only {
             let store = Store::open_read_only(&dir)?;

@@ -129,6 +129,23 @@ impl Node {
         Ok(id)
     }
 
+    /// Every other device that is a member of a space this device is in: the
+    /// devices to keep in sync with.
+    pub fn known_devices(&self) -> Result<Vec<String>> {
+        self.with_state(|st| {
+            let mut devices: Vec<String> = st
+                .spaces
+                .values()
+                .flat_map(|open| open.space.members())
+                .map(|member| member.node_id)
+                .filter(|id| *id != st.node_id)
+                .collect();
+            devices.sort();
+            devices.dedup();
+            Ok(devices)
+        })
+    }
+
     pub fn members(&self, space: SpaceId) -> Result<Vec<Member>> {
         self.with_state(|st| Ok(st.space_mut(space)?.space.members()))
     }

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use peernotes_sync::pairing::{ShortCode, Ticket};
 use peernotes_sync::{
     exit_code, vault, DataDir, Error, ListFilter, Node, NodeEvent, NodeOptions, SpaceId,
 };
@@ -128,19 +129,30 @@ enum Command {
     },
     /// Fold each note's stored changes into one snapshot and shrink the store
     Compact,
-    /// Invite another device into a space: prints a one-time ticket and waits
+    /// Invite another device into a space: prints a one-time ticket (or short
+    /// code) and waits
     Invite {
         /// The space (name or id) [default: your private space, for your own devices]
         #[arg(long)]
         space: Option<String>,
-        /// Minutes until the ticket expires
+        /// Print a short code such as 7-amber-falcon instead of a ticket, for a
+        /// device on the same LAN (found by mDNS)
+        #[arg(long)]
+        code: bool,
+        /// Minutes until the ticket or code expires
         #[arg(long, default_value_t = 10)]
         minutes: u64,
     },
-    /// Join a space with a ticket from `peernotes invite`, and sync it once
+    /// Join a space with a ticket or short code from `peernotes invite`, and sync
+    /// it once
     Join {
         /// The ticket (starts with `peernotes1`)
-        ticket: String,
+        #[arg(required_unless_present = "code", conflicts_with = "code")]
+        ticket: Option<String>,
+        /// A short code such as 7-amber-falcon, from `peernotes invite --code` on
+        /// the same LAN
+        #[arg(long, value_name = "CODE")]
+        code: Option<String>,
         /// The name other members see for this device [default: its host name]
         #[arg(long)]
         name: Option<String>,
@@ -151,10 +163,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run an always-on peer that syncs with members' devices until stopped
+    /// Run an always-on peer that syncs with members' devices until stopped.
+    /// Network settings come from config.toml in the data dir
     Serve {
-        /// A peer to keep connected, as <node id>@<ip:port> (repeatable).
-        /// Listens on $PEERNOTES_BIND (default 0.0.0.0, a random port).
+        /// A peer to keep connected, as <node id>@<ip:port> (repeatable), for
+        /// members that mDNS or the relay cannot find
         #[arg(long = "connect", value_name = "PEER")]
         connect: Vec<String>,
     },
@@ -274,16 +287,25 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             serve::run(node, connect)?;
             return Ok(exit_code::OK);
         }
-        Command::Invite { space, minutes } => {
+        Command::Invite {
+            space,
+            code,
+            minutes,
+        } => {
             let space = match space {
                 Some(typed) => node.find_space(&typed)?,
                 None => node.private_space()?,
             };
-            pair::invite(node, space, minutes)?;
+            pair::invite(node, space, code, minutes)?;
             return Ok(exit_code::OK);
         }
-        Command::Join { ticket, name } => {
-            pair::join(node, &ticket, name)?;
+        Command::Join { ticket, code, name } => {
+            let invitation = match (ticket, code) {
+                (_, Some(code)) => pair::Invitation::Code(ShortCode::parse(&code)?),
+                (Some(ticket), None) => pair::Invitation::Ticket(Ticket::decode(&ticket)?),
+                (None, None) => unreachable!("clap requires a ticket or a code"),
+            };
+            pair::join(node, invitation, name)?;
             return Ok(exit_code::OK);
         }
         _ => {}

@@ -1,5 +1,6 @@
 //! `peernotes invite` and `peernotes join`: pairing a device into a space with a
-//! ticket, then one sync so the joiner leaves with the space's notes.
+//! ticket or a short code, then one sync so the joiner leaves with the space's
+//! notes.
 
 use std::io::Write;
 use std::str::FromStr;
@@ -7,9 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use peernotes_sync::net::{NetConfig, Transport};
+use peernotes_sync::net::{ticket_inviter, NetConfig, Transport};
 use peernotes_sync::node::device_name;
-use peernotes_sync::pairing::{Offer, Ticket};
+use peernotes_sync::pairing::{Offer, ShortCode, Ticket};
 use peernotes_sync::{Node, SpaceId};
 
 /// Sync counts as finished once no frame has moved for this long.
@@ -18,26 +19,50 @@ const QUIET: Duration = Duration::from_secs(1);
 const SYNC_LIMIT: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(50);
 
-pub fn invite(node: Node, space: SpaceId, minutes: u64) -> anyhow::Result<()> {
+/// What a joiner was given.
+pub enum Invitation {
+    Ticket(Ticket),
+    Code(ShortCode),
+}
+
+pub fn invite(node: Node, space: SpaceId, by_code: bool, minutes: u64) -> anyhow::Result<()> {
     let node = Arc::new(node);
+    let config = NetConfig::load(node.data_dir())?;
     let expires_at = now_s() + 60 * minutes as i64;
-    let offer = Arc::new(Offer::generate(space, expires_at)?);
+    let offer = Arc::new(if by_code {
+        Offer::generate_code(space, expires_at)?
+    } else {
+        Offer::generate(space, expires_at)?
+    });
     let inviter = *iroh::EndpointId::from_str(node.node_id())?.as_bytes();
     runtime()?.block_on(async {
-        let net = Transport::bind(node.clone(), &NetConfig::from_env()?).await?;
+        let net = Transport::bind(node.clone(), &config).await?;
         net.spawn_accept();
-        net.offer(offer.clone());
-        let ticket = offer.ticket(inviter, net.addr().ip_addrs().copied().collect());
+        net.offer(offer.clone())?;
         {
             let mut out = std::io::stdout().lock();
-            writeln!(out, "ticket {}", ticket.encode())?;
+            if let Some(code) = offer.code() {
+                writeln!(out, "code {code}")?;
+            }
+            let addr = net.addr();
+            let relay = addr.relay_urls().next().map(|url| url.to_string());
+            if let Some(ticket) = offer.ticket(inviter, addr.ip_addrs().copied().collect(), relay) {
+                writeln!(out, "ticket {}", ticket.encode())?;
+                out.flush()?;
+                eprintln!("{}", ticket.qr_code());
+            }
             out.flush()?;
         }
-        eprintln!("{}", ticket.qr_code());
-        eprintln!(
-            "On the other device run:\n    peernotes join <ticket>\n\
-             Waiting for it (the ticket works once, for {minutes} min)…"
-        );
+        match offer.code() {
+            Some(code) => eprintln!(
+                "On the other device, on this network, run:\n    peernotes join --code {code}\n\
+                 Waiting for it (the code works once, for {minutes} min)…"
+            ),
+            None => eprintln!(
+                "On the other device run:\n    peernotes join <ticket>\n\
+                 Waiting for it (the ticket works once, for {minutes} min)…"
+            ),
+        }
         let result = wait_for_joiner(&net, &offer, expires_at).await;
         net.close().await;
         result
@@ -47,18 +72,17 @@ pub fn invite(node: Node, space: SpaceId, minutes: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn join(node: Node, ticket: &str, name: Option<String>) -> anyhow::Result<()> {
-    let ticket = Ticket::decode(ticket)?;
+pub fn join(node: Node, invitation: Invitation, name: Option<String>) -> anyhow::Result<()> {
     let node = Arc::new(node);
+    let config = NetConfig::load(node.data_dir())?;
     let name = name.unwrap_or_else(device_name);
-    let space_name = runtime()?.block_on(async {
-        let net = Transport::bind(node.clone(), &NetConfig::from_env()?).await?;
+    let (space, space_name) = runtime()?.block_on(async {
+        let net = Transport::bind(node.clone(), &config).await?;
         net.spawn_accept();
-        let result = pair_and_sync(&net, &ticket, &name).await;
+        let result = pair_and_sync(&net, &invitation, &name).await;
         net.close().await;
         result
     })?;
-    let space = ticket.space_id();
     let notes = node
         .spaces()?
         .into_iter()
@@ -71,13 +95,22 @@ pub fn join(node: Node, ticket: &str, name: Option<String>) -> anyhow::Result<()
     Ok(())
 }
 
-async fn pair_and_sync(net: &Transport, ticket: &Ticket, name: &str) -> anyhow::Result<String> {
-    let space_name = net.pair(ticket, name).await?;
+async fn pair_and_sync(
+    net: &Transport,
+    invitation: &Invitation,
+    name: &str,
+) -> anyhow::Result<(SpaceId, String)> {
+    let (space, space_name, inviter) = match invitation {
+        Invitation::Ticket(ticket) => {
+            let space_name = net.pair(ticket, name).await?;
+            (ticket.space_id(), space_name, ticket_inviter(ticket)?)
+        }
+        Invitation::Code(code) => {
+            eprintln!("Looking for the inviter on this network…");
+            net.pair_with_code(code, name).await?
+        }
+    };
     eprintln!("Joined “{space_name}”; syncing…");
-    let mut inviter = iroh::EndpointAddr::new(iroh::EndpointId::from_bytes(&ticket.inviter)?);
-    for ip in &ticket.addrs {
-        inviter = inviter.with_ip_addr(*ip);
-    }
     let driver = net.connect(inviter).await?;
     let started = Instant::now();
     while net.activity().quiet_for() < QUIET {
@@ -86,16 +119,34 @@ async fn pair_and_sync(net: &Transport, ticket: &Ticket, name: &str) -> anyhow::
         }
         tokio::time::sleep(POLL).await;
     }
-    Ok(space_name)
+    Ok((space, space_name))
 }
 
 /// Waits until the ticket is used and the joiner's first sync is over.
 async fn wait_for_joiner(net: &Transport, offer: &Offer, expires_at: i64) -> anyhow::Result<()> {
     while !offer.is_used() {
         if now_s() > expires_at {
-            bail!("nobody joined before the ticket expired");
+            bail!("nobody joined before the invitation expired");
         }
         tokio::time::sleep(POLL).await;
+    }
+    if offer.code().is_some() {
+        // The exchange takes a moment; it ends in a new member or a failure.
+        let started = Instant::now();
+        loop {
+            if let Some(reason) = offer.failure() {
+                bail!(
+                    "pairing failed: {reason}; the code is no longer valid: \
+                     run `peernotes invite --code` again"
+                );
+            }
+            let joined =
+                net.activity().connections() > 0 || started.elapsed() > Duration::from_secs(15);
+            if joined {
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
     eprintln!("Paired; syncing the space…");
     // The joiner connects for sync right after pairing and hangs up when done.

@@ -14,7 +14,7 @@ pub fn run(node: Node, peers: Vec<String>) -> anyhow::Result<()> {
         .iter()
         .map(|p| parse_peer(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let config = NetConfig::from_env()?;
+    let config = NetConfig::load(node.data_dir())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -37,6 +37,8 @@ pub fn run(node: Node, peers: Vec<String>) -> anyhow::Result<()> {
         for peer in peers {
             net.keep_connected(peer);
         }
+        // Every other member, found by mDNS or through the relay.
+        net.connect_members();
         shutdown_signal().await?;
         tracing::info!("shutting down");
         net.close().await;

@@ -8,6 +8,10 @@
 //! expiry and that the offer is unused, adds the joiner as a member and answers.
 //! Then both sync as usual. A wrong or reused secret, or an expired offer, gets a
 //! refusal that says which — and nothing of the space.
+//!
+//! Devices on one LAN can pair by short code instead (`code`): the inviter
+//! announces the code's number over mDNS and both sides run SPAKE2 with the code
+//! as the password, on the same ALPN.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -16,6 +20,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::space::SpaceId;
+
+mod code;
+pub use code::{InviterExchange, JoinerExchange, ShortCode};
 
 /// ALPN of the pairing exchange.
 pub const PAIR_ALPN: &[u8] = b"peernotes/pair/1";
@@ -31,6 +38,8 @@ pub struct Ticket {
     /// The inviter's node id (32 bytes of public key).
     pub inviter: [u8; 32],
     pub addrs: Vec<SocketAddr>,
+    /// The inviter's home relay, if it uses one.
+    pub relay: Option<String>,
     pub secret: [u8; 16],
     /// Unix seconds after which the inviter refuses the ticket.
     pub expires_at: i64,
@@ -91,80 +100,175 @@ impl Ticket {
 
 /// What the joiner sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PairRequest {
-    pub secret: [u8; 16],
-    pub name: String,
+pub enum PairRequest {
+    /// Redeem a ticket.
+    Ticket { secret: [u8; 16], name: String },
+    /// Start a short-code exchange: the SPAKE2 message.
+    CodeStart { nameplate: u16, message: Vec<u8> },
+    /// Finish it: the joiner's proof that it derived the same key.
+    CodeConfirm { proof: [u8; 32], name: String },
 }
 
 /// What the inviter answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PairResponse {
-    Welcome { space_name: String },
-    Refused { reason: String },
+    Welcome {
+        space: [u8; 16],
+        space_name: String,
+    },
+    Refused {
+        reason: String,
+    },
+    /// The inviter's SPAKE2 message and its proof of the key.
+    CodeChallenge {
+        message: Vec<u8>,
+        proof: [u8; 32],
+    },
+}
+
+/// What an invitation is redeemed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secret {
+    Ticket([u8; 16]),
+    Code(ShortCode),
+}
+
+/// Where an offer stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum OfferState {
+    Open,
+    Used,
+    /// A short-code exchange failed; the code is burnt.
+    Failed(String),
 }
 
 /// An invitation waiting to be used, held by the inviter.
 pub struct Offer {
     pub space: SpaceId,
-    secret: [u8; 16],
+    pub secret: Secret,
     expires_at: i64,
-    used: Mutex<bool>,
+    state: Mutex<OfferState>,
 }
 
 impl Offer {
-    pub fn new(space: SpaceId, secret: [u8; 16], expires_at: i64) -> Offer {
+    pub fn new(space: SpaceId, secret: Secret, expires_at: i64) -> Offer {
         Offer {
             space,
             secret,
             expires_at,
-            used: Mutex::new(false),
+            state: Mutex::new(OfferState::Open),
         }
     }
 
-    /// Makes a fresh offer with a random secret.
+    /// Makes a fresh ticket offer with a random secret.
     pub fn generate(space: SpaceId, expires_at: i64) -> Result<Offer> {
         let mut secret = [0u8; 16];
         getrandom::fill(&mut secret)
             .map_err(|e| Error::Invalid(format!("no randomness for a ticket: {e}")))?;
-        Ok(Offer::new(space, secret, expires_at))
+        Ok(Offer::new(space, Secret::Ticket(secret), expires_at))
     }
 
-    pub fn ticket(&self, inviter: [u8; 32], addrs: Vec<SocketAddr>) -> Ticket {
-        Ticket {
+    /// Makes a fresh short-code offer.
+    pub fn generate_code(space: SpaceId, expires_at: i64) -> Result<Offer> {
+        Ok(Offer::new(
+            space,
+            Secret::Code(ShortCode::generate()?),
+            expires_at,
+        ))
+    }
+
+    /// The ticket for a ticket offer (a code offer has none).
+    pub fn ticket(
+        &self,
+        inviter: [u8; 32],
+        addrs: Vec<SocketAddr>,
+        relay: Option<String>,
+    ) -> Option<Ticket> {
+        let Secret::Ticket(secret) = self.secret else {
+            return None;
+        };
+        Some(Ticket {
             space: *self.space.as_bytes(),
             inviter,
             addrs,
-            secret: self.secret,
+            relay,
+            secret,
             expires_at: self.expires_at,
+        })
+    }
+
+    pub fn code(&self) -> Option<&ShortCode> {
+        match &self.secret {
+            Secret::Code(code) => Some(code),
+            Secret::Ticket(_) => None,
         }
     }
 
-    /// Checks a request at time `now` (unix seconds); on success the offer is
-    /// spent. The reason on failure is safe to send to the joiner.
-    pub fn redeem(&self, request: &PairRequest, now: i64) -> std::result::Result<(), String> {
+    /// Checks a ticket's secret at time `now` (unix seconds); on success the
+    /// offer is spent. The reason on failure is safe to send to the joiner.
+    pub fn redeem(&self, secret: &[u8; 16], now: i64) -> std::result::Result<(), String> {
+        let Secret::Ticket(ours) = &self.secret else {
+            return Err("this invitation takes a short code, not a ticket".into());
+        };
         // Constant time, so timing does not leak how much of a guess was right.
-        let matches = self
-            .secret
+        let matches = ours
             .iter()
-            .zip(request.secret.iter())
+            .zip(secret.iter())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0;
         if !matches {
             return Err("the ticket's secret is wrong".into());
         }
+        self.take(now)
+    }
+
+    /// Starts a short-code exchange at time `now`: the code may be tried once,
+    /// so the offer is spent whatever the outcome. Returns the code to check
+    /// against.
+    pub fn begin_code_exchange(
+        &self,
+        nameplate: u16,
+        now: i64,
+    ) -> std::result::Result<ShortCode, String> {
+        let Secret::Code(code) = &self.secret else {
+            return Err("this invitation takes a ticket, not a short code".into());
+        };
+        if code.nameplate != nameplate {
+            return Err("no invitation with that code number here".into());
+        }
+        self.take(now)?;
+        Ok(code.clone())
+    }
+
+    /// Records that a short-code exchange failed: the inviter reports it.
+    pub fn fail(&self, reason: &str) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) =
+            OfferState::Failed(reason.to_string());
+    }
+
+    fn take(&self, now: i64) -> std::result::Result<(), String> {
         if now > self.expires_at {
-            return Err("the ticket has expired; ask for a new one".into());
+            return Err("the invitation has expired; ask for a new one".into());
         }
-        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        if *used {
-            return Err("the ticket was already used; ask for a new one".into());
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if *state != OfferState::Open {
+            return Err("the invitation was already used; ask for a new one".into());
         }
-        *used = true;
+        *state = OfferState::Used;
         Ok(())
     }
 
+    /// Whether someone redeemed the offer (a code exchange counts once it starts).
     pub fn is_used(&self) -> bool {
-        *self.used.lock().unwrap_or_else(|e| e.into_inner())
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) != OfferState::Open
+    }
+
+    /// Why the offer failed, if a short-code exchange went wrong.
+    pub fn failure(&self) -> Option<String> {
+        match &*self.state.lock().unwrap_or_else(|e| e.into_inner()) {
+            OfferState::Failed(reason) => Some(reason.clone()),
+            _ => None,
+        }
     }
 }
 
@@ -190,12 +294,18 @@ mod tests {
     use super::*;
 
     fn offer() -> Offer {
-        Offer::new(SpaceId::generate(), [7; 16], 1_000)
+        Offer::new(SpaceId::generate(), Secret::Ticket([7; 16]), 1_000)
     }
 
     #[test]
     fn tickets_round_trip_as_text() {
-        let ticket = offer().ticket([9; 32], vec!["127.0.0.1:4433".parse().unwrap()]);
+        let ticket = offer()
+            .ticket(
+                [9; 32],
+                vec!["127.0.0.1:4433".parse().unwrap()],
+                Some("http://127.0.0.1:3340/".into()),
+            )
+            .unwrap();
         let text = ticket.encode();
         assert!(text.starts_with("peernotes1"));
         assert_eq!(Ticket::decode(&format!("  {text}\n")).unwrap(), ticket);
@@ -208,7 +318,7 @@ mod tests {
 
     #[test]
     fn damaged_or_foreign_tickets_are_refused_clearly() {
-        let text = offer().ticket([9; 32], vec![]).encode();
+        let text = offer().ticket([9; 32], vec![], None).unwrap().encode();
         let cut = Ticket::decode(&text[..text.len() - 5])
             .unwrap_err()
             .to_string();
@@ -221,20 +331,42 @@ mod tests {
     #[test]
     fn an_offer_is_single_use_and_expires() {
         let offer = offer();
-        let wrong = PairRequest {
-            secret: [8; 16],
-            name: "x".into(),
-        };
-        let right = PairRequest {
-            secret: [7; 16],
-            name: "x".into(),
-        };
-        assert!(offer.redeem(&wrong, 10).unwrap_err().contains("wrong"));
-        assert!(offer.redeem(&right, 2_000).unwrap_err().contains("expired"));
-        offer.redeem(&right, 10).unwrap();
+        assert!(offer.redeem(&[8; 16], 10).unwrap_err().contains("wrong"));
         assert!(offer
-            .redeem(&right, 10)
+            .redeem(&[7; 16], 2_000)
+            .unwrap_err()
+            .contains("expired"));
+        offer.redeem(&[7; 16], 10).unwrap();
+        assert!(offer
+            .redeem(&[7; 16], 10)
             .unwrap_err()
             .contains("already used"));
+    }
+
+    #[test]
+    fn a_code_offer_allows_one_exchange_and_remembers_a_failure() {
+        let offer = Offer::generate_code(SpaceId::generate(), 1_000).unwrap();
+        let nameplate = offer.code().unwrap().nameplate;
+        assert!(offer
+            .redeem(&[7; 16], 10)
+            .unwrap_err()
+            .contains("short code"));
+        let other = if nameplate == 1 { 2 } else { 1 };
+        assert!(offer.begin_code_exchange(other, 10).is_err());
+        assert!(
+            !offer.is_used(),
+            "a different number does not spend the code"
+        );
+        assert_eq!(
+            &offer.begin_code_exchange(nameplate, 10).unwrap(),
+            offer.code().unwrap()
+        );
+        assert!(offer
+            .begin_code_exchange(nameplate, 10)
+            .unwrap_err()
+            .contains("already used"));
+        assert_eq!(offer.failure(), None);
+        offer.fail("wrong code");
+        assert_eq!(offer.failure().as_deref(), Some("wrong code"));
     }
 }
