@@ -9,7 +9,7 @@ CARGO ?= cargo
 APP := $(CARGO_TARGET_DIR)/debug/peernotes-app
 CLI := $(CARGO_TARGET_DIR)/debug/peernotes
 
-APT_PACKAGES := libwebkit2gtk-4.1-dev build-essential pkg-config xvfb xauth \
+APT_PACKAGES := libwebkit2gtk-4.1-dev build-essential pkg-config xvfb xauth iproute2 \
 	webkit2gtk-driver imagemagick fonts-noto-color-emoji
 TAURI_DRIVER_VERSION := 2.1.0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

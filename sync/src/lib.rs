@@ -20,8 +20,8 @@ pub mod vault;
 pub use datadir::{DataDir, DATA_ENV};
 pub use error::{exit_code, Error, Result};
 pub use node::{
-    Heads, ListFilter, Node, NodeEvent, NodeOptions, NoteSummary, NoteView, PeerStatus, SearchHit,
-    SpaceInfo,
+    Heads, ListFilter, Node, NodeEvent, NodeOptions, NoteSummary, NoteView, PairingProgress,
+    PeerStatus, SearchHit, SpaceInfo,
 };
 pub use note::{ChangeInfo, NoteId, Splice};
 pub use space::{Member, SpaceId};

@@ -23,7 +23,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::config::RelayChoice;
-use crate::node::{now_ms, Node, NodeEvent};
+use crate::node::{now_ms, Node, NodeEvent, PairingProgress};
 use crate::pairing::{
     decode_message, encode_message, InviterExchange, JoinerExchange, Offer, PairRequest,
     PairResponse, ShortCode, Ticket, MAX_PAIR_MESSAGE, PAIR_ALPN,
@@ -231,12 +231,24 @@ impl Transport {
     /// Redeems a ticket with its inviter: on success this device is a member and
     /// will receive the space by sync. Returns the space's name.
     pub async fn pair(&self, ticket: &Ticket, name: &str) -> anyhow::Result<String> {
+        let result = self.pair_by_ticket(ticket, name).await;
+        self.report_pairing(result.as_ref().map(|_| ticket.space_id()));
+        result
+    }
+
+    async fn pair_by_ticket(&self, ticket: &Ticket, name: &str) -> anyhow::Result<String> {
         if now_ms() / 1000 > ticket.expires_at {
             anyhow::bail!("the ticket has expired; ask for a new one");
         }
+        let inviter = ticket_addr(ticket)?;
+        self.node.publish(NodeEvent::Pairing {
+            progress: PairingProgress::Exchanging {
+                with: inviter.id.to_string(),
+            },
+        });
         let conn = self
             .endpoint
-            .connect(ticket_addr(ticket)?, PAIR_ALPN)
+            .connect(inviter, PAIR_ALPN)
             .await
             .context("cannot reach the inviter: is `peernotes invite` still running there?")?;
         let (mut send, mut recv) = conn.open_bi().await?;
@@ -266,11 +278,43 @@ impl Transport {
         code: &ShortCode,
         name: &str,
     ) -> anyhow::Result<(SpaceId, String, EndpointAddr)> {
+        let result = self.pair_by_code(code, name).await;
+        self.report_pairing(result.as_ref().map(|(space, ..)| *space));
+        result
+    }
+
+    /// Tells subscribers how a joiner's pairing ended.
+    fn report_pairing(&self, result: Result<SpaceId, &anyhow::Error>) {
+        let progress = match result {
+            Ok(space) => PairingProgress::Paired {
+                space,
+                member: self.node.node_id().to_string(),
+            },
+            Err(e) => PairingProgress::Failed {
+                reason: format!("{e:#}"),
+            },
+        };
+        self.node.publish(NodeEvent::Pairing { progress });
+    }
+
+    async fn pair_by_code(
+        &self,
+        code: &ShortCode,
+        name: &str,
+    ) -> anyhow::Result<(SpaceId, String, EndpointAddr)> {
+        self.node.publish(NodeEvent::Pairing {
+            progress: PairingProgress::LookingForInviter,
+        });
         let mdns = self.mdns.as_ref().context(
             "short codes need mDNS on a LAN, and it is off here \
              (mdns = false in config.toml, PEERNOTES_MDNS=off, or a loopback address): use a ticket instead",
         )?;
         let inviter = find_inviter(mdns, code).await?;
+        self.node.publish(NodeEvent::Pairing {
+            progress: PairingProgress::Exchanging {
+                with: inviter.id.to_string(),
+            },
+        });
         let inviter_id = *inviter.id.as_bytes();
         let joiner_id = *self.endpoint.id().as_bytes();
         let conn = self
@@ -353,7 +397,7 @@ impl Transport {
                             Some(offer) => {
                                 let answered = tokio::time::timeout(
                                     PAIRING_TIMEOUT,
-                                    answer_pairing(node, conn, offer.clone()),
+                                    answer_pairing(node.clone(), conn, offer.clone()),
                                 )
                                 .await
                                 .unwrap_or_else(|_| Err(anyhow::anyhow!("pairing timed out")));
@@ -363,6 +407,11 @@ impl Transport {
                                     if offer.code().is_some() && offer.is_used() {
                                         offer.fail(&format!("{e}"));
                                     }
+                                    node.publish(NodeEvent::Pairing {
+                                        progress: PairingProgress::Failed {
+                                            reason: format!("{e}"),
+                                        },
+                                    });
                                 }
                                 answered
                             }
@@ -553,7 +602,7 @@ async fn drive(
         conn.accept_bi().await?
     };
     let _counted = ConnectionGuard::new(activity.clone(), connected, peer.clone());
-    node.peer_seen(&peer)?;
+    node.peer_connected(&peer, true)?;
     // Writing has its own task, so this loop always keeps reading: two peers that
     // both have more to send than the stream window cannot block each other.
     let (out, writer) = spawn_writer(send, activity.clone());
@@ -587,7 +636,7 @@ async fn drive(
             break;
         }
     }
-    node.peer_seen(&peer)?;
+    node.peer_connected(&peer, false)?;
     // Let the peer read our last frames: the writer finishes the stream once it
     // has sent everything; wait (briefly) for the peer's end, then close.
     drop(out);
@@ -606,6 +655,11 @@ async fn answer_pairing(
     offer: Arc<Offer>,
 ) -> anyhow::Result<()> {
     let joiner = conn.remote_id();
+    node.publish(NodeEvent::Pairing {
+        progress: PairingProgress::JoinerArrived {
+            joiner: joiner.to_string(),
+        },
+    });
     let (mut send, mut recv) = conn.accept_bi().await?;
     let now = now_ms() / 1000;
     let (outcome, name) = match read_pair_message(&mut recv).await? {
@@ -652,6 +706,12 @@ async fn answer_pairing(
                 .map(|s| s.name)
                 .unwrap_or_default();
             tracing::info!(joiner = &joiner[..8], "paired");
+            node.publish(NodeEvent::Pairing {
+                progress: PairingProgress::Paired {
+                    space: offer.space,
+                    member: joiner.clone(),
+                },
+            });
             PairResponse::Welcome {
                 space: *offer.space.as_bytes(),
                 space_name,
@@ -659,6 +719,11 @@ async fn answer_pairing(
         }
         Err(reason) => {
             tracing::warn!(joiner = &joiner[..8], "pairing refused: {reason}");
+            node.publish(NodeEvent::Pairing {
+                progress: PairingProgress::Failed {
+                    reason: reason.clone(),
+                },
+            });
             PairResponse::Refused { reason }
         }
     };

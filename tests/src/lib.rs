@@ -140,6 +140,28 @@ pub fn pin_to_loopback(cmd: &mut Command) {
         .env("PEERNOTES_RELAY", "off");
 }
 
+/// Starts `peernotes invite` with `args` on loopback and returns it with the
+/// ticket it printed.
+pub fn invite(data_dir: &Path, args: &[&str]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut child = peernotes(data_dir)
+        .arg("invite")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn peernotes invite");
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let ticket = loop {
+        let line = lines.next().expect("invite printed a ticket").unwrap();
+        if let Some(ticket) = line.strip_prefix("ticket ") {
+            break ticket.to_string();
+        }
+    };
+    (child, ticket)
+}
+
 /// Runs a command with `stdin` as its standard input.
 pub fn run_with_stdin(mut cmd: Command, stdin: &[u8]) -> Output {
     use std::io::Write;

@@ -2,12 +2,10 @@
 //! space and its notes; a wrong secret is refused on both sides and spends
 //! nothing; an expired ticket is refused.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
 
 use peernotes_sync::pairing::Ticket;
-use peernotes_tests::{peernotes, stderr, stdout};
+use peernotes_tests::{invite, peernotes, stderr, stdout};
 
 fn cli(data: &Path, args: &[&str]) -> String {
     let output = peernotes(data).args(args).output().unwrap();
@@ -15,30 +13,9 @@ fn cli(data: &Path, args: &[&str]) -> String {
     stdout(&output).trim().to_string()
 }
 
-/// Starts `peernotes invite` and returns it with the ticket it printed.
-fn invite(data: &Path, args: &[&str]) -> (Child, String) {
-    let mut child = peernotes(data)
-        .arg("invite")
-        .args(args)
-        .env("PEERNOTES_BIND", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let ticket = loop {
-        let line = lines.next().expect("invite printed a ticket").unwrap();
-        if let Some(ticket) = line.strip_prefix("ticket ") {
-            break ticket.to_string();
-        }
-    };
-    (child, ticket)
-}
-
 fn join(data: &Path, ticket: &str) -> std::process::Output {
     peernotes(data)
         .args(["join", ticket, "--name", "Bob"])
-        .env("PEERNOTES_BIND", "127.0.0.1:0")
         .output()
         .unwrap()
 }

@@ -1,5 +1,5 @@
-//! Two `peernotes serve` processes on loopback: a note in a shared space reaches
-//! the other device; both stopped, both edit the same note, both restarted: the
+//! Two devices on loopback pair with a ticket; two `peernotes serve` processes
+//! then keep them in sync: a note in the shared space reaches the other device; both stopped, both edit the same note, both restarted: the
 //! merged text is on both and no edit is lost; SIGTERM stops them cleanly.
 
 use std::io::{BufRead, BufReader};
@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use peernotes_tests::{peernotes, run_with_stdin, stdout};
+use peernotes_tests::{invite, peernotes, run_with_stdin, stdout};
 
 struct Serve {
     child: Child,
@@ -22,7 +22,7 @@ fn cli(data: &Path, args: &[&str]) -> String {
 
 fn serve(data: &Path, connect: Option<String>) -> Serve {
     let mut cmd = peernotes(data);
-    cmd.arg("serve").env("PEERNOTES_BIND", "127.0.0.1:0");
+    cmd.arg("serve");
     if let Some(peer) = connect {
         cmd.args(["--connect", &peer]);
     }
@@ -69,11 +69,15 @@ fn eventually_shows(data: &Path, note: &str, want: &str) {
 fn two_daemons_sync_and_merge_edits_made_while_both_were_stopped() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    let (a_id, b_id) = (cli(&a, &["id"]), cli(&b, &["id"]));
-    let team = cli(&a, &["space", "create", "Team"]);
-    cli(&a, &["space", "add-member", "Team", &b_id, "--name", "B"]);
-    cli(&b, &["space", "join", &team, &a_id]);
+    let a_id = cli(&a, &["id"]);
+    cli(&a, &["space", "create", "Team"]);
     let note = cli(&a, &["new", "--space", "Team", "one\ntwo\n"]);
+    // Pair with a ticket, as people do; the joiner leaves with the note.
+    let (inviter, ticket) = invite(&a, &["--space", "Team"]);
+    cli(&b, &["join", &ticket, "--name", "B"]);
+    let invited = inviter.wait_with_output().unwrap();
+    assert!(invited.status.success(), "{invited:?}");
+    assert_eq!(cli(&b, &["show", &note]), "one\ntwo");
 
     let sa = serve(&a, None);
     let sb = serve(&b, Some(format!("{a_id}@{}", sa.listening)));

@@ -129,6 +129,27 @@ pub enum NodeEvent {
     SpaceChanged { space: SpaceId },
     /// A stored chunk could not be decoded and was quarantined.
     ChunkQuarantined { id: NoteId, error: String },
+    /// A peer device connected or disconnected (its status may have changed:
+    /// ask `peer_status`).
+    PeerStatusChanged { peer: String, connected: bool },
+    /// How a pairing (by ticket or short code) is going, on either side.
+    Pairing { progress: PairingProgress },
+}
+
+/// Steps of a pairing, for a UI to show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "step", rename_all = "kebab-case")]
+pub enum PairingProgress {
+    /// The joiner is looking for the inviter (mDNS, for a short code).
+    LookingForInviter,
+    /// The joiner found the inviter and is proving it was invited.
+    Exchanging { with: String },
+    /// The inviter: a device is presenting an invitation.
+    JoinerArrived { joiner: String },
+    /// Paired: the joiner is now a member of the space.
+    Paired { space: SpaceId, member: String },
+    /// Pairing failed; the reason is meant for the user.
+    Failed { reason: String },
 }
 
 /// Compaction folds a note's incremental chunks into one snapshot once there are
@@ -585,6 +606,12 @@ impl Node {
 
     fn send_outbox(&self) {
         send_outbox(&self.shared);
+    }
+
+    /// Publishes an event raised outside the Node (by the transport).
+    pub(crate) fn publish(&self, event: NodeEvent) {
+        lock(&self.shared.state).outbox.push(event);
+        self.send_outbox();
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use automerge::sync;
 use serde::Serialize;
 
-use super::{Node, State};
+use super::{Node, NodeEvent, State};
 use crate::error::Result;
 use crate::space::SpaceId;
 
@@ -80,10 +80,16 @@ impl Node {
     }
 
     /// Records that a peer is connected now (the transport calls this).
-    pub fn peer_seen(&self, node_id: &str) -> Result<()> {
+    /// Records that a peer connected or disconnected now, and tells subscribers.
+    pub fn peer_connected(&self, node_id: &str, connected: bool) -> Result<()> {
         self.with_state(|st| {
             st.require_writer()?;
-            st.store.peer_seen(node_id, super::now_ms())
+            st.store.peer_seen(node_id, super::now_ms())?;
+            st.outbox.push(NodeEvent::PeerStatusChanged {
+                peer: node_id.to_string(),
+                connected,
+            });
+            Ok(())
         })
     }
 }
