@@ -43,6 +43,22 @@ impl DataDir {
         })
     }
 
+    /// Whether a process holding the data dir's lock is running (judged by the
+    /// pid it recorded; on systems without `/proc`, assumed so).
+    pub fn writer_running(dir: &Path) -> bool {
+        let Ok(pid) = std::fs::read_to_string(dir.join(LOCK_FILE)) else {
+            return false;
+        };
+        let Ok(pid) = pid.trim().parse::<u32>() else {
+            return false;
+        };
+        let proc = Path::new("/proc");
+        if !proc.is_dir() {
+            return true;
+        }
+        pid != std::process::id() && proc.join(pid.to_string()).exists()
+    }
+
     /// Whether `dir` already holds a Peernotes store.
     pub fn exists(dir: &Path) -> bool {
         dir.join(crate::store::STORE_FILE).is_file()

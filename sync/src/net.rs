@@ -60,6 +60,10 @@ pub struct Transport {
     activity: Arc<Activity>,
     /// Node ids with open sync connections now, and how many.
     connected: Arc<Mutex<HashMap<String, usize>>>,
+    /// Node ids a `keep_connected` task is already dialling.
+    kept: Arc<Mutex<HashSet<String>>>,
+    /// Dialling tasks, stopped by `close`.
+    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
     /// mDNS on the LAN, when configured and not on loopback.
     mdns: Option<MdnsAddressLookup>,
     /// The relay this endpoint uses, if a custom one: members are assumed to
@@ -95,8 +99,10 @@ impl Activity {
     }
 }
 
-/// Counts a connection, overall and per peer, for as long as it lives.
+/// Counts a connection, overall and per peer, for as long as it lives, and
+/// tells the Node when a peer's first connection opens and its last one closes.
 struct ConnectionGuard {
+    node: Arc<Node>,
     activity: Arc<Activity>,
     connected: Arc<Mutex<HashMap<String, usize>>>,
     peer: String,
@@ -104,18 +110,27 @@ struct ConnectionGuard {
 
 impl ConnectionGuard {
     fn new(
+        node: Arc<Node>,
         activity: Arc<Activity>,
         connected: Arc<Mutex<HashMap<String, usize>>>,
         peer: String,
+        addrs: &[SocketAddr],
     ) -> ConnectionGuard {
         activity.connections.fetch_add(1, Ordering::SeqCst);
         activity.touch();
-        *connected
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(peer.clone())
-            .or_default() += 1;
+        let first = {
+            let mut open = connected.lock().unwrap_or_else(|e| e.into_inner());
+            let count = open.entry(peer.clone()).or_default();
+            *count += 1;
+            *count == 1
+        };
+        if first {
+            if let Err(e) = node.peer_connected(&peer, true, addrs) {
+                tracing::warn!("cannot record the connection: {e}");
+            }
+        }
         ConnectionGuard {
+            node,
             activity,
             connected,
             peer,
@@ -126,11 +141,22 @@ impl ConnectionGuard {
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.activity.connections.fetch_sub(1, Ordering::SeqCst);
-        let mut connected = self.connected.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = connected.get_mut(&self.peer) {
-            *count -= 1;
-            if *count == 0 {
-                connected.remove(&self.peer);
+        let last = {
+            let mut open = self.connected.lock().unwrap_or_else(|e| e.into_inner());
+            match open.get_mut(&self.peer) {
+                Some(count) if *count > 1 => {
+                    *count -= 1;
+                    false
+                }
+                _ => {
+                    open.remove(&self.peer);
+                    true
+                }
+            }
+        };
+        if last {
+            if let Err(e) = self.node.peer_connected(&self.peer, false, &[]) {
+                tracing::warn!("cannot record the disconnection: {e}");
             }
         }
     }
@@ -138,6 +164,58 @@ impl Drop for ConnectionGuard {
 
 impl Transport {
     pub async fn bind(node: Arc<Node>, config: &NetConfig) -> anyhow::Result<Transport> {
+        let last_port = node.transport_starting()?;
+        // Port 0 means "any": prefer the one used last time, so the addresses
+        // members remember for this device stay right across restarts.
+        let endpoint = match last_port {
+            Some(port) if config.bind.port() == 0 => {
+                let mut again = config.clone();
+                again.bind.set_port(port);
+                match Transport::bind_endpoint(&node, &again).await {
+                    Ok(bound) => Ok(bound),
+                    Err(e) => {
+                        tracing::info!("port {port} is taken ({e:#}); using another");
+                        Transport::bind_endpoint(&node, config).await
+                    }
+                }
+            }
+            _ => Transport::bind_endpoint(&node, config).await,
+        };
+        let (endpoint, mdns, relay) = endpoint?;
+        if let Some(addr) = endpoint.bound_sockets().first() {
+            node.transport_listening(addr.port())?;
+        }
+        let (changes, _) = broadcast::channel(CHANGE_BACKLOG);
+        let alive = Arc::new(());
+        forward_local_changes(
+            Arc::downgrade(&node),
+            Arc::downgrade(&alive),
+            node.subscribe(),
+            changes.clone(),
+        );
+        Ok(Transport {
+            endpoint,
+            node,
+            changes,
+            offer: Arc::new(Mutex::new(None)),
+            _alive: alive,
+            activity: Arc::new(Activity {
+                connections: AtomicUsize::new(0),
+                last_frame: Mutex::new(Instant::now()),
+            }),
+            connected: Arc::new(Mutex::new(HashMap::new())),
+            kept: Arc::new(Mutex::new(HashSet::new())),
+            tasks: Arc::new(Mutex::new(Vec::new())),
+            mdns,
+            relay,
+        })
+    }
+
+    /// Binds the iroh endpoint as `config` says.
+    async fn bind_endpoint(
+        node: &Node,
+        config: &NetConfig,
+    ) -> anyhow::Result<(Endpoint, Option<MdnsAddressLookup>, Option<RelayUrl>)> {
         let secret = SecretKey::from_bytes(&node.secret_key()?);
         let id = secret.public();
         let mut builder = Endpoint::builder(presets::Minimal)
@@ -178,28 +256,7 @@ impl Transport {
             .bind()
             .await
             .with_context(|| format!("cannot listen on {}", config.bind))?;
-        let (changes, _) = broadcast::channel(CHANGE_BACKLOG);
-        let alive = Arc::new(());
-        forward_local_changes(
-            Arc::downgrade(&node),
-            Arc::downgrade(&alive),
-            node.subscribe(),
-            changes.clone(),
-        );
-        Ok(Transport {
-            endpoint,
-            node,
-            changes,
-            offer: Arc::new(Mutex::new(None)),
-            _alive: alive,
-            activity: Arc::new(Activity {
-                connections: AtomicUsize::new(0),
-                last_frame: Mutex::new(Instant::now()),
-            }),
-            connected: Arc::new(Mutex::new(HashMap::new())),
-            mdns,
-            relay,
-        })
+        Ok((endpoint, mdns, relay))
     }
 
     pub fn activity(&self) -> &Activity {
@@ -453,9 +510,23 @@ impl Transport {
     /// anyway, or shares no space with us, it is not dialled.
     pub fn keep_connected(&self, peer: EndpointAddr) -> JoinHandle<()> {
         let transport = self.clone();
-        let peer = self.with_our_relay(peer);
         let id = peer.id.to_string();
-        tokio::spawn(async move {
+        let new = self
+            .kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone());
+        if !new {
+            // Another task keeps this peer connected already.
+            return tokio::spawn(async {});
+        }
+        let mut peer = self.with_our_relay(peer);
+        for addr in self.node.remembered_addresses(&id) {
+            if !peer.ip_addrs().any(|known| *known == addr) {
+                peer = peer.with_ip_addr(addr);
+            }
+        }
+        let task = tokio::spawn(async move {
             let mut pause = RECONNECT_MIN;
             loop {
                 let connected = transport
@@ -489,34 +560,41 @@ impl Transport {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(RECONNECT_MAX);
             }
-        })
+        });
+        self.track(task)
+    }
+
+    /// Remembers a background task so `close` can stop it: a dial in progress
+    /// would otherwise hold the endpoint open until it times out.
+    fn track(&self, task: JoinHandle<()>) -> JoinHandle<()> {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task.abort_handle());
+        task
     }
 
     /// Keeps connections to every member of every space we share, including
     /// members added later. Addresses come from mDNS or our relay.
     pub fn connect_members(&self) -> JoinHandle<()> {
         let transport = self.clone();
-        tokio::spawn(async move {
-            let mut dialling = HashSet::new();
+        let task = tokio::spawn(async move {
             loop {
                 match transport.node.known_devices() {
                     Ok(devices) => {
                         for id in devices {
-                            if dialling.contains(&id) {
-                                continue;
+                            if let Ok(endpoint) = id.parse::<EndpointId>() {
+                                // Does nothing for a peer already kept connected.
+                                transport.keep_connected(EndpointAddr::new(endpoint));
                             }
-                            let Ok(endpoint) = id.parse::<EndpointId>() else {
-                                continue;
-                            };
-                            transport.keep_connected(EndpointAddr::new(endpoint));
-                            dialling.insert(id);
                         }
                     }
                     Err(e) => tracing::warn!("cannot list the members to connect to: {e}"),
                 }
                 tokio::time::sleep(MEMBER_SCAN).await;
             }
-        })
+        });
+        self.track(task)
     }
 
     /// Adds our custom relay to an address that names none: members of a team
@@ -528,8 +606,16 @@ impl Transport {
         }
     }
 
-    /// Closes every connection and the endpoint.
+    /// Stops dialling, then closes every connection and the endpoint.
     pub async fn close(self) {
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
         self.endpoint.close().await;
     }
 }
@@ -601,8 +687,21 @@ async fn drive(
     } else {
         conn.accept_bi().await?
     };
-    let _counted = ConnectionGuard::new(activity.clone(), connected, peer.clone());
-    node.peer_connected(&peer, true)?;
+    let addrs: Vec<SocketAddr> = conn
+        .paths()
+        .iter()
+        .filter_map(|path| match path.remote_addr() {
+            iroh::TransportAddr::Ip(addr) => Some(*addr),
+            _ => None,
+        })
+        .collect();
+    let _counted = ConnectionGuard::new(
+        node.clone(),
+        activity.clone(),
+        connected,
+        peer.clone(),
+        &addrs,
+    );
     // Writing has its own task, so this loop always keeps reading: two peers that
     // both have more to send than the stream window cannot block each other.
     let (out, writer) = spawn_writer(send, activity.clone());
@@ -636,7 +735,6 @@ async fn drive(
             break;
         }
     }
-    node.peer_connected(&peer, false)?;
     // Let the peer read our last frames: the writer finishes the stream once it
     // has sent everything; wait (briefly) for the peer's end, then close.
     drop(out);

@@ -107,6 +107,14 @@ const MIGRATIONS: &[&str] = &[
         last_seen INTEGER NOT NULL
     );
     "#,
+    // 6: what each peer last said its heads were (for "waiting to arrive"),
+    // whether it is connected to the writing process now, and the addresses it
+    // was last reached at (`a.b.c.d:port` separated by spaces).
+    r#"
+    ALTER TABLE sync_states ADD COLUMN their_heads BLOB NOT NULL DEFAULT x'';
+    ALTER TABLE peers ADD COLUMN connected INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE peers ADD COLUMN addrs TEXT NOT NULL DEFAULT '';
+    "#,
 ];
 
 /// What kind of bytes a chunk holds.
@@ -175,7 +183,8 @@ pub struct Batch {
     pub notes: Vec<NoteWrite>,
     pub spaces: Vec<SpaceWrite>,
     /// `(peer, doc, encoded sync state)`.
-    pub sync_states: Vec<(String, String, Vec<u8>)>,
+    /// `(peer, doc, encoded sync state, the peer's last heads)`.
+    pub sync_states: Vec<(String, String, Vec<u8>, Vec<u8>)>,
 }
 
 impl Batch {
@@ -331,11 +340,12 @@ impl Store {
         for space in &batch.spaces {
             write_space(&tx, space, false).map_err(|e| classify(&path, e))?;
         }
-        for (peer, doc, state) in &batch.sync_states {
+        for (peer, doc, state, their_heads) in &batch.sync_states {
             tx.execute(
-                "INSERT INTO sync_states (peer, doc, state) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (peer, doc) DO UPDATE SET state = excluded.state",
-                params![peer, doc, state],
+                "INSERT INTO sync_states (peer, doc, state, their_heads) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (peer, doc) DO UPDATE
+                 SET state = excluded.state, their_heads = excluded.their_heads",
+                params![peer, doc, state, their_heads],
             )
             .map_err(|e| classify(&path, e))?;
         }
@@ -366,13 +376,14 @@ impl Store {
         tx.commit().map_err(|e| classify(&path, e))
     }
 
-    /// The sync state remembered for `doc` with `peer`.
-    pub fn sync_state(&self, peer: &str, doc: &str) -> Result<Option<Vec<u8>>> {
+    /// The sync state remembered for `doc` with `peer`, and the heads the peer
+    /// last announced for it.
+    pub fn sync_state(&self, peer: &str, doc: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         self.conn
             .query_row(
-                "SELECT state FROM sync_states WHERE peer = ?1 AND doc = ?2",
+                "SELECT state, their_heads FROM sync_states WHERE peer = ?1 AND doc = ?2",
                 [peer, doc],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
             .map_err(|e| classify(&self.path, e))
@@ -403,27 +414,82 @@ impl Store {
         Ok(rows)
     }
 
-    /// Records that `node_id` was connected at `now_ms`.
-    pub fn peer_seen(&mut self, node_id: &str, now_ms: i64) -> Result<()> {
+    /// Records that `node_id` connected or disconnected at `now_ms`.
+    pub fn peer_seen(&mut self, node_id: &str, now_ms: i64, connected: bool) -> Result<()> {
         self.conn
             .execute(
-                "INSERT INTO peers (node_id, last_seen) VALUES (?1, ?2)
-                 ON CONFLICT (node_id) DO UPDATE SET last_seen = excluded.last_seen",
-                params![node_id, now_ms],
+                "INSERT INTO peers (node_id, last_seen, connected) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (node_id) DO UPDATE
+                 SET last_seen = excluded.last_seen, connected = excluded.connected",
+                params![node_id, now_ms, connected],
             )
             .map_err(|e| classify(&self.path, e))?;
         Ok(())
     }
 
-    pub fn peer_last_seen(&self, node_id: &str) -> Result<Option<i64>> {
+    /// When `node_id` was last connected, and whether it is now.
+    pub fn peer_last_seen(&self, node_id: &str) -> Result<Option<(i64, bool)>> {
         self.conn
             .query_row(
-                "SELECT last_seen FROM peers WHERE node_id = ?1",
+                "SELECT last_seen, connected FROM peers WHERE node_id = ?1",
+                [node_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| classify(&self.path, e))
+    }
+
+    /// Marks every peer disconnected: a writer starting has no connections.
+    pub fn peers_disconnected(&mut self) -> Result<()> {
+        self.conn
+            .execute("UPDATE peers SET connected = 0", [])
+            .map_err(|e| classify(&self.path, e))?;
+        Ok(())
+    }
+
+    /// Remembers where `node_id` was reached.
+    pub fn set_peer_addrs(&mut self, node_id: &str, addrs: &str, now_ms: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO peers (node_id, last_seen, addrs) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (node_id) DO UPDATE SET addrs = excluded.addrs",
+                params![node_id, now_ms, addrs],
+            )
+            .map_err(|e| classify(&self.path, e))?;
+        Ok(())
+    }
+
+    /// Where `node_id` was last reached (empty if never).
+    pub fn peer_addrs(&self, node_id: &str) -> Result<String> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT addrs FROM peers WHERE node_id = ?1",
                 [node_id],
                 |r| r.get(0),
             )
             .optional()
+            .map_err(|e| classify(&self.path, e))?
+            .unwrap_or_default())
+    }
+
+    /// A value from the metadata table.
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
             .map_err(|e| classify(&self.path, e))
+    }
+
+    pub fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map_err(|e| classify(&self.path, e))?;
+        Ok(())
     }
 
     /// Ids of notes that belong to no space.

@@ -236,3 +236,57 @@ fn status_says_in_sync_only_when_the_peer_has_acknowledged_every_note() {
     sync(alice, bob);
     assert!(bob_seen_by(alice, bob.node_id()).in_sync());
 }
+
+#[test]
+fn status_counts_what_the_peer_announced_but_has_not_sent_yet() {
+    let (alice, bob) = (device(), device());
+    let (alice, bob) = (&alice.node, &bob.node);
+    let team = team(alice, bob);
+    let note = alice.create_in(team, "shared").unwrap();
+    sync(alice, bob);
+    alice.splice(&note, 0, 0, "new ").unwrap();
+
+    // A session cut off right after Alice's first sync message for the note,
+    // which announces her heads before it carries any change.
+    let (mut sa, mut sb) = (Session::new(), Session::new());
+    alice.with_peer(bob.node_id(), |r| sa.start(r));
+    bob.with_peer(alice.node_id(), |r| sb.start(r));
+    'session: for _ in 0..100 {
+        let to_b: Vec<Frame> = std::iter::from_fn(|| sa.poll_transmit()).collect();
+        let to_a: Vec<Frame> = std::iter::from_fn(|| sb.poll_transmit()).collect();
+        for frame in to_b {
+            let announces = matches!(frame, Frame::Sync { .. });
+            bob.with_peer(alice.node_id(), |r| sb.handle_frame(frame, r))
+                .unwrap();
+            if announces {
+                break 'session;
+            }
+        }
+        for frame in to_a {
+            alice
+                .with_peer(bob.node_id(), |r| sa.handle_frame(frame, r))
+                .unwrap();
+        }
+    }
+    bob.flush().unwrap();
+    assert_eq!(
+        bob.get(&note).unwrap().text,
+        "shared",
+        "no change arrived yet"
+    );
+    let alice_seen_by_bob = bob
+        .status()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.node_id == alice.node_id())
+        .unwrap();
+    assert_eq!(alice_seen_by_bob.incoming, 1, "{alice_seen_by_bob:?}");
+    assert!(!alice_seen_by_bob.in_sync());
+
+    sync(alice, bob);
+    let after = bob.status().unwrap();
+    assert!(
+        after.iter().all(|s| s.incoming == 0 && s.in_sync()),
+        "{after:?}"
+    );
+}

@@ -116,6 +116,26 @@ impl Heads {
     }
 }
 
+/// A sync state as remembered: Automerge's encoding (shared heads only) and the
+/// heads the peer last announced (32-byte hashes back to back).
+#[derive(Debug, Clone, Default)]
+struct SavedSyncState {
+    state: Vec<u8>,
+    their_heads: Vec<u8>,
+}
+
+impl State {
+    /// The remembered sync state for `doc` with `peer`: pending, else stored.
+    fn saved_sync_state(&self, peer: &str, doc: &str) -> Option<SavedSyncState> {
+        let key = (peer.to_string(), doc.to_string());
+        if let Some(saved) = self.sync_states.get(&key) {
+            return Some(saved.clone());
+        }
+        let (state, their_heads) = self.store.sync_state(peer, doc).ok().flatten()?;
+        Some(SavedSyncState { state, their_heads })
+    }
+}
+
 /// What happened, for subscribers (the app re-renders on these).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -194,7 +214,7 @@ struct State {
     /// Where new notes go unless told otherwise; `None` when read-only.
     private_space: Option<SpaceId>,
     /// Sync states to remember, by `(peer, doc)`; written by the group commit.
-    sync_states: BTreeMap<(String, String), Vec<u8>>,
+    sync_states: BTreeMap<(String, String), SavedSyncState>,
     /// Documents arriving by sync that are not yet whole enough to be notes or
     /// space indexes, by the space they arrive in and their doc key.
     incoming: BTreeMap<(SpaceId, String), AutoCommit>,
@@ -307,6 +327,11 @@ impl Node {
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// Whether this Node holds the data dir's lock (not read-only).
+    pub fn is_writer(&self) -> bool {
+        self.secret_key.is_some()
     }
 
     /// The device key, for the transport.
@@ -776,7 +801,14 @@ impl State {
             sync_states: self
                 .sync_states
                 .iter()
-                .map(|((peer, doc), state)| (peer.clone(), doc.clone(), state.clone()))
+                .map(|((peer, doc), saved)| {
+                    (
+                        peer.clone(),
+                        doc.clone(),
+                        saved.state.clone(),
+                        saved.their_heads.clone(),
+                    )
+                })
                 .collect(),
             ..Batch::default()
         };

@@ -10,7 +10,7 @@ use automerge::sync::{self, SyncDoc};
 use automerge::{AutoCommit, ChangeHash, ObjType, ReadDoc, Value, ROOT};
 
 use super::spaces::OpenSpace;
-use super::{lock, now_ms, Node, NodeEvent, OpenNote, State};
+use super::{lock, now_ms, Node, NodeEvent, OpenNote, SavedSyncState, State};
 use crate::error::{Error, Result};
 use crate::note::{Note, NoteId};
 use crate::protocol::frame::{DocKey, Hash, SpaceKey};
@@ -281,20 +281,29 @@ impl Replicas for PeerReplicas<'_> {
     }
 
     fn load_sync_state(&mut self, _space: &SpaceKey, doc: &DocKey) -> sync::State {
-        let key = (self.peer.clone(), doc.clone());
-        let bytes = match self.st.sync_states.get(&key) {
-            Some(bytes) => Some(bytes.clone()),
-            None => self.st.store.sync_state(&self.peer, doc).ok().flatten(),
-        };
-        bytes
-            .and_then(|b| sync::State::decode(&b).ok())
+        self.st
+            .saved_sync_state(&self.peer, doc)
+            .and_then(|saved| sync::State::decode(&saved.state).ok())
             .unwrap_or_default()
     }
 
     fn save_sync_state(&mut self, _space: &SpaceKey, doc: &DocKey, state: &sync::State) {
-        self.st
-            .sync_states
-            .insert((self.peer.clone(), doc.clone()), state.encode());
+        let their_heads = match &state.their_heads {
+            Some(heads) => heads.iter().flat_map(|h| h.0).collect(),
+            // Not heard from them in this session yet: keep what we knew.
+            None => self
+                .st
+                .saved_sync_state(&self.peer, doc)
+                .map(|saved| saved.their_heads)
+                .unwrap_or_default(),
+        };
+        self.st.sync_states.insert(
+            (self.peer.clone(), doc.clone()),
+            SavedSyncState {
+                state: state.encode(),
+                their_heads,
+            },
+        );
     }
 }
 

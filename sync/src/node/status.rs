@@ -1,14 +1,19 @@
 //! Honest sync status: for each member of each shared space, how many of the
-//! space's documents that member has not acknowledged at our current heads.
-//! "In sync" means every document's heads are among the heads both sides are
-//! known to have (the remembered Automerge sync state) — not merely "connected".
+//! space's documents that member has not acknowledged at our current heads, and
+//! how many it last said it had changes to that we lack. "In sync" means both
+//! are zero, from the remembered Automerge sync states — not merely "connected".
+//! Also the peer bookkeeping behind it: connected or not, last seen, and the
+//! addresses each peer was reached at.
 
 use std::collections::BTreeSet;
 
 use automerge::sync;
 use serde::Serialize;
 
-use super::{Node, NodeEvent, State};
+use std::net::SocketAddr;
+
+use super::{Node, NodeEvent, SavedSyncState, State};
+use crate::datadir::DataDir;
 use crate::error::Result;
 use crate::space::SpaceId;
 
@@ -19,22 +24,28 @@ pub struct PeerStatus {
     pub space_name: String,
     pub node_id: String,
     pub name: String,
-    /// Unix milliseconds of the last connection, if there was one.
+    /// Connected to this data dir's running writer (app or daemon) now.
+    pub connected: bool,
+    /// Unix milliseconds of the last connection or disconnection, if any.
     pub last_seen: Option<i64>,
     /// Documents (notes and the space's index) the peer has not acknowledged.
     pub waiting: usize,
+    /// Documents the peer last said it had changes to that this device lacks.
+    pub incoming: usize,
     pub documents: usize,
 }
 
 impl PeerStatus {
     pub fn in_sync(&self) -> bool {
-        self.waiting == 0
+        self.waiting == 0 && self.incoming == 0
     }
 }
 
 impl Node {
-    /// Every other member of every space, with what it still lacks from us.
+    /// Every other member of every space, with what it still lacks from us and
+    /// what we know we lack from it.
     pub fn status(&self) -> Result<Vec<PeerStatus>> {
+        let writer_running = self.is_writer() || DataDir::writer_running(self.data_dir());
         self.with_state(|st| {
             st.flush()?;
             let mut out = Vec::new();
@@ -53,24 +64,32 @@ impl Node {
                         .row(note.as_str())?
                         .map(|r| r.heads)
                         .unwrap_or_default();
-                    let heads = heads
-                        .chunks_exact(32)
-                        .map(|h| <[u8; 32]>::try_from(h).expect("32-byte chunks"))
-                        .collect();
-                    docs.push((note.to_string(), heads));
+                    docs.push((note.to_string(), split_hashes(&heads)));
                 }
-                for member in members.into_iter().filter(|m| m.node_id != st.node_id) {
-                    let waiting = docs
-                        .iter()
-                        .filter(|(doc, heads)| !acknowledged(st, &member.node_id, doc, heads))
-                        .count();
+                let me = st.node_id.clone();
+                for member in members.into_iter().filter(|m| m.node_id != me) {
+                    let mut waiting = 0;
+                    let mut incoming = 0;
+                    for (doc, heads) in &docs {
+                        let saved = st.saved_sync_state(&member.node_id, doc);
+                        if !acknowledged(saved.as_ref(), heads) {
+                            waiting += 1;
+                        }
+                        let theirs = saved.map(|s| split_hashes(&s.their_heads));
+                        if theirs.is_some_and(|theirs| !we_have(st, space, doc, heads, &theirs)) {
+                            incoming += 1;
+                        }
+                    }
+                    let seen = st.store.peer_last_seen(&member.node_id)?;
                     out.push(PeerStatus {
                         space,
                         space_name: space_name.clone(),
-                        last_seen: st.store.peer_last_seen(&member.node_id)?,
+                        connected: writer_running && seen.is_some_and(|(_, c)| c),
+                        last_seen: seen.map(|(at, _)| at),
                         node_id: member.node_id,
                         name: member.name,
                         waiting,
+                        incoming,
                         documents: docs.len(),
                     });
                 }
@@ -79,12 +98,22 @@ impl Node {
         })
     }
 
-    /// Records that a peer is connected now (the transport calls this).
     /// Records that a peer connected or disconnected now, and tells subscribers.
-    pub fn peer_connected(&self, node_id: &str, connected: bool) -> Result<()> {
+    /// On connecting, remembers the addresses it was reached at.
+    pub fn peer_connected(
+        &self,
+        node_id: &str,
+        connected: bool,
+        addrs: &[SocketAddr],
+    ) -> Result<()> {
         self.with_state(|st| {
             st.require_writer()?;
-            st.store.peer_seen(node_id, super::now_ms())?;
+            let now = super::now_ms();
+            st.store.peer_seen(node_id, now, connected)?;
+            if !addrs.is_empty() {
+                let text: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+                st.store.set_peer_addrs(node_id, &text.join(" "), now)?;
+            }
             st.outbox.push(NodeEvent::PeerStatusChanged {
                 peer: node_id.to_string(),
                 connected,
@@ -92,23 +121,91 @@ impl Node {
             Ok(())
         })
     }
+
+    /// Where a peer was last reached, to dial it again.
+    pub fn remembered_addresses(&self, node_id: &str) -> Vec<SocketAddr> {
+        self.with_state(|st| st.store.peer_addrs(node_id))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|a| a.parse().ok())
+            .collect()
+    }
+
+    /// A transport is starting: nobody is connected yet. Returns the port it
+    /// listened on last time, so members' remembered addresses stay right.
+    pub fn transport_starting(&self) -> Result<Option<u16>> {
+        self.with_state(|st| {
+            st.require_writer()?;
+            st.store.peers_disconnected()?;
+            Ok(st
+                .store
+                .meta(LAST_PORT)?
+                .and_then(|v| <[u8; 2]>::try_from(v.as_slice()).ok())
+                .map(u16::from_be_bytes))
+        })
+    }
+
+    /// Remembers the port the transport listens on.
+    pub fn transport_listening(&self, port: u16) -> Result<()> {
+        self.with_state(|st| st.store.set_meta(LAST_PORT, &port.to_be_bytes()))
+    }
 }
 
-/// Whether `peer` is known to have `heads` of `doc`.
-fn acknowledged(st: &State, peer: &str, doc: &str, heads: &[[u8; 32]]) -> bool {
-    let key = (peer.to_string(), doc.to_string());
-    let bytes = match st.sync_states.get(&key) {
-        Some(bytes) => Some(bytes.clone()),
-        None => st.store.sync_state(peer, doc).ok().flatten(),
-    };
+/// Metadata key of the port the transport last listened on.
+const LAST_PORT: &str = "last_port";
+
+fn split_hashes(bytes: &[u8]) -> Vec<[u8; 32]> {
+    bytes
+        .chunks_exact(32)
+        .map(|h| <[u8; 32]>::try_from(h).expect("32-byte chunks"))
+        .collect()
+}
+
+/// Whether the peer is known to have `heads` of a document, from the
+/// remembered sync state's shared heads.
+fn acknowledged(saved: Option<&SavedSyncState>, heads: &[[u8; 32]]) -> bool {
     // Unknown heads (a note stored before heads were recorded, or one not here
     // yet) cannot be shown to be acknowledged: count them as waiting.
     if heads.is_empty() {
         return false;
     }
-    let Some(state) = bytes.and_then(|b| sync::State::decode(&b).ok()) else {
+    let Some(state) = saved.and_then(|s| sync::State::decode(&s.state).ok()) else {
         return false;
     };
     let shared: BTreeSet<[u8; 32]> = state.shared_heads.iter().map(|h| h.0).collect();
     heads.iter().all(|h| shared.contains(h))
+}
+
+/// Whether this device has every change in `theirs` (the peer's last heads).
+fn we_have(
+    st: &mut State,
+    space: SpaceId,
+    doc: &str,
+    ours: &[[u8; 32]],
+    theirs: &[[u8; 32]],
+) -> bool {
+    if theirs.iter().all(|h| ours.contains(h)) {
+        return true;
+    }
+    let hashes: Vec<automerge::ChangeHash> =
+        theirs.iter().map(|h| automerge::ChangeHash(*h)).collect();
+    if doc == space.doc_key() {
+        return match st.spaces.get_mut(&space) {
+            Some(open) => {
+                let doc = open.space.doc_mut();
+                hashes.iter().all(|h| doc.get_change_by_hash(h).is_some())
+            }
+            None => false,
+        };
+    }
+    let Ok(id) = doc.parse::<crate::note::NoteId>() else {
+        return true;
+    };
+    match st.load(&id) {
+        Ok(open) => {
+            let doc = open.note.doc_mut();
+            hashes.iter().all(|h| doc.get_change_by_hash(h).is_some())
+        }
+        Err(_) => false,
+    }
 }

@@ -96,14 +96,25 @@ pub fn print_status(peers: &[PeerStatus]) {
         } else {
             &peer.name
         };
-        let seen = match peer.last_seen {
-            Some(at) => format!("last seen {}", ago(now, at)),
-            None => "never connected".into(),
+        let seen = match (peer.connected, peer.last_seen) {
+            (true, _) => "connected".to_string(),
+            (false, Some(at)) => format!("last seen {}", ago(now, at)),
+            (false, None) => "never connected".into(),
         };
         let state = if peer.in_sync() {
             "in sync".to_string()
         } else {
-            format!("{} of {} document(s) waiting", peer.waiting, peer.documents)
+            let mut parts = Vec::new();
+            if peer.waiting > 0 {
+                parts.push(format!(
+                    "{} of {} document(s) to send",
+                    peer.waiting, peer.documents
+                ));
+            }
+            if peer.incoming > 0 {
+                parts.push(format!("{} to receive", peer.incoming));
+            }
+            parts.join(", ")
         };
         let _ = writeln!(out, "{}  {name}  {state}  ({seen})", peer.space_name);
     }

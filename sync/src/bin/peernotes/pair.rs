@@ -28,6 +28,9 @@ pub enum Invitation {
 pub fn invite(node: Node, space: SpaceId, by_code: bool, minutes: u64) -> anyhow::Result<()> {
     let node = Arc::new(node);
     let config = NetConfig::load(node.data_dir())?;
+    if by_code {
+        require_mdns(&config)?;
+    }
     let expires_at = now_s() + 60 * minutes as i64;
     let offer = Arc::new(if by_code {
         Offer::generate_code(space, expires_at)?
@@ -38,7 +41,10 @@ pub fn invite(node: Node, space: SpaceId, by_code: bool, minutes: u64) -> anyhow
     runtime()?.block_on(async {
         let net = Transport::bind(node.clone(), &config).await?;
         net.spawn_accept();
-        net.offer(offer.clone())?;
+        if let Err(e) = net.offer(offer.clone()) {
+            net.close().await;
+            return Err(e);
+        }
         {
             let mut out = std::io::stdout().lock();
             if let Some(code) = offer.code() {
@@ -75,6 +81,9 @@ pub fn invite(node: Node, space: SpaceId, by_code: bool, minutes: u64) -> anyhow
 pub fn join(node: Node, invitation: Invitation, name: Option<String>) -> anyhow::Result<()> {
     let node = Arc::new(node);
     let config = NetConfig::load(node.data_dir())?;
+    if let Invitation::Code(_) = invitation {
+        require_mdns(&config)?;
+    }
     let name = name.unwrap_or_else(device_name);
     let (space, space_name) = runtime()?.block_on(async {
         let net = Transport::bind(node.clone(), &config).await?;
@@ -162,6 +171,17 @@ async fn wait_for_joiner(net: &Transport, offer: &Offer, expires_at: i64) -> any
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Short codes are found over mDNS: say so before anything starts.
+fn require_mdns(config: &NetConfig) -> anyhow::Result<()> {
+    if !config.mdns_active() {
+        bail!(
+            "short codes need mDNS on a LAN, and it is off here (mdns = false in config.toml, \
+             PEERNOTES_MDNS=off, or a loopback address in bind/PEERNOTES_BIND): use a ticket instead"
+        );
+    }
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
