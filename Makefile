@@ -40,9 +40,9 @@ unit:
 	$(CARGO) nextest run --workspace --no-fail-fast
 
 e2e: deps ui
-	$(CARGO) build -p peernotes-sync -p peernotes-app
-	PEERNOTES_APP=$(APP) PEERNOTES_CLI=$(CLI) \
-		xvfb-run -a -s '-screen 0 1280x800x24' node --test tests/e2e/
+	$(CARGO) build -p peernotes-sync -p peernotes-app -p peernotes-tests --bins
+	PEERNOTES_APP=$(APP) PEERNOTES_CLI=$(CLI) PEERNOTES_LIVE_PEER=$(CARGO_TARGET_DIR)/debug/live-peer \
+		xvfb-run -a -s '-screen 0 1280x800x24' node --test --test-concurrency=1 tests/e2e/
 
 lint: deps ui
 	$(CARGO) fmt --all -- --check

@@ -1,14 +1,38 @@
 //! The Tauri commands the UI calls (`ui/src/ipc.ts` is the other side). Each
-//! maps onto one `Node` call and turns `peernotes_sync::Error` into
-//! `CommandError`, a serialisable enum the UI can branch on. Nothing else: no
-//! caching, no note logic.
+//! maps onto `Node` (or the app's `Network`) and turns errors into
+//! `CommandError`, a serialisable enum the UI can branch on. No note logic.
+//!
+//! A note's document syncs between the window and the `Node` with Automerge's
+//! sync protocol; those messages travel as raw bytes (request body and
+//! response), never as JSON.
 //!
 //! Commands are `async` so they run on Tauri's runtime, not the GTK main thread;
 //! a slow disk then stalls one request, not the whole window.
 
-use peernotes_sync::{Error, ListFilter, Node, NoteId, NoteSummary, NoteView};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use automerge::sync;
+use peernotes_sync::{
+    Error, ListFilter, Member, Node, NoteId, NoteSummary, NoteView, PeerStatus, SearchHit, SpaceId,
+    SpaceInfo,
+};
 use serde::Serialize;
+use tauri::ipc::{InvokeBody, Request, Response};
 use tauri::State;
+
+use crate::network::{Invitation, Joined, Network};
+
+/// Search results shown at most.
+const SEARCH_LIMIT: usize = 200;
+
+/// What the commands share.
+pub struct App {
+    pub node: Arc<Node>,
+    pub network: Arc<Network>,
+    /// The window's sync state for each note it has open.
+    pub windows: Mutex<HashMap<NoteId, sync::State>>,
+}
 
 /// A failed command, as the UI receives it: `{"kind": "note_not_found",
 /// "message": "..."}`. `message` is written for a person and can be shown as is.
@@ -19,6 +43,10 @@ pub enum CommandError {
     InvalidNoteId { message: String },
     /// No note has that id (deleted, or never synced here).
     NoteNotFound { message: String },
+    /// Input the user typed is not usable (a name, a ticket, a code...).
+    Invalid { message: String },
+    /// Pairing failed: wrong code, expired ticket, inviter unreachable...
+    Pairing { message: String },
     /// The store could not be read or written (disk full, damaged, ...).
     Storage { message: String },
     /// Anything else; a bug rather than a user problem.
@@ -33,6 +61,7 @@ impl From<Error> for CommandError {
             Error::NoteNotFound(_) | Error::AmbiguousNoteId { .. } => {
                 CommandError::NoteNotFound { message }
             }
+            Error::Invalid(_) => CommandError::Invalid { message },
             Error::DataDirInUse { .. }
             | Error::NoDataDir(_)
             | Error::DataDirUnusable { .. }
@@ -47,23 +76,268 @@ impl From<Error> for CommandError {
     }
 }
 
-/// Notes not in the trash, in the order the `Node` lists them.
-#[tauri::command]
-pub async fn list_notes(node: State<'_, Node>) -> Result<Vec<NoteSummary>, CommandError> {
-    node.list(ListFilter::Active).map_err(|err| {
-        tracing::warn!(%err, "list_notes failed");
+impl CommandError {
+    /// A pairing or network failure, with its causes for the person reading it.
+    fn pairing(err: anyhow::Error) -> CommandError {
+        match err.downcast::<Error>() {
+            Ok(err @ Error::Invalid(_)) => CommandError::from(err),
+            Ok(err) => CommandError::Pairing {
+                message: err.to_string(),
+            },
+            Err(err) => CommandError::Pairing {
+                message: format!("{err:#}"),
+            },
+        }
+    }
+}
+
+type Reply<T> = Result<T, CommandError>;
+
+fn logged<T>(command: &str, result: Result<T, Error>) -> Reply<T> {
+    result.map_err(|err| {
+        tracing::warn!(%err, "{command} failed");
         CommandError::from(err)
     })
 }
 
-/// One note's full text and metadata.
-#[tauri::command]
-pub async fn get_note(node: State<'_, Node>, id: String) -> Result<NoteView, CommandError> {
-    let result = id.parse::<NoteId>().and_then(|note_id| node.get(&note_id));
-    result.map_err(|err| {
-        tracing::warn!(note = %id, %err, "get_note failed");
-        CommandError::from(err)
+fn note_id(id: &str) -> Reply<NoteId> {
+    id.parse::<NoteId>().map_err(CommandError::from)
+}
+
+fn space_id(id: &str) -> Reply<SpaceId> {
+    id.parse::<SpaceId>().map_err(|_| CommandError::Invalid {
+        message: format!("`{id}` is not a space id"),
     })
+}
+
+/// Notes of one space (or all), most recently edited first.
+#[tauri::command]
+pub async fn list_notes(
+    app: State<'_, App>,
+    space: Option<String>,
+    trash: bool,
+) -> Reply<Vec<NoteSummary>> {
+    let filter = if trash {
+        ListFilter::Trash
+    } else {
+        ListFilter::Active
+    };
+    let space = space.as_deref().map(space_id).transpose()?;
+    let notes = logged("list_notes", app.node.list(filter))?;
+    Ok(match space {
+        Some(space) => notes
+            .into_iter()
+            .filter(|n| n.space == Some(space))
+            .collect(),
+        None => notes,
+    })
+}
+
+/// One note's cached text and metadata.
+#[tauri::command]
+pub async fn get_note(app: State<'_, App>, id: String) -> Reply<NoteView> {
+    logged("get_note", app.node.get(&note_id(&id)?))
+}
+
+#[tauri::command]
+pub async fn search_notes(app: State<'_, App>, query: String) -> Reply<Vec<SearchHit>> {
+    logged("search_notes", app.node.search(&query, SEARCH_LIMIT))
+}
+
+/// Creates a note in `space` (the private space if none) and returns its row.
+#[tauri::command]
+pub async fn create_note(
+    app: State<'_, App>,
+    space: Option<String>,
+    text: String,
+) -> Reply<NoteSummary> {
+    let space = match space.as_deref().map(space_id).transpose()? {
+        Some(space) => space,
+        None => logged("create_note", app.node.private_space())?,
+    };
+    let id = logged("create_note", app.node.create_in(space, &text))?;
+    let note = logged("create_note", app.node.get(&id))?;
+    Ok(NoteSummary {
+        id: note.id,
+        space: note.space,
+        title: note.title,
+        snippet: String::new(),
+        created_at: note.created_at,
+        updated_at: note.updated_at,
+        updated_by: Some("you".into()),
+        trashed: note.trashed,
+    })
+}
+
+#[tauri::command]
+pub async fn trash_note(app: State<'_, App>, id: String) -> Reply<()> {
+    logged("trash_note", app.node.trash(&note_id(&id)?))
+}
+
+#[tauri::command]
+pub async fn restore_note(app: State<'_, App>, id: String) -> Reply<()> {
+    logged("restore_note", app.node.restore(&note_id(&id)?))
+}
+
+/// The note's whole document, as raw bytes, for the window's replica. Starts a
+/// fresh sync state for it: the window has exactly this document now.
+#[tauri::command]
+pub async fn load_note_doc(app: State<'_, App>, id: String) -> Reply<Response> {
+    let id = note_id(&id)?;
+    let bytes = logged("load_note_doc", app.node.note_document(&id))?;
+    lock(&app.windows).insert(id, sync::State::new());
+    Ok(Response::new(bytes))
+}
+
+/// One round of Automerge sync with the window: the request body is the
+/// window's message (empty for none), the `note-id` header names the note, and
+/// the response is the reply (empty for none).
+#[tauri::command]
+pub async fn sync_note(app: State<'_, App>, request: Request<'_>) -> Reply<Response> {
+    let id = request
+        .headers()
+        .get("note-id")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| CommandError::Invalid {
+            message: "sync_note needs a note-id header".into(),
+        })?;
+    let id = note_id(id)?;
+    let message = match request.body() {
+        InvokeBody::Raw(bytes) if bytes.is_empty() => None,
+        InvokeBody::Raw(bytes) => Some(bytes.as_slice()),
+        InvokeBody::Json(_) => {
+            return Err(CommandError::Invalid {
+                message: "sync_note takes raw bytes".into(),
+            })
+        }
+    };
+    // The state leaves the map while the Node works, so other notes' syncs
+    // are not held up; a note syncs one round at a time (the window waits for
+    // each reply before sending the next message).
+    let mut state = lock(&app.windows).remove(&id).unwrap_or_default();
+    let reply = app.node.sync_window(&id, &mut state, message);
+    lock(&app.windows).insert(id, state);
+    let reply = logged("sync_note", reply)?;
+    Ok(Response::new(reply.unwrap_or_default()))
+}
+
+/// Forgets the window's sync state for a note it closed.
+#[tauri::command]
+pub async fn close_note_doc(app: State<'_, App>, id: String) -> Reply<()> {
+    lock(&app.windows).remove(&note_id(&id)?);
+    Ok(())
+}
+
+/// Shares where the window's cursor is in a note with connected members (a
+/// no-op while sync is not running: there is nobody to tell).
+#[tauri::command]
+pub async fn set_presence(
+    app: State<'_, App>,
+    id: String,
+    anchor: usize,
+    head: usize,
+) -> Reply<()> {
+    let id = note_id(&id)?;
+    if let Some(transport) = app.network.running() {
+        transport
+            .share_presence(&id, anchor, head)
+            .map_err(|e| CommandError::Internal {
+                message: format!("{e:#}"),
+            })?;
+    }
+    Ok(())
+}
+
+/// This device's node id: the window's Automerge actor ids start with it, so
+/// its edits are attributed to this device.
+#[tauri::command]
+pub async fn device_id(app: State<'_, App>) -> Reply<String> {
+    Ok(app.node.node_id().to_string())
+}
+
+#[tauri::command]
+pub async fn list_spaces(app: State<'_, App>) -> Reply<Vec<SpaceInfo>> {
+    logged("list_spaces", app.node.spaces())
+}
+
+#[tauri::command]
+pub async fn create_space(app: State<'_, App>, name: String) -> Reply<SpaceInfo> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(CommandError::Invalid {
+            message: "a space needs a name".into(),
+        });
+    }
+    let id = logged("create_space", app.node.create_space(name))?;
+    let spaces = logged("create_space", app.node.spaces())?;
+    spaces
+        .into_iter()
+        .find(|s| s.id == id)
+        .ok_or_else(|| CommandError::Internal {
+            message: "the new space is missing".into(),
+        })
+}
+
+#[tauri::command]
+pub async fn list_members(app: State<'_, App>, space: String) -> Reply<Vec<Member>> {
+    logged("list_members", app.node.members(space_id(&space)?))
+}
+
+#[tauri::command]
+pub async fn remove_member(app: State<'_, App>, space: String, node_id: String) -> Reply<()> {
+    logged(
+        "remove_member",
+        app.node.remove_member(space_id(&space)?, node_id.trim()),
+    )
+}
+
+/// The network side of the window (mirrors `NetworkStatus` in `ui/src/ipc.ts`).
+#[derive(Debug, Serialize)]
+pub struct NetworkStatus {
+    node_id: String,
+    online: bool,
+    problem: Option<String>,
+    peers: Vec<PeerStatus>,
+}
+
+#[tauri::command]
+pub async fn network_status(app: State<'_, App>) -> Reply<NetworkStatus> {
+    Ok(NetworkStatus {
+        node_id: app.node.node_id().to_string(),
+        online: app.network.is_online(),
+        problem: app.network.problem(),
+        peers: logged("network_status", app.node.status())?,
+    })
+}
+
+#[tauri::command]
+pub async fn invite(app: State<'_, App>, space: String, minutes: u64) -> Reply<Invitation> {
+    let space = space_id(&space)?;
+    app.network
+        .invite(&app.node, space, minutes.clamp(1, 24 * 60))
+        .map_err(CommandError::pairing)
+}
+
+#[tauri::command]
+pub async fn cancel_invite(app: State<'_, App>) -> Reply<()> {
+    app.network.cancel_invite();
+    Ok(())
+}
+
+#[tauri::command]
+pub async fn join(app: State<'_, App>, invitation: String, name: Option<String>) -> Reply<Joined> {
+    let name = name
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(peernotes_sync::node::device_name);
+    app.network
+        .join(&invitation, &name)
+        .await
+        .map_err(CommandError::pairing)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -79,6 +353,11 @@ mod tests {
 
         let err = CommandError::from(Error::BadNoteId("zz".into()));
         assert_eq!(serde_json_value(&err)["kind"], "invalid_note_id");
+
+        let err = CommandError::pairing(anyhow::anyhow!("the code is wrong"));
+        assert_eq!(serde_json_value(&err)["kind"], "pairing");
+        let err = CommandError::pairing(Error::Invalid("not a code".into()).into());
+        assert_eq!(serde_json_value(&err)["kind"], "invalid");
     }
 
     fn serde_json_value(err: &CommandError) -> serde_json::Value {

@@ -13,9 +13,12 @@
 
 mod commands;
 mod events;
+mod network;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context};
 use peernotes_sync::{DataDir, Node, NodeOptions};
@@ -52,17 +55,42 @@ fn run() -> anyhow::Result<()> {
     };
     let data_dir = DataDir::resolve(flag)?;
     tracing::info!(data_dir = %data_dir.display(), "opening node");
-    let node = Node::open(NodeOptions::new(data_dir))?;
+    let node = Arc::new(Node::open(NodeOptions::new(data_dir))?);
     let node_events = node.subscribe();
+    let network = Arc::new(network::Network::default());
+    let app_state = commands::App {
+        node: node.clone(),
+        network: network.clone(),
+        windows: Mutex::new(HashMap::new()),
+    };
 
     tauri::Builder::default()
-        .manage(node)
+        .manage(app_state)
         .invoke_handler(tauri::generate_handler![
             commands::list_notes,
-            commands::get_note
+            commands::get_note,
+            commands::search_notes,
+            commands::create_note,
+            commands::trash_note,
+            commands::restore_note,
+            commands::load_note_doc,
+            commands::sync_note,
+            commands::close_note_doc,
+            commands::device_id,
+            commands::list_spaces,
+            commands::create_space,
+            commands::list_members,
+            commands::remove_member,
+            commands::network_status,
+            commands::invite,
+            commands::cancel_invite,
+            commands::join,
+            commands::set_presence,
         ])
         .setup(move |app| {
-            events::forward(app.handle().clone(), node_events)?;
+            events::forward(app.handle().clone(), node.clone(), node_events)?;
+            // Sync starts once the window exists: it never delays the notes.
+            network.start(node);
             Ok(())
         })
         .build(tauri::generate_context!())
@@ -71,7 +99,9 @@ fn run() -> anyhow::Result<()> {
             // Tauri ends the process without dropping managed state, so flush here:
             // an edit made just before closing the window must not wait for a timer.
             if let tauri::RunEvent::Exit = event {
-                if let Err(err) = app.state::<Node>().flush() {
+                let state = app.state::<commands::App>();
+                state.network.close();
+                if let Err(err) = state.node.flush() {
                     eprintln!("peernotes-app: the last edits could not be saved: {err}");
                 }
             }

@@ -24,11 +24,12 @@ use tokio::task::JoinHandle;
 
 use crate::config::RelayChoice;
 use crate::node::{now_ms, Node, NodeEvent, PairingProgress};
+use crate::note::NoteId;
 use crate::pairing::{
     decode_message, encode_message, InviterExchange, JoinerExchange, Offer, PairRequest,
     PairResponse, ShortCode, Ticket, MAX_PAIR_MESSAGE, PAIR_ALPN,
 };
-use crate::protocol::{FrameDecoder, Replicas, Session};
+use crate::protocol::{FrameDecoder, Replicas, Session, SessionEvent};
 use crate::space::SpaceId;
 
 pub use crate::config::NetConfig;
@@ -54,9 +55,10 @@ const CHANGE_BACKLOG: usize = 4096;
 pub struct Transport {
     endpoint: Endpoint,
     node: Arc<Node>,
-    changes: broadcast::Sender<(SpaceId, String)>,
-    /// The invitation this device is offering, if any.
-    offer: Arc<Mutex<Option<Arc<Offer>>>>,
+    changes: broadcast::Sender<Outgoing>,
+    /// The invitations this device is offering (a ticket and a code can be
+    /// open for the same space at once).
+    offers: Arc<Mutex<Vec<Arc<Offer>>>>,
     activity: Arc<Activity>,
     /// Node ids with open sync connections now, and how many.
     connected: Arc<Mutex<HashMap<String, usize>>>,
@@ -197,7 +199,7 @@ impl Transport {
             endpoint,
             node,
             changes,
-            offer: Arc::new(Mutex::new(None)),
+            offers: Arc::new(Mutex::new(Vec::new())),
             _alive: alive,
             activity: Arc::new(Activity {
                 connections: AtomicUsize::new(0),
@@ -281,15 +283,48 @@ impl Transport {
             self.endpoint
                 .set_user_data_for_address_lookup(Some(announcement));
         }
-        *self.offer.lock().unwrap_or_else(|e| e.into_inner()) = Some(offer);
+        self.offers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(offer);
         Ok(())
+    }
+
+    /// Withdraws every open invitation (and the mDNS announcement of a code).
+    pub fn withdraw_offers(&self) {
+        self.offers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.endpoint.set_user_data_for_address_lookup(None);
+    }
+
+    /// Tells every connected member who shares the note's space where this
+    /// device's cursor is in it (ephemeral: nothing is stored).
+    pub fn share_presence(&self, note: &NoteId, anchor: usize, head: usize) -> anyhow::Result<()> {
+        let space = self.node.space_of(note)?;
+        let cursor = Cursor {
+            anchor: anchor.min(u32::MAX as usize) as u32,
+            head: head.min(u32::MAX as usize) as u32,
+        };
+        let payload = postcard::to_stdvec(&cursor)?;
+        // No receivers just means no connection is open.
+        let _ = self
+            .changes
+            .send(Outgoing::Presence(space, note.to_string(), payload));
+        Ok(())
+    }
+
+    /// Whether mDNS runs on this endpoint (short codes need it).
+    pub fn has_mdns(&self) -> bool {
+        self.mdns.is_some()
     }
 
     /// Redeems a ticket with its inviter: on success this device is a member and
     /// will receive the space by sync. Returns the space's name.
     pub async fn pair(&self, ticket: &Ticket, name: &str) -> anyhow::Result<String> {
         let result = self.pair_by_ticket(ticket, name).await;
-        self.report_pairing(result.as_ref().map(|_| ticket.space_id()));
+        self.report_pairing(result.as_ref().map(|_| ticket.space_id()), name);
         result
     }
 
@@ -336,16 +371,17 @@ impl Transport {
         name: &str,
     ) -> anyhow::Result<(SpaceId, String, EndpointAddr)> {
         let result = self.pair_by_code(code, name).await;
-        self.report_pairing(result.as_ref().map(|(space, ..)| *space));
+        self.report_pairing(result.as_ref().map(|(space, ..)| *space), name);
         result
     }
 
     /// Tells subscribers how a joiner's pairing ended.
-    fn report_pairing(&self, result: Result<SpaceId, &anyhow::Error>) {
+    fn report_pairing(&self, result: Result<SpaceId, &anyhow::Error>, name: &str) {
         let progress = match result {
             Ok(space) => PairingProgress::Paired {
                 space,
                 member: self.node.node_id().to_string(),
+                name: name.to_string(),
             },
             Err(e) => PairingProgress::Failed {
                 reason: format!("{e:#}"),
@@ -427,14 +463,16 @@ impl Transport {
         let endpoint = self.endpoint.clone();
         let node = self.node.clone();
         let changes = self.changes.clone();
-        let offer = self.offer.clone();
+        let offers = self.offers.clone();
         let activity = self.activity.clone();
         let connected = self.connected.clone();
+        let endpoint_for_offers = self.endpoint.clone();
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
                 let node = node.clone();
                 let changes = changes.subscribe();
-                let offer = offer.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let offers = offers.clone();
+                let endpoint_for_offers = endpoint_for_offers.clone();
                 let activity = activity.clone();
                 let connected = connected.clone();
                 tokio::spawn(async move {
@@ -446,23 +484,36 @@ impl Transport {
                         }
                     };
                     let result = if conn.alpn() == PAIR_ALPN {
-                        match offer {
-                            None => {
-                                conn.close(2u32.into(), b"not inviting anyone now");
-                                Ok(())
-                            }
-                            Some(offer) => {
-                                let answered = tokio::time::timeout(
-                                    PAIRING_TIMEOUT,
-                                    answer_pairing(node.clone(), conn, offer.clone()),
-                                )
-                                .await
-                                .unwrap_or_else(|_| Err(anyhow::anyhow!("pairing timed out")));
-                                if let Err(e) = &answered {
+                        let open = offers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                        if open.is_empty() {
+                            conn.close(2u32.into(), b"not inviting anyone now");
+                            Ok(())
+                        } else {
+                            let mut chosen = None;
+                            let answered = tokio::time::timeout(
+                                PAIRING_TIMEOUT,
+                                answer_pairing(node.clone(), conn, &open, &mut chosen),
+                            )
+                            .await
+                            .unwrap_or_else(|_| Err(anyhow::anyhow!("pairing timed out")));
+                            match (&answered, &chosen) {
+                                (Ok(()), Some(offer))
+                                    if offer.is_used() && offer.failure().is_none() =>
+                                {
+                                    // Paired: the other offers for that space go too.
+                                    let mut all = offers.lock().unwrap_or_else(|e| e.into_inner());
+                                    all.retain(|o| o.space != offer.space);
+                                    if all.iter().all(|o| o.code().is_none()) {
+                                        endpoint_for_offers.set_user_data_for_address_lookup(None);
+                                    }
+                                }
+                                (Err(e), chosen) => {
                                     // A code may be tried once: any exchange that did
                                     // not finish burns it (a ticket stays usable).
-                                    if offer.code().is_some() && offer.is_used() {
-                                        offer.fail(&format!("{e}"));
+                                    if let Some(offer) = chosen {
+                                        if offer.code().is_some() && offer.is_used() {
+                                            offer.fail(&format!("{e}"));
+                                        }
                                     }
                                     node.publish(NodeEvent::Pairing {
                                         progress: PairingProgress::Failed {
@@ -470,8 +521,9 @@ impl Transport {
                                         },
                                     });
                                 }
-                                answered
+                                _ => {}
                             }
+                            answered
                         }
                     } else {
                         drive(node, conn, false, changes, activity, connected).await
@@ -620,6 +672,21 @@ impl Transport {
     }
 }
 
+/// What goes out to every open connection: a local change to push, or where
+/// this device's cursor is.
+#[derive(Debug, Clone)]
+enum Outgoing {
+    Change(SpaceId, String),
+    Presence(SpaceId, String, Vec<u8>),
+}
+
+/// A cursor as presence frames carry it (character offsets in the note).
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+struct Cursor {
+    anchor: u32,
+    head: u32,
+}
+
 /// Parses a peer written as `<node id>@<ip:port>`.
 pub fn parse_peer(s: &str) -> anyhow::Result<EndpointAddr> {
     let (id, addr) = s
@@ -640,7 +707,7 @@ fn forward_local_changes(
     node: Weak<Node>,
     alive: Weak<()>,
     events: std::sync::mpsc::Receiver<NodeEvent>,
-    changes: broadcast::Sender<(SpaceId, String)>,
+    changes: broadcast::Sender<Outgoing>,
 ) {
     std::thread::Builder::new()
         .name("peernotes-net-changes".into())
@@ -659,7 +726,7 @@ fn forward_local_changes(
                     _ => continue,
                 };
                 // No receivers just means no connection is open.
-                let _ = changes.send(change);
+                let _ = changes.send(Outgoing::Change(change.0, change.1));
             }
         })
         .expect("cannot start the change forwarder");
@@ -670,7 +737,7 @@ async fn drive(
     node: Arc<Node>,
     conn: Connection,
     initiator: bool,
-    mut changes: broadcast::Receiver<(SpaceId, String)>,
+    mut changes: broadcast::Receiver<Outgoing>,
     activity: Arc<Activity>,
     connected: Arc<Mutex<HashMap<String, usize>>>,
 ) -> anyhow::Result<()> {
@@ -707,7 +774,7 @@ async fn drive(
     let (out, writer) = spawn_writer(send, activity.clone());
     let mut session = Session::new();
     node.with_peer(&peer, |r| session.start(r));
-    queue_out(&mut session, &out)?;
+    queue_out(&mut session, &out, &node, &peer)?;
     let mut decoder = FrameDecoder::new();
     let mut buf = vec![0u8; READ_BUFFER];
     loop {
@@ -721,8 +788,14 @@ async fn drive(
                 }
             }
             change = changes.recv() => match change {
-                Ok((space, doc)) => {
+                Ok(Outgoing::Change(space, doc)) => {
                     node.with_peer(&peer, |r| session.local_change(space.as_bytes(), &doc, r));
+                }
+                Ok(Outgoing::Presence(space, doc, payload)) => {
+                    let shared = node.with_peer(&peer, |r| r.shared_spaces().contains(space.as_bytes()));
+                    if shared {
+                        session.send_presence(doc, payload);
+                    }
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     session.close(format!("fell {missed} changes behind; reconnect"));
@@ -730,7 +803,7 @@ async fn drive(
                 Err(broadcast::error::RecvError::Closed) => session.close("shutting down".into()),
             },
         }
-        queue_out(&mut session, &out)?;
+        queue_out(&mut session, &out, &node, &peer)?;
         if session.is_closed() {
             break;
         }
@@ -750,7 +823,8 @@ async fn drive(
 async fn answer_pairing(
     node: Arc<Node>,
     conn: Connection,
-    offer: Arc<Offer>,
+    offers: &[Arc<Offer>],
+    chosen: &mut Option<Arc<Offer>>,
 ) -> anyhow::Result<()> {
     let joiner = conn.remote_id();
     node.publish(NodeEvent::Pairing {
@@ -761,9 +835,32 @@ async fn answer_pairing(
     let (mut send, mut recv) = conn.accept_bi().await?;
     let now = now_ms() / 1000;
     let (outcome, name) = match read_pair_message(&mut recv).await? {
-        PairRequest::Ticket { secret, name } => (offer.redeem(&secret, now), name),
+        PairRequest::Ticket { secret, name } => {
+            // Every ticket offer checks the secret (in constant time); the one
+            // that takes it is the invitation being redeemed.
+            let mut outcome = Err("this device is not inviting with a ticket now".to_string());
+            for offer in offers.iter().filter(|o| o.code().is_none()) {
+                outcome = offer.redeem(&secret, now);
+                if outcome.is_ok() {
+                    *chosen = Some(offer.clone());
+                    break;
+                }
+            }
+            (outcome, name)
+        }
         PairRequest::CodeStart { nameplate, message } => {
-            let code = match offer.begin_code_exchange(nameplate, now) {
+            let offer = offers
+                .iter()
+                .find(|o| o.code().is_some_and(|c| c.nameplate == nameplate))
+                .or_else(|| offers.iter().find(|o| o.code().is_some()));
+            let begun = match offer {
+                Some(offer) => {
+                    *chosen = Some(offer.clone());
+                    offer.begin_code_exchange(nameplate, now)
+                }
+                None => Err("this device is not inviting with a short code now".to_string()),
+            };
+            let code = match begun {
                 Ok(code) => code,
                 Err(reason) => {
                     send.write_all(&encode_message(&PairResponse::Refused { reason }))
@@ -793,8 +890,8 @@ async fn answer_pairing(
         PairRequest::CodeConfirm { .. } => anyhow::bail!("the joiner spoke out of turn"),
     };
     let joiner = joiner.to_string();
-    let response = match outcome {
-        Ok(()) => {
+    let response = match (outcome, chosen.as_ref()) {
+        (Ok(()), Some(offer)) => {
             let name = name.chars().take(100).collect::<String>();
             node.add_member(offer.space, &joiner, &name)?;
             let space_name = node
@@ -808,6 +905,7 @@ async fn answer_pairing(
                 progress: PairingProgress::Paired {
                     space: offer.space,
                     member: joiner.clone(),
+                    name: name.clone(),
                 },
             });
             PairResponse::Welcome {
@@ -815,7 +913,8 @@ async fn answer_pairing(
                 space_name,
             }
         }
-        Err(reason) => {
+        (Ok(()), None) => anyhow::bail!("pairing succeeded without an invitation"),
+        (Err(reason), _) => {
             tracing::warn!(joiner = &joiner[..8], "pairing refused: {reason}");
             node.publish(NodeEvent::Pairing {
                 progress: PairingProgress::Failed {
@@ -905,14 +1004,38 @@ async fn read_pair_message<T: serde::de::DeserializeOwned>(
     Ok(decode_message(&body)?)
 }
 
-/// Queues what the session wants to send for the writer task, and drops the
-/// events nobody uses yet (the Node raises its own change events; presence has
-/// no consumer yet), so a chatty peer cannot make them pile up.
+/// Queues what the session wants to send for the writer task, and hands the
+/// peer's presence to the Node's subscribers (other events need nothing: the
+/// Node raises its own change events), so a chatty peer cannot make them pile up.
 fn queue_out(
     session: &mut Session,
     out: &tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    node: &Node,
+    peer: &str,
 ) -> anyhow::Result<()> {
-    while session.poll_event().is_some() {}
+    while let Some(event) = session.poll_event() {
+        if let SessionEvent::Presence { doc, payload } = event {
+            let Ok(note) = doc.parse::<NoteId>() else {
+                continue;
+            };
+            let Ok((cursor, _)) = postcard::take_from_bytes::<Cursor>(&payload) else {
+                continue;
+            };
+            // Only for a note in a space this peer shares with us.
+            let shared = node
+                .space_of(&note)
+                .map(|space| node.with_peer(peer, |r| r.shared_spaces().contains(space.as_bytes())))
+                .unwrap_or(false);
+            if shared {
+                node.publish(NodeEvent::PeerPresence {
+                    peer: peer.to_string(),
+                    note,
+                    anchor: cursor.anchor,
+                    head: cursor.head,
+                });
+            }
+        }
+    }
     while let Some(frame) = session.poll_transmit() {
         out.send(frame.encode()?)
             .map_err(|_| anyhow::anyhow!("the connection's writer stopped"))?;

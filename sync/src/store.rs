@@ -115,6 +115,10 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE peers ADD COLUMN connected INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE peers ADD COLUMN addrs TEXT NOT NULL DEFAULT '';
     "#,
+    // 7: who made a note's latest change (a node id), for the note list.
+    r#"
+    ALTER TABLE notes ADD COLUMN updated_by TEXT NOT NULL DEFAULT '';
+    "#,
 ];
 
 /// What kind of bytes a chunk holds.
@@ -156,6 +160,8 @@ pub struct NoteRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub trashed_at: Option<i64>,
+    /// Node id of the device that made the latest change ("" if unknown).
+    pub updated_by: String,
 }
 
 /// A note's row without its text, for lists.
@@ -168,6 +174,7 @@ pub struct NoteListing {
     pub created_at: i64,
     pub updated_at: i64,
     pub trashed_at: Option<i64>,
+    pub updated_by: String,
 }
 
 /// One note's part of a group commit: its new cached row and the chunks to append.
@@ -622,7 +629,8 @@ impl Store {
     pub fn row(&self, note_id: &str) -> Result<Option<NoteRow>> {
         self.conn
             .query_row(
-                "SELECT id, title, snippet, text, created_at, updated_at, trashed_at, space_id, heads
+                "SELECT id, title, snippet, text, created_at, updated_at, trashed_at, space_id, heads,
+                        updated_by
                  FROM notes WHERE id = ?1",
                 [note_id],
                 |r| {
@@ -636,6 +644,7 @@ impl Store {
                         trashed_at: r.get(6)?,
                         space_id: r.get(7)?,
                         heads: r.get(8)?,
+                        updated_by: r.get(9)?,
                     })
                 },
             )
@@ -661,10 +670,10 @@ impl Store {
     /// Notes in the trash (`trashed`) or not, most recently edited first.
     pub fn list(&self, trashed: bool) -> Result<Vec<NoteListing>> {
         let sql = if trashed {
-            "SELECT id, title, snippet, created_at, updated_at, trashed_at, space_id FROM notes
+            "SELECT id, title, snippet, created_at, updated_at, trashed_at, space_id, updated_by FROM notes
              WHERE trashed_at IS NOT NULL ORDER BY updated_at DESC, id"
         } else {
-            "SELECT id, title, snippet, created_at, updated_at, trashed_at, space_id FROM notes
+            "SELECT id, title, snippet, created_at, updated_at, trashed_at, space_id, updated_by FROM notes
              WHERE trashed_at IS NULL ORDER BY updated_at DESC, id"
         };
         let mut stmt = self
@@ -681,6 +690,7 @@ impl Store {
                     updated_at: r.get(4)?,
                     trashed_at: r.get(5)?,
                     space_id: r.get(6)?,
+                    updated_by: r.get(7)?,
                 })
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
@@ -789,13 +799,14 @@ fn require_notes_table(conn: &Connection, path: &Path) -> Result<()> {
 fn upsert_row(tx: &Transaction<'_>, row: &NoteRow) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO notes
-            (id, title, snippet, text, created_at, updated_at, trashed_at, space_id, heads)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            (id, title, snippet, text, created_at, updated_at, trashed_at, space_id, heads,
+             updated_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (id) DO UPDATE SET
             title = excluded.title, snippet = excluded.snippet, text = excluded.text,
             created_at = excluded.created_at, updated_at = excluded.updated_at,
             trashed_at = excluded.trashed_at, space_id = excluded.space_id,
-            heads = excluded.heads",
+            heads = excluded.heads, updated_by = excluded.updated_by",
         params![
             row.id,
             row.title,
@@ -805,7 +816,8 @@ fn upsert_row(tx: &Transaction<'_>, row: &NoteRow) -> rusqlite::Result<()> {
             row.updated_at,
             row.trashed_at,
             row.space_id,
-            row.heads
+            row.heads,
+            row.updated_by
         ],
     )?;
     Ok(())
@@ -876,6 +888,7 @@ mod tests {
             trashed_at: None,
             space_id: String::new(),
             heads: Vec::new(),
+            updated_by: String::new(),
         }
     }
 

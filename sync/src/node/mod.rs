@@ -75,6 +75,8 @@ pub struct NoteSummary {
     /// Unix milliseconds.
     pub created_at: i64,
     pub updated_at: i64,
+    /// Who made the latest change: "you", a member's name, or `None` if unknown.
+    pub updated_by: Option<String>,
     pub trashed: bool,
 }
 
@@ -116,6 +118,43 @@ impl Heads {
     }
 }
 
+/// The actor id this device's changes carry: its node id and a role byte (0 for
+/// the Node itself; the window adds its own role and a random suffix). Changes
+/// can then be traced back to the device that made them.
+pub fn device_actor(node_id: &str, role: u8) -> Vec<u8> {
+    let mut actor: Vec<u8> = (0..node_id.len() / 2)
+        .filter_map(|i| u8::from_str_radix(node_id.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
+    actor.push(role);
+    actor
+}
+
+/// The node id (hex) of the device that made the document's latest change, from
+/// its actor id ("" if the actor is not one of ours).
+fn latest_author(doc: &mut AutoCommit) -> String {
+    let heads = doc.get_heads();
+    let latest = heads
+        .iter()
+        .filter_map(|h| doc.get_change_by_hash(h))
+        .max_by_key(|c| (c.timestamp(), c.actor_id().to_bytes().to_vec()))
+        .map(|c| c.actor_id().to_bytes().to_vec());
+    match latest {
+        Some(actor) if actor.len() > 32 => actor[..32].iter().map(|b| format!("{b:02x}")).collect(),
+        _ => String::new(),
+    }
+}
+
+impl State {
+    /// Display names of every member of every space, by node id.
+    fn member_names(&self) -> std::collections::HashMap<String, String> {
+        self.spaces
+            .values()
+            .flat_map(|open| open.space.members())
+            .map(|m| (m.node_id, m.name))
+            .collect()
+    }
+}
+
 /// A sync state as remembered: Automerge's encoding (shared heads only) and the
 /// heads the peer last announced (32-byte hashes back to back).
 #[derive(Debug, Clone, Default)]
@@ -154,6 +193,14 @@ pub enum NodeEvent {
     PeerStatusChanged { peer: String, connected: bool },
     /// How a pairing (by ticket or short code) is going, on either side.
     Pairing { progress: PairingProgress },
+    /// Where a connected member's cursor is in a note (character offsets). It
+    /// vanishes when the peer disconnects (`PeerStatusChanged`).
+    PeerPresence {
+        peer: String,
+        note: NoteId,
+        anchor: u32,
+        head: u32,
+    },
 }
 
 /// Steps of a pairing, for a UI to show.
@@ -167,7 +214,12 @@ pub enum PairingProgress {
     /// The inviter: a device is presenting an invitation.
     JoinerArrived { joiner: String },
     /// Paired: the joiner is now a member of the space.
-    Paired { space: SpaceId, member: String },
+    /// `member` is the joiner's node id, `name` the name it goes by.
+    Paired {
+        space: SpaceId,
+        member: String,
+        name: String,
+    },
     /// Pairing failed; the reason is meant for the user.
     Failed { reason: String },
 }
@@ -269,10 +321,9 @@ impl Node {
         }
         let lock = DataDirLock::acquire(&dir)?;
         let identity = Identity::load_or_create(&dir)?;
-        let mut store = Store::open(&dir)?;
-        let actor_bytes =
-            store.meta_or_insert("device_actor", || ActorId::random().to_bytes().to_vec())?;
+        let store = Store::open(&dir)?;
         let node_id = identity.node_id();
+        let actor_bytes = device_actor(&node_id, 0);
         let mut state = State::new(
             store,
             ActorId::from(actor_bytes),
@@ -409,8 +460,16 @@ impl Node {
         self.with_state(|st| {
             st.flush()?;
             let rows = st.store.list(filter == ListFilter::Trash)?;
+            let names = st.member_names();
             rows.into_iter()
                 .map(|r| {
+                    let updated_by = if r.updated_by.is_empty() {
+                        None
+                    } else if r.updated_by == st.node_id {
+                        Some("you".to_string())
+                    } else {
+                        names.get(&r.updated_by).cloned()
+                    };
                     Ok(NoteSummary {
                         id: r.id.parse()?,
                         space: r.space_id.parse().ok(),
@@ -418,6 +477,7 @@ impl Node {
                         snippet: r.snippet,
                         created_at: r.created_at,
                         updated_at: r.updated_at,
+                        updated_by,
                         trashed: r.trashed_at.is_some(),
                     })
                 })
@@ -831,6 +891,7 @@ impl State {
                     created_at: open.created_at,
                     updated_at: open.updated_at,
                     trashed_at: open.note.trashed_at(),
+                    updated_by: latest_author(open.note.doc_mut()),
                 },
                 chunks: open.pending.clone(),
             });
@@ -924,6 +985,7 @@ mod decode;
 mod replicas;
 mod spaces;
 mod status;
+mod window;
 
 pub use replicas::PeerReplicas;
 pub use status::PeerStatus;

@@ -96,6 +96,19 @@ impl Ticket {
             Err(e) => format!("(no QR code: {e})"),
         }
     }
+
+    /// The ticket as a QR code in SVG markup, for the app.
+    pub fn qr_svg(&self) -> Option<String> {
+        let code = qrcode::QrCode::new(self.encode().to_ascii_uppercase()).ok()?;
+        Some(
+            code.render::<qrcode::render::svg::Color<'_>>()
+                .quiet_zone(true)
+                .min_dimensions(220, 220)
+                .dark_color(qrcode::render::svg::Color("#000000"))
+                .light_color(qrcode::render::svg::Color("#ffffff"))
+                .build(),
+        )
+    }
 }
 
 /// What the joiner sends.

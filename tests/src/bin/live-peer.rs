@@ -5,6 +5,7 @@
 //! - `append <note> <text>`: appends the text as a line to the note (id or the
 //!   start of one);
 //! - `text <note>`: prints `text <JSON string>` with the note's text;
+//! - `cursor <note> <offset>`: shows connected members a cursor at that offset;
 //! - `quit`: closes connections, flushes and exits.
 //!
 //! It prints `ready <node id>` once listening. Usage: live-peer <data-dir>
@@ -47,6 +48,12 @@ fn main() -> anyhow::Result<()> {
             "text" => {
                 let id = node.find(rest)?;
                 writeln!(out, "text {}", serde_json::to_string(&node.get(&id)?.text)?)?;
+            }
+            "cursor" => {
+                let (note, offset) = rest.split_once(' ').context("cursor <note> <offset>")?;
+                let offset: usize = offset.trim().parse()?;
+                net.share_presence(&node.find(note)?, offset, offset)?;
+                writeln!(out, "ok")?;
             }
             "quit" => break,
             other => anyhow::bail!("unknown command `{other}`"),
