@@ -42,6 +42,7 @@ unit:
 e2e: deps ui
 	$(CARGO) build -p peernotes-sync -p peernotes-app -p peernotes-tests --bins
 	PEERNOTES_APP=$(APP) PEERNOTES_CLI=$(CLI) PEERNOTES_LIVE_PEER=$(CARGO_TARGET_DIR)/debug/live-peer \
+		PEERNOTES_TRACE_NOTE=$(CARGO_TARGET_DIR)/debug/trace-note \
 		xvfb-run -a -s '-screen 0 1280x800x24' node --test --test-concurrency=1 tests/e2e/
 
 lint: deps ui

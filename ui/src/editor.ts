@@ -248,8 +248,23 @@ export class NoteEditor {
     private readonly parent: HTMLElement,
     private readonly callbacks: EditorCallbacks,
   ) {
-    // The whole text, for tests (CodeMirror renders only the visible lines).
+    // For tests and automation: the whole text (CodeMirror renders only the
+    // visible lines), moving the selection, and inserting text as one editor
+    // transaction (a newline typed with Enter would continue Markdown lists).
     Object.defineProperty(parent, "editorText", { value: () => this.view?.state.doc.toString() ?? null });
+    Object.defineProperty(parent, "editorSelect", {
+      value: (anchor: number, head: number) => {
+        this.view?.focus();
+        this.view?.dispatch({ selection: { anchor, head } });
+      },
+    });
+    Object.defineProperty(parent, "editorInsert", {
+      value: (text: string) => {
+        const view = this.view;
+        if (view === null) return;
+        view.dispatch(view.state.replaceSelection(text), { userEvent: "input.type" });
+      },
+    });
   }
 
   get noteId(): NoteId | null {

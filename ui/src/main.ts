@@ -264,11 +264,13 @@ async function loadSpaces(): Promise<void> {
   }
 }
 
-// A burst of changes (sync, typing) costs one reload.
-let refreshTimer = 0;
+// A burst of changes (sync, typing) costs one reload, 200 ms after it starts;
+// a change during a steady stream (someone typing) still shows within that.
+let refreshTimer: number | null = null;
 function scheduleRefresh(): void {
-  window.clearTimeout(refreshTimer);
+  if (refreshTimer !== null) return;
   refreshTimer = window.setTimeout(() => {
+    refreshTimer = null;
     void loadNotes("refresh");
     void loadSpaces();
     search.rerun();

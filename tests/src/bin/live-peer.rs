@@ -6,6 +6,8 @@
 //!   start of one);
 //! - `text <note>`: prints `text <JSON string>` with the note's text;
 //! - `cursor <note> <offset>`: shows connected members a cursor at that offset;
+//! - `prepend-lines <note> <count> <ms>`: from now on, in the background, puts
+//!   `bob line <i>` lines at the top of the note, one every `ms`;
 //! - `quit`: closes connections, flushes and exits.
 //!
 //! It prints `ready <node id>` once listening. Usage: live-peer <data-dir>
@@ -53,6 +55,27 @@ fn main() -> anyhow::Result<()> {
                 let (note, offset) = rest.split_once(' ').context("cursor <note> <offset>")?;
                 let offset: usize = offset.trim().parse()?;
                 net.share_presence(&node.find(note)?, offset, offset)?;
+                writeln!(out, "ok")?;
+            }
+            "prepend-lines" => {
+                let mut words = rest.split_whitespace();
+                let (Some(note), Some(count), Some(pause)) =
+                    (words.next(), words.next(), words.next())
+                else {
+                    anyhow::bail!("prepend-lines <note> <count> <ms>");
+                };
+                let (id, count, pause): (_, u32, u64) =
+                    (node.find(note)?, count.parse()?, pause.parse()?);
+                let node = node.clone();
+                std::thread::spawn(move || {
+                    for i in 0..count {
+                        if let Err(e) = node.splice(&id, 0, 0, &format!("bob line {i}\n")) {
+                            eprintln!("live-peer: prepend failed: {e}");
+                            return;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(pause));
+                    }
+                });
                 writeln!(out, "ok")?;
             }
             "quit" => break,
