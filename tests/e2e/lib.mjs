@@ -348,6 +348,9 @@ export class AppUnderTest {
       }
     }
     await stopDriver(this.driverProcess);
+    // Closing takes a moment: the app flushes and says goodbye to its peers.
+    const deadline = Date.now() + 5_000;
+    while (appProcesses(this.dataDir).length > 0 && Date.now() < deadline) await sleep(100);
     for (const pid of appProcesses(this.dataDir)) {
       console.error(`${this.name}: peernotes-app (pid ${pid}) outlived its session; sending SIGTERM`);
       try {

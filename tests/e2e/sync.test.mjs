@@ -92,7 +92,9 @@ test("pair through the invite dialog, sync live with cursors, merge after being 
       peer = await LivePeer.start(root, dataB);
       await d.click(await d.find(`.note-item[data-note-id="${note}"]`));
       await app.waitEditable(note);
-      await d.execute("document.getElementById('editor').querySelector('.cm-content').focus();");
+      await waitFor("the editor to take focus", () =>
+        d.execute("const c = document.querySelector('#editor .cm-content'); if (!c) return false; c.focus(); return document.activeElement === c;"),
+      );
       await app.type("\uE010- from Alice"); // End, then type
       await waitFor("Alice's typing to reach Bob", async () => (await peer.text(note)).includes("- from Alice"));
       assert.equal(await peer.ask(`append ${note} - from Bob`), "ok");
@@ -125,5 +127,59 @@ test("pair through the invite dialog, sync live with cursors, merge after being 
     });
   } finally {
     if (peer) await peer.quit();
+  }
+});
+
+test("join a space from the app's Join dialog; bad input gets a clear error", { timeout: TIMEOUT_MS }, async () => {
+  const peernotes = requireBinary("PEERNOTES_CLI");
+  const apps = [];
+  let inviter = null;
+  try {
+    await scenario("join", apps, async (root) => {
+      const dataA = path.join(root, "dana");
+      const dataB = path.join(root, "carol");
+      const space = cli(peernotes, dataA, ["space", "create", "Book club"]).trim();
+      const note = cli(peernotes, dataA, ["new", "--space", "Book club", "--stdin"], "Chapter 1 notes\n").trim().split(/\s+/).pop();
+
+      const app = await AppUnderTest.start("carol", root, dataB);
+      apps.push(app);
+      const d = app.driver;
+      await waitFor("sync to be running", async () => (await d.text(await d.find("#status-bar"))).includes("Online"));
+      await d.click(await d.find("#join-button"));
+      const input = await d.find("#join-input");
+
+      // A damaged ticket and a misspelt code are refused, saying why.
+      await d.sendKeys(input, "peernotes1thisisnotaticket");
+      await d.click(await d.find("#join-submit"));
+      await waitFor("an error for the damaged ticket", async () => (await d.text(await d.find("#join-error"))).includes("damaged"));
+      await d.call("POST", d.s(`/element/${input}/clear`), {});
+      await d.sendKeys(input, "7-amber-falcoon");
+      await d.click(await d.find("#join-submit"));
+      await waitFor("an error for the misspelt code", async () => (await d.text(await d.find("#join-error"))).includes("falcoon"));
+
+      // A real ticket from Dana's `peernotes invite`.
+      inviter = spawn(peernotes, ["--data-dir", dataA, "invite", "--space", "Book club"], {
+        env: appEnv(path.join(root, "dana-env"), dataA),
+        stdio: ["ignore", "pipe", "ignore"],
+      });
+      const ticket = await new Promise((resolve, reject) => {
+        createInterface({ input: inviter.stdout }).on("line", (l) => l.startsWith("ticket ") && resolve(l.slice(7)));
+        inviter.once("exit", (code) => reject(new Error(`invite exited ${code}`)));
+      });
+      await d.call("POST", d.s(`/element/${input}/clear`), {});
+      await d.sendKeys(input, ticket);
+      await d.sendKeys(await d.find("#join-name"), "Carol");
+      await d.click(await d.find("#join-submit"));
+      await waitFor("the Book club space in the sidebar", async () => (await d.findAll(`.space-item[data-space-id="${space}"]`)).length === 1, 60_000);
+      await waitFor("Dana's note in Carol's list", async () => (await d.findAll(`.note-item[data-note-id="${note}"]`)).length === 1, 60_000);
+      await app.screenshot("joined.png");
+      const exited = await new Promise((resolve) => (inviter.exitCode !== null ? resolve(inviter.exitCode) : inviter.once("exit", resolve)));
+      inviter = null;
+      assert.equal(exited, 0, "Dana's invite ended successfully");
+      assert.match(cli(peernotes, dataA, ["space", "members", "Book club"]), /Carol/, "Dana's device lists Carol as a member");
+      assert.deepEqual(await app.pageErrors(), [], "the page reported no errors");
+    });
+  } finally {
+    if (inviter && inviter.exitCode === null) inviter.kill("SIGTERM");
   }
 });

@@ -292,9 +292,13 @@ let keyboardTimer = 0;
 /** Opens `id` in the pane and marks it in the list. Arrowing through the list
  * (`"keyboard"`) opens after a short pause, so each row passed costs nothing. */
 async function openNote(id: NoteId, how: "pointer" | "keyboard" | "auto" | "direct"): Promise<void> {
+  const alreadyOpen = state.openId === id && pane.noteId === id;
   state.openId = id;
   list.select(list.has(id) ? id : null, how !== "pointer");
   window.clearTimeout(keyboardTimer);
+  // Choosing the note that is already open keeps it as it is: same editor,
+  // cursor and scroll position.
+  if (alreadyOpen) return;
   if (how === "keyboard") {
     keyboardTimer = window.setTimeout(() => void showNote(id), 120);
     return;

@@ -158,13 +158,15 @@ async fn wait_for_joiner(net: &Transport, offer: &Offer, expires_at: i64) -> any
         }
     }
     eprintln!("Paired; syncing the space…");
-    // The joiner connects for sync right after pairing and hangs up when done.
+    // The joiner connects for sync right after pairing. A `peernotes join`
+    // hangs up when done; an app stays connected, so sync going quiet also ends
+    // the wait.
     let paired_at = Instant::now();
     let mut connected = false;
     loop {
         let open = net.activity().connections();
         connected |= open > 0;
-        let done = connected && open == 0;
+        let done = connected && (open == 0 || net.activity().quiet_for() >= 3 * QUIET);
         let gave_up = !connected && paired_at.elapsed() > Duration::from_secs(10);
         if done || gave_up || paired_at.elapsed() > SYNC_LIMIT {
             return Ok(());
