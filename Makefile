@@ -14,7 +14,7 @@ APT_PACKAGES := libwebkit2gtk-4.1-dev build-essential pkg-config xvfb xauth ipro
 TAURI_DRIVER_VERSION := 2.1.0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test soak deps deps-apt deps-rust deps-npm ui build lint e2e unit
+.PHONY: run test soak bench deps deps-apt deps-rust deps-npm ui build lint e2e unit
 
 run: deps build
 	@if [ -z "$$DISPLAY" ] && [ -z "$$WAYLAND_DISPLAY" ]; then \
@@ -35,6 +35,13 @@ soak: deps
 	PEERNOTES_CRASH_RUNS=200 PEERNOTES_SIM_SEEDS=5000 \
 		$(CARGO) nextest run -p peernotes-tests --no-fail-fast --no-capture \
 		--test crash --test simulation
+
+# Speed and memory beside baselines from the same run (release build; ~10 min).
+bench: deps
+	npm --prefix bench/automerge-repo ci --no-audit --no-fund
+	$(CARGO) build --release -p peernotes-sync -p peernotes-bench
+	$(CARGO_TARGET_DIR)/release/peernotes-bench --cli $(CARGO_TARGET_DIR)/release/peernotes \
+		--baseline bench/automerge-repo --out target/bench
 
 unit:
 	$(CARGO) nextest run --workspace --no-fail-fast

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -80,11 +80,24 @@ pub struct Transport {
 pub struct Activity {
     connections: AtomicUsize,
     last_frame: Mutex<Instant>,
+    /// Sync-stream bytes written and read, over every connection so far.
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
 }
 
 impl Activity {
     fn touch(&self) {
         *self.last_frame.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// Sync-stream bytes (frames, length prefixes included) sent so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes_sent.load(Ordering::SeqCst)
+    }
+
+    /// Sync-stream bytes received so far.
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes_received.load(Ordering::SeqCst)
     }
 
     /// Sync connections open now.
@@ -204,6 +217,8 @@ impl Transport {
             activity: Arc::new(Activity {
                 connections: AtomicUsize::new(0),
                 last_frame: Mutex::new(Instant::now()),
+                bytes_sent: AtomicU64::new(0),
+                bytes_received: AtomicU64::new(0),
             }),
             connected: Arc::new(Mutex::new(HashMap::new())),
             kept: Arc::new(Mutex::new(HashSet::new())),
@@ -782,6 +797,7 @@ async fn drive(
             read = recv.read(&mut buf) => {
                 let Some(n) = read? else { break };
                 activity.touch();
+                activity.bytes_received.fetch_add(n as u64, Ordering::SeqCst);
                 decoder.push(&buf[..n]);
                 while let Some(frame) = decoder.next_frame()? {
                     node.with_peer(&peer, |r| session.handle_frame(frame, r))?;
@@ -1056,6 +1072,9 @@ fn spawn_writer(
     let writer = tokio::spawn(async move {
         while let Some(bytes) = queue.recv().await {
             send.write_all(&bytes).await?;
+            activity
+                .bytes_sent
+                .fetch_add(bytes.len() as u64, Ordering::SeqCst);
             activity.touch();
         }
         send.finish().ok();

@@ -1,0 +1,96 @@
+//! `peernotes-bench`: Peernotes' speed and memory, each figure beside a
+//! baseline measured in the same run (in-memory Automerge, a raw iroh round
+//! trip, automerge-repo over its websocket, the same work without a network).
+//! Prints a Markdown table and writes `target/bench/report.md` and
+//! `report.json`. Run it from a release build (`make bench`): debug builds are
+//! several times slower. No figure here is asserted: targets are reported as
+//! met or missed.
+//!
+//! Usage: peernotes-bench --cli <path to a release `peernotes`> [--out DIR]
+//!        [--baseline <bench/automerge-repo dir>] [--quick]
+
+mod baseline;
+mod network;
+mod replay;
+mod report;
+mod startup;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use report::Row;
+
+struct Options {
+    cli: PathBuf,
+    out: PathBuf,
+    baseline: Option<PathBuf>,
+    quick: bool,
+}
+
+fn options() -> anyhow::Result<Options> {
+    let mut args = std::env::args().skip(1);
+    let (mut cli, mut out, mut baseline, mut quick) =
+        (None, PathBuf::from("target/bench"), None, false);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--cli" => cli = args.next().map(PathBuf::from),
+            "--out" => {
+                out = args
+                    .next()
+                    .map(PathBuf::from)
+                    .context("--out needs a directory")?
+            }
+            "--baseline" => baseline = args.next().map(PathBuf::from),
+            "--quick" => quick = true,
+            other => anyhow::bail!("unknown argument `{other}`; see the module docs"),
+        }
+    }
+    Ok(Options {
+        cli: cli.context("--cli <path to peernotes> is required")?,
+        out,
+        baseline,
+        quick,
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let options = options()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut rows: Vec<Row> = Vec::new();
+    let (edits, notes, changed) = if options.quick {
+        (100, 100, 10)
+    } else {
+        (1000, 1000, 10)
+    };
+
+    // First, while this process is small: the child's peak RSS counts pages it
+    // shared with this process before it ran `peernotes` (spawning uses vfork).
+    startup::run(&options.cli, &mut rows)?;
+    for trace in ["automerge-paper", "seph-blog1"] {
+        replay::run(trace, &mut rows)?;
+    }
+    runtime.block_on(network::latency(&mut rows, edits))?;
+    let repo = options
+        .baseline
+        .as_ref()
+        .map(|dir| baseline::AutomergeRepo::new(dir.clone()));
+    if let Some(repo) = &repo {
+        baseline::latency_rows(repo, edits, &mut rows)?;
+    }
+    let bulk = runtime.block_on(network::bulk(notes, changed))?;
+    let theirs = repo.as_ref().map(|r| r.bulk(notes, changed)).transpose()?;
+    baseline::bulk_rows(&bulk, theirs.as_ref(), notes, changed, &mut rows);
+    runtime.block_on(network::clownschool(&mut rows))?;
+
+    let header = format!(
+        "# Peernotes benchmarks\n\nRelease build, this machine ({} cores), loopback; every baseline measured in the same run{}.",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        if options.quick { ", quick sizes" } else { "" }
+    );
+    println!("{}", report::markdown(&rows, &header));
+    report::write(&options.out, &rows, &header)?;
+    eprintln!("wrote {}/report.md and report.json", options.out.display());
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! Row 1: an editing trace replayed into a note through the durable store
+//! (one `Node::splice_many` per trace transaction, group commit on), against
+//! the same edits into an in-memory Automerge document (one commit per
+//! transaction): time, bytes on disk, time to reopen.
+
+use std::time::Instant;
+
+use automerge::transaction::Transactable;
+use automerge::{AutoCommit, ObjType, ReadDoc, ROOT};
+use peernotes_sync::{Node, NodeOptions};
+use peernotes_tests::load_sequential_trace;
+
+use crate::report::Row;
+
+pub fn run(name: &str, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let trace = load_sequential_trace(name)?;
+    eprintln!(
+        "row 1: replaying {name} ({} transactions)…",
+        trace.txns.len()
+    );
+
+    // Baseline: the same edits into one in-memory document.
+    let started = Instant::now();
+    let mut doc = AutoCommit::new();
+    let text = doc.put_object(ROOT, "text", ObjType::Text)?;
+    doc.splice_text(&text, 0, 0, &trace.start_content)?;
+    doc.commit();
+    for txn in &trace.txns {
+        for s in txn.splices() {
+            doc.splice_text(&text, s.pos, s.delete as isize, &s.insert)?;
+        }
+        doc.commit();
+    }
+    let memory_ms = ms(started);
+    anyhow::ensure!(
+        doc.text(&text)? == trace.end_content,
+        "the in-memory replay went wrong"
+    );
+    let saved = doc.save();
+    let load_started = Instant::now();
+    let loaded = AutoCommit::load(&saved)?;
+    let memory_load_ms = ms(load_started);
+    drop(loaded);
+
+    // Peernotes: through the Node and its store.
+    let dir = tempfile::tempdir()?;
+    let started = Instant::now();
+    let node = Node::open(NodeOptions::new(dir.path()))?;
+    let id = node.create(&trace.start_content)?;
+    for txn in &trace.txns {
+        node.splice_many(&id, &txn.splices())?;
+    }
+    node.close()?;
+    let node_ms = ms(started);
+    let stored = store_bytes(dir.path());
+    let node = Node::open(NodeOptions::new(dir.path()))?;
+    node.compact_all()?;
+    node.close()?;
+    let compacted = store_bytes(dir.path());
+
+    let reopen_started = Instant::now();
+    let node = Node::open(NodeOptions::new(dir.path()))?;
+    let shown = node.get(&id)?.text;
+    let reopen_text_ms = ms(reopen_started);
+    let document = node.note_document(&id)?;
+    let reopen_doc_ms = ms(reopen_started);
+    anyhow::ensure!(shown == trace.end_content, "the stored replay went wrong");
+    drop(document);
+    node.close()?;
+
+    let ratio = node_ms / memory_ms;
+    rows.push(
+        Row::new(&format!("{name}: replay through the store"), node_ms, "ms")
+            .against("in-memory automerge", memory_ms)
+            .target("≤ 1.5× in-memory", ratio <= 1.5),
+    );
+    rows.push(
+        Row::new(
+            &format!("{name}: store on disk, before compaction"),
+            stored as f64,
+            "bytes",
+        )
+        .against("Automerge save()", saved.len() as f64),
+    );
+    rows.push(
+        Row::new(
+            &format!("{name}: store on disk, compacted"),
+            compacted as f64,
+            "bytes",
+        )
+        .against("Automerge save()", saved.len() as f64),
+    );
+    rows.push(
+        Row::new(&format!("{name}: reopen, text shown"), reopen_text_ms, "ms")
+            .against("Automerge load()", memory_load_ms),
+    );
+    rows.push(
+        Row::new(
+            &format!("{name}: reopen, document loaded"),
+            reopen_doc_ms,
+            "ms",
+        )
+        .against("Automerge load()", memory_load_ms),
+    );
+    Ok(())
+}
+
+/// The store's files: the database and its write-ahead log.
+fn store_bytes(dir: &std::path::Path) -> u64 {
+    ["peernotes.sqlite3", "peernotes.sqlite3-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+pub fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
