@@ -82,8 +82,11 @@ pub fn latency_rows(repo: &AutomergeRepo, edits: usize, rows: &mut Vec<Row>) -> 
     ) else {
         return Ok(());
     };
-    for (label, key) in [("back to back", "backToBack"), ("paced", "paced")] {
-        if let Some(theirs) = number(&value, &format!("{key}.p50")) {
+    for (label, key) in [
+        ("back to back", "results.back_to_back"),
+        ("paced 150 ms", "results.paced"),
+    ] {
+        if let Some(theirs) = number(&value, &format!("{key}.p50_ms")) {
             rows.push(
                 Row::new(
                     &format!("keystroke to peer, p50 (vs automerge-repo, {label})"),
@@ -93,7 +96,7 @@ pub fn latency_rows(repo: &AutomergeRepo, edits: usize, rows: &mut Vec<Row>) -> 
                 .against("automerge-repo", theirs),
             );
         }
-        if let Some(theirs) = number(&value, &format!("{key}.p99")) {
+        if let Some(theirs) = number(&value, &format!("{key}.p99_ms")) {
             rows.push(
                 Row::new(
                     &format!("keystroke to peer, p99 (vs automerge-repo, {label})"),
@@ -114,10 +117,13 @@ pub fn bulk_rows(
     changed: usize,
     rows: &mut Vec<Row>,
 ) {
-    let initial_time = number_or(theirs, "initial.timeMs");
-    let initial_bytes = number_or(theirs, "initial.bytes");
-    let reconnect_time = number_or(theirs, "reconnect.timeMs");
-    let reconnect_bytes = number_or(theirs, "reconnect.bytes");
+    let initial_time = number_or(theirs, "results.initial_sync.ms_repo_open_to_all_synced");
+    let initial_bytes = number_or(
+        theirs,
+        "results.initial_sync.wire_bytes_at_all_synced.total",
+    );
+    let reconnect_time = number_or(theirs, "results.ms_repo_open_to_both_synced");
+    let reconnect_bytes = number_or(theirs, "results.wire_bytes_at_both_synced.total");
 
     let label = format!("initial sync of {notes} notes (~5 KB)");
     let mut row = Row::new(&format!("{label}: time"), ours.initial_ms, "ms");

@@ -145,15 +145,16 @@ export function buildNote(plan) {
     for (let t = offset; t < offset + txns; t++) {
       let touched = false;
       for (const [pos, del, ins] of trace.txns[t].patches) {
-        if (pos + del <= start && !(pos === start && del === 0 && start === 0)) {
+        if (pos < start && pos + del <= start) {
           start += ins.length - del; // edit entirely before the window: the window moves
           continue;
         }
         if (pos > start + len) continue; // entirely after the window
         const from = Math.max(pos, start);
-        const removed = Math.min(pos + del, start + len) - from;
-        if (pos < start) start = pos; // a delete straddling the window's start
-        doc.splice(text, from - start, removed, ins);
+        const removed = Math.max(0, Math.min(pos + del, start + len) - from);
+        const local = from - start; // 0 for a delete straddling the window's start
+        if (pos < start) start = pos; // ... whose insert then opens the window
+        doc.splice(text, local, removed, ins);
         len += ins.length - removed;
         touched = true;
       }
