@@ -10,7 +10,6 @@
 //!   transactions applied on one device with no network.
 
 use std::sync::mpsc::RecvTimeoutError;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -18,27 +17,13 @@ use iroh::endpoint::presets;
 use iroh::{Endpoint, RelayMode};
 use peernotes_sync::net::{NetConfig, Transport};
 use peernotes_sync::{Heads, Node, NodeEvent, NodeOptions, NoteId, SpaceId};
-use peernotes_tests::{load_concurrent_trace, load_sequential_trace, team};
+use peernotes_tests::{load_concurrent_trace, load_sequential_trace, team, Device};
 
 use crate::replay::ms;
 use crate::report::{quantile, Row};
 
-struct Device {
-    node: Arc<Node>,
-    net: Transport,
-    _dir: tempfile::TempDir,
-}
-
 async fn device() -> anyhow::Result<Device> {
-    let dir = tempfile::tempdir()?;
-    let node = Arc::new(Node::open(NodeOptions::new(dir.path()))?);
-    let net = Transport::bind(node.clone(), &NetConfig::loopback()).await?;
-    net.spawn_accept();
-    Ok(Device {
-        node,
-        net,
-        _dir: dir,
-    })
+    peernotes_tests::device(&NetConfig::loopback()).await
 }
 
 pub async fn latency(rows: &mut Vec<Row>, edits: usize) -> anyhow::Result<Vec<f64>> {

@@ -88,6 +88,24 @@ pub fn team(
     team
 }
 
+/// A device for network tests: a `Node` in its own temp dir and its
+/// `Transport`, bound as `config` says and accepting connections.
+pub struct Device {
+    pub node: std::sync::Arc<peernotes_sync::Node>,
+    pub net: peernotes_sync::net::Transport,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn device(config: &peernotes_sync::net::NetConfig) -> anyhow::Result<Device> {
+    let dir = tempfile::tempdir()?;
+    let node = std::sync::Arc::new(peernotes_sync::Node::open(
+        peernotes_sync::NodeOptions::new(dir.path()),
+    )?);
+    let net = peernotes_sync::net::Transport::bind(node.clone(), config).await?;
+    net.spawn_accept();
+    Ok(Device { node, net, dir })
+}
+
 /// The folder holding the traces copied into this repository.
 pub fn traces_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/traces")

@@ -3,38 +3,31 @@
 //! device once that device has (by sync) every parent transaction, against the
 //! state the parents define; every device must end with the trace's `endContent`.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use peernotes_sync::net::{NetConfig, Transport};
-use peernotes_sync::{Heads, Node, NodeOptions};
-use peernotes_tests::load_concurrent_trace;
+use peernotes_sync::net::NetConfig;
+use peernotes_sync::Heads;
+use peernotes_tests::{device, load_concurrent_trace};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clownschool_converges_on_every_device_over_iroh() {
     let trace = load_concurrent_trace("clownschool").unwrap();
     let mut devices = Vec::new();
     for _ in 0..trace.num_agents {
-        let dir = tempfile::tempdir().unwrap();
-        let node = Arc::new(Node::open(NodeOptions::new(dir.path())).unwrap());
-        let net = Transport::bind(node.clone(), &NetConfig::loopback())
-            .await
-            .unwrap();
-        net.spawn_accept();
-        devices.push((node, net, dir));
+        devices.push(device(&NetConfig::loopback()).await.unwrap());
     }
-    let first = &devices[0].0;
+    let first = &devices[0].node;
     let space = first.create_space("Clown school").unwrap();
-    for (node, _, _) in &devices[1..] {
-        first.add_member(space, node.node_id(), "agent").unwrap();
-        node.join_space(space, first.node_id()).unwrap();
+    for d in &devices[1..] {
+        first.add_member(space, d.node.node_id(), "agent").unwrap();
+        d.node.join_space(space, first.node_id()).unwrap();
     }
     // The note is created once, on the first device; the trace starts empty.
     let note = first.create_in(space, "").unwrap();
     let (_, created) = first.checkout(&note).unwrap();
     for i in 1..devices.len() {
         for j in 0..i {
-            devices[i].1.connect(devices[j].1.addr()).await.unwrap();
+            devices[i].net.connect(devices[j].net.addr()).await.unwrap();
         }
     }
 
@@ -46,7 +39,7 @@ async fn clownschool_converges_on_every_device_over_iroh() {
         } else {
             Heads::union(txn.parents.iter().map(|&p| &after[p]))
         };
-        let node = &devices[txn.agent].0;
+        let node = &devices[txn.agent].node;
         let deadline = Instant::now() + Duration::from_secs(60);
         while !node.has(&note, &base) {
             assert!(
@@ -61,7 +54,8 @@ async fn clownschool_converges_on_every_device_over_iroh() {
     let applied = started.elapsed();
 
     let deadline = Instant::now() + Duration::from_secs(120);
-    for (i, (node, _, _)) in devices.iter().enumerate() {
+    for (i, d) in devices.iter().enumerate() {
+        let node = &d.node;
         while node.get(&note).map(|n| n.text).ok().as_deref() != Some(trace.end_content.as_str()) {
             assert!(
                 Instant::now() < deadline,

@@ -2,31 +2,14 @@
 //! live edits follow, and a device that shares no space is turned away before it
 //! receives anything.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use peernotes_sync::net::{NetConfig, Transport};
-use peernotes_sync::{ListFilter, Node, NodeOptions, NoteId};
-use peernotes_tests::team;
+use peernotes_sync::{ListFilter, Node, NoteId};
+use peernotes_tests::{device, team, Device};
 
-struct Device {
-    node: Arc<Node>,
-    net: Transport,
-    _dir: tempfile::TempDir,
-}
-
-async fn device() -> Device {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Arc::new(Node::open(NodeOptions::new(dir.path())).unwrap());
-    let net = Transport::bind(node.clone(), &NetConfig::loopback())
-        .await
-        .unwrap();
-    net.spawn_accept();
-    Device {
-        node,
-        net,
-        _dir: dir,
-    }
+async fn loopback() -> Device {
+    device(&NetConfig::loopback()).await.unwrap()
 }
 
 /// Polls `check` until it holds, for at most ten seconds.
@@ -44,7 +27,7 @@ fn text_of(node: &Node, id: &NoteId) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_members_notes_and_live_edits_arrive_over_iroh() {
-    let (alice, bob) = (device().await, device().await);
+    let (alice, bob) = (loopback().await, loopback().await);
     let team = team(&alice.node, &bob.node);
     let note = alice.node.create_in(team, "# Plan\n").unwrap();
 
@@ -68,7 +51,7 @@ async fn a_members_notes_and_live_edits_arrive_over_iroh() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_that_shares_no_space_gets_nothing() {
-    let (alice, carol) = (device().await, device().await);
+    let (alice, carol) = (loopback().await, loopback().await);
     let team = alice.node.create_space("Team").unwrap();
     alice.node.create_in(team, "# Secret plan\n").unwrap();
     // Carol claims to join, but Alice never added her.
@@ -125,7 +108,7 @@ async fn hostile_member_sends(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_or_absurd_frames_close_that_connection_only() {
-    let (alice, bob) = (device().await, device().await);
+    let (alice, bob) = (loopback().await, loopback().await);
     let team = team(&alice.node, &bob.node);
     let note = alice.node.create_in(team, "# Plan\n").unwrap();
     bob.net.connect(alice.net.addr()).await.unwrap();
@@ -154,7 +137,7 @@ async fn garbage_or_absurd_frames_close_that_connection_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_removed_while_connected_receives_nothing_more() {
-    let (alice, bob) = (device().await, device().await);
+    let (alice, bob) = (loopback().await, loopback().await);
     let team = team(&alice.node, &bob.node);
     let note = alice.node.create_in(team, "shared\n").unwrap();
     bob.net.connect(alice.net.addr()).await.unwrap();
@@ -177,7 +160,7 @@ async fn a_member_removed_while_connected_receives_nothing_more() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn membership_changes_reach_connected_members_live() {
-    let (alice, bob) = (device().await, device().await);
+    let (alice, bob) = (loopback().await, loopback().await);
     let team = team(&alice.node, &bob.node);
     bob.net.connect(alice.net.addr()).await.unwrap();
     eventually("the space to reach Bob", || bob.node.members(team).is_ok()).await;
@@ -196,7 +179,7 @@ async fn membership_changes_reach_connected_members_live() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_devices_with_much_to_send_each_do_not_block_each_other() {
-    let (alice, bob) = (device().await, device().await);
+    let (alice, bob) = (loopback().await, loopback().await);
     let team = team(&alice.node, &bob.node);
     bob.net.connect(alice.net.addr()).await.unwrap();
     eventually("the space to reach Bob", || bob.node.members(team).is_ok()).await;

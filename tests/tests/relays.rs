@@ -9,33 +9,15 @@ use std::time::{Duration, Instant};
 use iroh::EndpointAddr;
 use iroh_relay::server::{RelayConfig, Server, ServerConfig};
 use peernotes_sync::config::RelayChoice;
-use peernotes_sync::net::{ticket_inviter, NetConfig, Transport};
+use peernotes_sync::net::{ticket_inviter, NetConfig};
 use peernotes_sync::pairing::Offer;
-use peernotes_sync::{Node, NodeEvent, NodeOptions, NoteId, PairingProgress};
-use peernotes_tests::team;
-
-struct Device {
-    node: Arc<Node>,
-    net: Transport,
-    _dir: tempfile::TempDir,
-}
+use peernotes_sync::{Node, NodeEvent, NoteId, PairingProgress};
+use peernotes_tests::{device, team};
 
 fn relay_config(url: &str) -> NetConfig {
     NetConfig {
         relay: RelayChoice::parse(url).unwrap(),
         ..NetConfig::loopback()
-    }
-}
-
-async fn device(config: &NetConfig) -> Device {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Arc::new(Node::open(NodeOptions::new(dir.path())).unwrap());
-    let net = Transport::bind(node.clone(), config).await.unwrap();
-    net.spawn_accept();
-    Device {
-        node,
-        net,
-        _dir: dir,
     }
 }
 
@@ -61,7 +43,10 @@ async fn two_devices_that_know_only_ids_and_the_relay_pair_and_sync_through_it()
     let relay = Server::spawn(config).await.expect("start the relay");
     let url = format!("http://{}", relay.http_addr().expect("an HTTP address"));
     let config = relay_config(&url);
-    let (alice, bob) = (device(&config).await, device(&config).await);
+    let (alice, bob) = (
+        device(&config).await.unwrap(),
+        device(&config).await.unwrap(),
+    );
     let space = alice.node.create_space("Team").unwrap();
     let note = alice.node.create_in(space, "# Over the relay\n").unwrap();
 
@@ -123,7 +108,10 @@ async fn an_unreachable_relay_does_not_delay_a_direct_sync() {
         .unwrap();
     let config = relay_config(&format!("http://{closed}"));
     let started = Instant::now();
-    let (alice, bob) = (device(&config).await, device(&config).await);
+    let (alice, bob) = (
+        device(&config).await.unwrap(),
+        device(&config).await.unwrap(),
+    );
     let space = team(&alice.node, &bob.node);
     let note = alice.node.create_in(space, "# Offline\n").unwrap();
     let direct = EndpointAddr::new(alice.net.addr().id)
