@@ -16,7 +16,7 @@ use anyhow::Context;
 use iroh::endpoint::presets;
 use iroh::{Endpoint, RelayMode};
 use peernotes_sync::net::{NetConfig, Transport};
-use peernotes_sync::{Heads, Node, NodeEvent, NodeOptions, NoteId, SpaceId};
+use peernotes_sync::{Node, NodeEvent, NodeOptions, NoteId, SpaceId};
 use peernotes_tests::{load_concurrent_trace, load_sequential_trace, team, Device};
 
 use crate::replay::ms;
@@ -245,15 +245,9 @@ pub async fn clownschool(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let note = node.create_in(space, "")?;
     let (_, created) = node.checkout(&note)?;
     let started = Instant::now();
-    let mut after: Vec<Heads> = Vec::with_capacity(trace.txns.len());
-    for txn in &trace.txns {
-        let base = if txn.parents.is_empty() {
-            created.clone()
-        } else {
-            Heads::union(txn.parents.iter().map(|&p| &after[p]))
-        };
-        after.push(node.splice_many_at(&note, &base, &txn.splices())?);
-    }
+    trace
+        .replay(|_| &node, &note, &created, Duration::ZERO)
+        .await?;
     let single_ms = ms(started);
     anyhow::ensure!(
         node.get(&note)?.text == trace.end_content,
@@ -279,25 +273,14 @@ pub async fn clownschool(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         }
     }
     let started = Instant::now();
-    let mut after: Vec<Heads> = Vec::with_capacity(trace.txns.len());
-    for (t, txn) in trace.txns.iter().enumerate() {
-        let base = if txn.parents.is_empty() {
-            created.clone()
-        } else {
-            Heads::union(txn.parents.iter().map(|&p| &after[p]))
-        };
-        let node = &devices[txn.agent].node;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !node.has(&note, &base) {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "txn {t}: its parents never reached agent {}",
-                txn.agent
-            );
-            tokio::time::sleep(Duration::from_micros(200)).await;
-        }
-        after.push(node.splice_many_at(&note, &base, &txn.splices())?);
-    }
+    trace
+        .replay(
+            |agent| &*devices[agent].node,
+            &note,
+            &created,
+            Duration::from_micros(200),
+        )
+        .await?;
     wait_until(Duration::from_secs(120), || {
         devices.iter().all(|d| {
             d.node

@@ -21,6 +21,10 @@ pub const MDNS_ENV: &str = "PEERNOTES_MDNS";
 /// Overrides `relay`: `off`, `public` or a relay URL.
 pub const RELAY_ENV: &str = "PEERNOTES_RELAY";
 
+/// Why a short code cannot be used here, when mDNS is not running.
+pub const MDNS_OFF: &str = "short codes need mDNS on a LAN, and it is off here (mdns = false in \
+     config.toml, PEERNOTES_MDNS=off, or a loopback address in bind/PEERNOTES_BIND): use a ticket instead";
+
 /// What a new data dir's `config.toml` says: the defaults, explained.
 pub const DEFAULT_CONFIG: &str = r#"# Peernotes network settings. Environment variables override each line:
 # PEERNOTES_BIND, PEERNOTES_MDNS and PEERNOTES_RELAY.

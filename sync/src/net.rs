@@ -22,7 +22,7 @@ use iroh_mdns_address_lookup::{DiscoveryEvent, MdnsAddressLookup};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
-use crate::config::RelayChoice;
+use crate::config::{RelayChoice, MDNS_OFF};
 use crate::node::{now_ms, Node, NodeEvent, PairingProgress};
 use crate::note::NoteId;
 use crate::pairing::{
@@ -285,11 +285,7 @@ impl Transport {
     pub fn offer(&self, offer: Arc<Offer>) -> anyhow::Result<()> {
         if let Some(code) = offer.code() {
             if self.mdns.is_none() {
-                anyhow::bail!(
-                    "short codes need mDNS on a LAN, and it is off here \
-                     (mdns = false in config.toml, PEERNOTES_MDNS=off, or a loopback address): \
-                     use a ticket instead"
-                );
+                anyhow::bail!(MDNS_OFF);
             }
             let announcement = code
                 .announcement()
@@ -413,10 +409,7 @@ impl Transport {
         self.node.publish(NodeEvent::Pairing {
             progress: PairingProgress::LookingForInviter,
         });
-        let mdns = self.mdns.as_ref().context(
-            "short codes need mDNS on a LAN, and it is off here \
-             (mdns = false in config.toml, PEERNOTES_MDNS=off, or a loopback address): use a ticket instead",
-        )?;
+        let mdns = self.mdns.as_ref().context(MDNS_OFF)?;
         let inviter = find_inviter(mdns, code).await?;
         self.node.publish(NodeEvent::Pairing {
             progress: PairingProgress::Exchanging {

@@ -50,6 +50,42 @@ impl ConcurrentTxn {
     }
 }
 
+impl ConcurrentTrace {
+    /// Applies every transaction to `note` on its agent's node (`node_of`),
+    /// once that node has (by sync, if the nodes differ) every parent
+    /// transaction, at the state the parents define. `created` is the note's
+    /// state before the first transaction. Fails if parents never arrive
+    /// within 60 s; polls every `poll` while waiting.
+    pub async fn replay<'a>(
+        &self,
+        node_of: impl Fn(usize) -> &'a peernotes_sync::Node,
+        note: &peernotes_sync::NoteId,
+        created: &peernotes_sync::Heads,
+        poll: std::time::Duration,
+    ) -> anyhow::Result<()> {
+        let mut after: Vec<peernotes_sync::Heads> = Vec::with_capacity(self.txns.len());
+        for (t, txn) in self.txns.iter().enumerate() {
+            let base = if txn.parents.is_empty() {
+                created.clone()
+            } else {
+                peernotes_sync::Heads::union(txn.parents.iter().map(|&p| &after[p]))
+            };
+            let node = node_of(txn.agent);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while !node.has(note, &base) {
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "txn {t}: its parents never reached agent {}",
+                    txn.agent
+                );
+                tokio::time::sleep(poll).await;
+            }
+            after.push(node.splice_many_at(note, &base, &txn.splices())?);
+        }
+        Ok(())
+    }
+}
+
 /// Loads a concurrent trace from `tests/data/traces/<name>.json.gz`.
 pub fn load_concurrent_trace(name: &str) -> anyhow::Result<ConcurrentTrace> {
     Ok(serde_json::from_str(&read_trace(name)?)?)

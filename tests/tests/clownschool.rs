@@ -6,7 +6,6 @@
 use std::time::{Duration, Instant};
 
 use peernotes_sync::net::NetConfig;
-use peernotes_sync::Heads;
 use peernotes_tests::{device, load_concurrent_trace};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,25 +31,15 @@ async fn clownschool_converges_on_every_device_over_iroh() {
     }
 
     let started = Instant::now();
-    let mut after: Vec<Heads> = Vec::with_capacity(trace.txns.len());
-    for (t, txn) in trace.txns.iter().enumerate() {
-        let base = if txn.parents.is_empty() {
-            created.clone()
-        } else {
-            Heads::union(txn.parents.iter().map(|&p| &after[p]))
-        };
-        let node = &devices[txn.agent].node;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !node.has(&note, &base) {
-            assert!(
-                Instant::now() < deadline,
-                "txn {t}: its parents never reached agent {}",
-                txn.agent
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        after.push(node.splice_many_at(&note, &base, &txn.splices()).unwrap());
-    }
+    trace
+        .replay(
+            |agent| &*devices[agent].node,
+            &note,
+            &created,
+            Duration::from_millis(1),
+        )
+        .await
+        .unwrap();
     let applied = started.elapsed();
 
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use peernotes_sync::config::MDNS_OFF;
 use peernotes_sync::net::{ticket_inviter, NetConfig, Transport};
 use peernotes_sync::node::device_name;
 use peernotes_sync::pairing::{Offer, ShortCode, Ticket};
@@ -178,10 +179,7 @@ async fn wait_for_joiner(net: &Transport, offer: &Offer, expires_at: i64) -> any
 /// Short codes are found over mDNS: say so before anything starts.
 fn require_mdns(config: &NetConfig) -> anyhow::Result<()> {
     if !config.mdns_active() {
-        bail!(
-            "short codes need mDNS on a LAN, and it is off here (mdns = false in config.toml, \
-             PEERNOTES_MDNS=off, or a loopback address in bind/PEERNOTES_BIND): use a ticket instead"
-        );
+        bail!(MDNS_OFF);
     }
     Ok(())
 }
