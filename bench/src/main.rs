@@ -8,6 +8,7 @@
 //!
 //! Usage: peernotes-bench --cli <path to a release `peernotes`> [--out DIR]
 //!        [--baseline <bench/automerge-repo dir>] [--quick]
+//!        [--only startup|replay|latency|bulk|clownschool]
 
 mod baseline;
 mod network;
@@ -25,12 +26,22 @@ struct Options {
     out: PathBuf,
     baseline: Option<PathBuf>,
     quick: bool,
+    /// Run only this group of rows (for profiling one figure).
+    only: Option<String>,
 }
+
+impl Options {
+    fn runs(&self, group: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| only == group)
+    }
+}
+
+const GROUPS: [&str; 5] = ["startup", "replay", "latency", "bulk", "clownschool"];
 
 fn options() -> anyhow::Result<Options> {
     let mut args = std::env::args().skip(1);
-    let (mut cli, mut out, mut baseline, mut quick) =
-        (None, PathBuf::from("target/bench"), None, false);
+    let (mut cli, mut out, mut baseline, mut quick, mut only) =
+        (None, PathBuf::from("target/bench"), None, false, None);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--cli" => cli = args.next().map(PathBuf::from),
@@ -42,6 +53,15 @@ fn options() -> anyhow::Result<Options> {
             }
             "--baseline" => baseline = args.next().map(PathBuf::from),
             "--quick" => quick = true,
+            "--only" => {
+                let group = args.next().unwrap_or_default();
+                anyhow::ensure!(
+                    GROUPS.contains(&group.as_str()),
+                    "--only takes one of {}",
+                    GROUPS.join(", ")
+                );
+                only = Some(group);
+            }
             other => anyhow::bail!("unknown argument `{other}`; see the module docs"),
         }
     }
@@ -50,6 +70,7 @@ fn options() -> anyhow::Result<Options> {
         out,
         baseline,
         quick,
+        only,
     })
 }
 
@@ -67,24 +88,34 @@ fn main() -> anyhow::Result<()> {
 
     // First, while this process is small: the child's peak RSS counts pages it
     // shared with this process before it ran `peernotes` (spawning uses vfork).
-    startup::run(&options.cli, &mut rows)?;
-    for trace in ["automerge-paper", "seph-blog1"] {
-        replay::run(trace, &mut rows)?;
+    if options.runs("startup") {
+        startup::run(&options.cli, &mut rows)?;
     }
-    runtime.block_on(network::latency(&mut rows, edits))?;
+    if options.runs("replay") {
+        for trace in ["automerge-paper", "seph-blog1"] {
+            replay::run(trace, &mut rows)?;
+        }
+    }
     let repo = options
         .baseline
         .as_ref()
         .map(|dir| baseline::AutomergeRepo::new(dir.clone()));
-    if let Some(repo) = &repo {
-        // Fewer edits for automerge-repo: each back-to-back one waits out its
-        // 100 ms sync throttle (see bench/automerge-repo/README.md).
-        baseline::latency_rows(repo, edits.min(200), &mut rows)?;
+    if options.runs("latency") {
+        runtime.block_on(network::latency(&mut rows, edits))?;
+        if let Some(repo) = &repo {
+            // Fewer edits for automerge-repo: each back-to-back one waits out its
+            // 100 ms sync throttle (see bench/automerge-repo/README.md).
+            baseline::latency_rows(repo, edits.min(200), &mut rows)?;
+        }
     }
-    let bulk = runtime.block_on(network::bulk(notes, changed))?;
-    let theirs = repo.as_ref().map(|r| r.bulk(notes, changed)).transpose()?;
-    baseline::bulk_rows(&bulk, theirs.as_ref(), notes, changed, &mut rows);
-    runtime.block_on(network::clownschool(&mut rows))?;
+    if options.runs("bulk") {
+        let bulk = runtime.block_on(network::bulk(notes, changed))?;
+        let theirs = repo.as_ref().map(|r| r.bulk(notes, changed)).transpose()?;
+        baseline::bulk_rows(&bulk, theirs.as_ref(), notes, changed, &mut rows);
+    }
+    if options.runs("clownschool") {
+        runtime.block_on(network::clownschool(&mut rows))?;
+    }
 
     let header = format!(
         "# Peernotes benchmarks\n\nRelease build, this machine ({} cores), loopback; every baseline measured in the same run{}.",

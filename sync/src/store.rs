@@ -181,6 +181,8 @@ pub struct NoteListing {
 #[derive(Debug, Clone)]
 pub struct NoteWrite {
     pub row: NoteRow,
+    /// A snapshot to store before the chunks (a note that arrived whole).
+    pub snapshot: Option<Vec<u8>>,
     pub chunks: Vec<Vec<u8>>,
 }
 
@@ -358,10 +360,12 @@ impl Store {
         }
         for write in &batch.notes {
             upsert_row(&tx, &write.row).map_err(|e| classify(&path, e))?;
-            for chunk in &write.chunks {
+            let snapshot = write.snapshot.iter().map(|s| (ChunkKind::Snapshot, s));
+            let chunks = write.chunks.iter().map(|c| (ChunkKind::Incremental, c));
+            for (kind, data) in snapshot.chain(chunks) {
                 tx.execute(
                     "INSERT INTO chunks (note_id, kind, data) VALUES (?1, ?2, ?3)",
-                    params![write.row.id, ChunkKind::Incremental as i64, chunk],
+                    params![write.row.id, kind as i64, data],
                 )
                 .map_err(|e| classify(&path, e))?;
             }
@@ -901,6 +905,7 @@ mod tests {
             .commit(&Batch {
                 notes: vec![NoteWrite {
                     row: r.clone(),
+                    snapshot: None,
                     chunks: vec![],
                 }],
                 ..Batch::default()
@@ -912,6 +917,7 @@ mod tests {
             .commit(&Batch {
                 notes: vec![NoteWrite {
                     row: r,
+                    snapshot: None,
                     chunks: vec![],
                 }],
                 ..Batch::default()
@@ -929,6 +935,7 @@ mod tests {
         let mut store = Store::open(dir.path()).unwrap();
         let write = NoteWrite {
             row: row("bb", "x"),
+            snapshot: None,
             chunks: vec![vec![1], vec![2], vec![3]],
         };
         store

@@ -25,7 +25,7 @@ fn device() -> Device {
 #[derive(Default)]
 struct Traffic {
     bytes: usize,
-    /// Documents that sync messages were sent for.
+    /// Documents that sync messages or whole documents were sent for.
     synced: BTreeSet<String>,
 }
 
@@ -37,7 +37,7 @@ fn sync(a: &Node, b: &Node) -> Traffic {
     let mut traffic = Traffic::default();
     let mut record = |frame: &Frame| {
         traffic.bytes += frame.encode().unwrap().len();
-        if let Frame::Sync { doc, .. } = frame {
+        if let Frame::Sync { doc, .. } | Frame::Document { doc, .. } = frame {
             traffic.synced.insert(doc.clone());
         }
     };
@@ -289,4 +289,87 @@ fn status_counts_what_the_peer_announced_but_has_not_sent_yet() {
         after.iter().all(|s| s.incoming == 0 && s.in_sync()),
         "{after:?}"
     );
+}
+
+#[test]
+fn notes_the_peer_lacks_travel_whole_and_are_stored_as_they_came() {
+    let (alice, bob) = (device(), device());
+    let team = team(&alice.node, &bob.node);
+    // Notes with histories: typed in many small edits.
+    let notes: Vec<_> = (0..20)
+        .map(|i| {
+            let id = alice
+                .node
+                .create_in(team, &format!("# Note {i}\n"))
+                .unwrap();
+            for j in 0..30 {
+                let at = alice.node.get(&id).unwrap().text.chars().count();
+                alice
+                    .node
+                    .splice(&id, at, 0, &format!("line {j} of note {i}\n"))
+                    .unwrap();
+            }
+            id
+        })
+        .collect();
+    let saved: usize = notes
+        .iter()
+        .map(|id| alice.node.note_document(id).unwrap().len())
+        .sum();
+
+    let (mut sa, mut sb) = (Session::new(), Session::new());
+    alice.node.with_peer(bob.node.node_id(), |r| sa.start(r));
+    bob.node.with_peer(alice.node.node_id(), |r| sb.start(r));
+    let (mut whole, mut whole_bytes, mut changes_sent) = (BTreeSet::new(), 0, 0);
+    for _ in 0..100 {
+        let to_b: Vec<Frame> = std::iter::from_fn(|| sa.poll_transmit()).collect();
+        let to_a: Vec<Frame> = std::iter::from_fn(|| sb.poll_transmit()).collect();
+        if to_a.is_empty() && to_b.is_empty() {
+            break;
+        }
+        for frame in to_b {
+            match &frame {
+                Frame::Document { doc, saved, .. } => {
+                    whole.insert(doc.clone());
+                    if notes.iter().any(|id| id.as_str() == doc) {
+                        whole_bytes += saved.len();
+                    }
+                }
+                Frame::Sync { message, .. } => {
+                    let message = automerge::sync::Message::decode(message).unwrap();
+                    changes_sent += message.changes.len();
+                }
+                _ => {}
+            }
+            bob.node
+                .with_peer(alice.node.node_id(), |r| sb.handle_frame(frame, r))
+                .unwrap();
+        }
+        for frame in to_a {
+            alice
+                .node
+                .with_peer(bob.node.node_id(), |r| sa.handle_frame(frame, r))
+                .unwrap();
+        }
+    }
+    let expected: BTreeSet<String> = notes.iter().map(|id| id.to_string()).collect();
+    assert!(expected.is_subset(&whole), "every note went whole");
+    assert_eq!(changes_sent, 0, "no note's history went change by change");
+    assert!(
+        whole_bytes <= saved + saved / 10,
+        "{whole_bytes} bytes sent for {saved} bytes saved"
+    );
+    assert!(
+        sync(&alice.node, &bob.node).synced.is_empty(),
+        "nothing left to say"
+    );
+
+    // What Bob stored is readable after a restart, and still in sync.
+    let bob_dir = bob._dir.path().to_path_buf();
+    bob.node.close().unwrap();
+    let bob = Node::open(NodeOptions::new(&bob_dir)).unwrap();
+    for id in &notes {
+        assert_eq!(bob.get(id).unwrap().text, alice.node.get(id).unwrap().text);
+    }
+    assert!(sync(&alice.node, &bob).synced.is_empty());
 }

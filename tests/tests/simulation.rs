@@ -11,6 +11,7 @@ use automerge::sync::{self, SyncDoc};
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ObjType, ReadDoc, ROOT};
 use peernotes_sync::protocol::frame::{DocKey, Hash, SpaceKey};
+use peernotes_sync::protocol::session::bucket_of;
 use peernotes_sync::protocol::{Frame, Replicas, Session};
 use peernotes_tests::Rng;
 
@@ -61,6 +62,28 @@ impl Replicas for Peer {
             .sync()
             .receive_sync_message(state, message)
             .map_err(|e| e.to_string())
+    }
+
+    /// Half of the documents go whole; the other half exercise the fallback to
+    /// the sync protocol.
+    fn saved_document(&mut self, _space: &SpaceKey, doc: &DocKey) -> Option<Vec<u8>> {
+        if bucket_of(doc) % 2 == 1 {
+            return None;
+        }
+        self.docs.get_mut(doc).map(|d| d.save())
+    }
+
+    fn receive_document(
+        &mut self,
+        _space: &SpaceKey,
+        doc: &DocKey,
+        saved: &[u8],
+    ) -> Result<Option<Vec<Hash>>, String> {
+        let target = self.docs.entry(doc.clone()).or_default();
+        let before = target.get_heads();
+        target.load_incremental(saved).map_err(|e| e.to_string())?;
+        let after = target.get_heads();
+        Ok((after != before).then(|| after.into_iter().map(|h| h.0).collect()))
     }
 }
 

@@ -5,6 +5,24 @@ use automerge::{AutoCommit, LoadOptions, OnPartialLoad, VerificationMode};
 
 use crate::store::{Chunk, ChunkKind};
 
+/// Decodes all of a document's chunks at once: snapshots loaded, then every
+/// incremental change applied in one batch (far faster than chunk by chunk).
+/// `None` if any chunk is damaged or the batch does not apply: the caller then
+/// goes chunk by chunk with `decode_chunk` to find and set aside the bad one.
+pub(super) fn decode_all(chunks: &[Chunk]) -> Option<AutoCommit> {
+    let mut doc: Option<AutoCommit> = None;
+    let mut changes = Vec::new();
+    for chunk in chunks {
+        match chunk.kind {
+            ChunkKind::Snapshot => decode_chunk(&mut doc, chunk).ok()?,
+            ChunkKind::Incremental => changes.extend(split_changes(&chunk.data).ok()?),
+        }
+    }
+    let mut doc = doc.unwrap_or_default();
+    doc.apply_changes(changes).ok()?;
+    Some(doc)
+}
+
 /// Decodes one stored chunk onto `doc`, strictly: a truncated or corrupt chunk is
 /// an error here, where Automerge's own loaders skip a damaged tail silently.
 pub(super) fn decode_chunk(
@@ -13,11 +31,7 @@ pub(super) fn decode_chunk(
 ) -> std::result::Result<(), String> {
     match chunk.kind {
         ChunkKind::Snapshot => {
-            let strict = LoadOptions::new()
-                .on_partial_load(OnPartialLoad::Error)
-                .verification_mode(VerificationMode::Check);
-            let loaded =
-                AutoCommit::load_with_options(&chunk.data, strict).map_err(|e| e.to_string())?;
+            let loaded = strict_load(&chunk.data)?;
             match doc {
                 None => *doc = Some(loaded),
                 Some(doc) => {
@@ -34,6 +48,15 @@ pub(super) fn decode_chunk(
         }
     }
     Ok(())
+}
+
+/// Loads a saved document, strictly: trailing garbage or a bad checksum is an
+/// error, where Automerge's default would keep what it could read.
+pub(super) fn strict_load(saved: &[u8]) -> std::result::Result<AutoCommit, String> {
+    let strict = LoadOptions::new()
+        .on_partial_load(OnPartialLoad::Error)
+        .verification_mode(VerificationMode::Check);
+    AutoCommit::load_with_options(saved, strict).map_err(|e| e.to_string())
 }
 
 /// Magic bytes that open every Automerge chunk.

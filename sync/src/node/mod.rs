@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::note::{snippet_of, title_of, ChangeInfo, Note, NoteId, Splice};
 use crate::space::SpaceId;
-use crate::store::{Batch, ChunkKind, NoteRow, NoteWrite, QuarantinedChunk, Store};
+use crate::store::{Batch, Chunk, ChunkKind, NoteRow, NoteWrite, QuarantinedChunk, Store};
 
 /// How a `Node` is opened.
 #[derive(Debug, Clone)]
@@ -227,8 +227,12 @@ pub enum PairingProgress {
 /// Compaction folds a note's incremental chunks into one snapshot once there are
 /// this many of them...
 const COMPACT_AFTER_CHUNKS: usize = 128;
-/// ...or once they hold more bytes than the snapshot and at least this many.
+/// ...or once they hold more bytes than the snapshot and at least this many...
 const COMPACT_AFTER_BYTES: usize = 64 * 1024;
+/// ...or, for small notes (whose snapshot is cheap to write), once they hold
+/// more than four times the snapshot plus this many bytes. Applying changes
+/// one by one is what makes a note slow to load and to send whole.
+const COMPACT_SMALL_AFTER_BYTES: usize = 4 * 1024;
 /// Pause before retrying a failed group commit (e.g. a full disk).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
@@ -291,6 +295,9 @@ struct OpenNote {
     updated_at: i64,
     /// Encoded changes taken from the document but not yet committed.
     pending: Vec<Vec<u8>>,
+    /// A note that arrived whole from a peer: the bytes it came in (Automerge's
+    /// save format, already checked strictly), stored as its first snapshot.
+    arrived_whole: Option<Vec<u8>>,
     snapshot_bytes: usize,
     incremental_bytes: usize,
     incremental_chunks: usize,
@@ -424,6 +431,7 @@ impl Node {
                 created_at: now,
                 updated_at: now,
                 pending: Vec::new(),
+                arrived_whole: None,
                 snapshot_bytes: 0,
                 incremental_bytes: 0,
                 incremental_chunks: 0,
@@ -789,6 +797,7 @@ impl State {
             created_at: row.created_at,
             updated_at: row.updated_at,
             pending: Vec::new(),
+            arrived_whole: None,
             snapshot_bytes: sizes.snapshot_bytes,
             incremental_bytes: sizes.incremental_bytes,
             incremental_chunks: sizes.incremental_chunks,
@@ -802,17 +811,27 @@ impl State {
         key: &str,
         note: Option<&NoteId>,
     ) -> Result<(Option<AutoCommit>, ChunkSizes)> {
-        let mut doc: Option<AutoCommit> = None;
+        let chunks = self.store.chunks(key)?;
+        if chunks.is_empty() {
+            return Ok((None, ChunkSizes::default()));
+        }
+        let count = |chunk: &Chunk, sizes: &mut ChunkSizes| match chunk.kind {
+            ChunkKind::Snapshot => sizes.snapshot_bytes += chunk.data.len(),
+            ChunkKind::Incremental => {
+                sizes.incremental_bytes += chunk.data.len();
+                sizes.incremental_chunks += 1;
+            }
+        };
         let mut sizes = ChunkSizes::default();
-        for chunk in self.store.chunks(key)? {
+        if let Some(doc) = decode_all(&chunks) {
+            chunks.iter().for_each(|chunk| count(chunk, &mut sizes));
+            return Ok((Some(doc), sizes));
+        }
+        // Something is damaged: chunk by chunk, setting aside what cannot be read.
+        let mut doc: Option<AutoCommit> = None;
+        for chunk in chunks {
             match decode_chunk(&mut doc, &chunk) {
-                Ok(()) => match chunk.kind {
-                    ChunkKind::Snapshot => sizes.snapshot_bytes += chunk.data.len(),
-                    ChunkKind::Incremental => {
-                        sizes.incremental_bytes += chunk.data.len();
-                        sizes.incremental_chunks += 1;
-                    }
-                },
+                Ok(()) => count(&chunk, &mut sizes),
                 Err(error) if self.lock.is_none() => {
                     // A reader cannot move the chunk aside; the next writer will.
                     tracing::warn!(
@@ -893,6 +912,7 @@ impl State {
                     trashed_at: open.note.trashed_at(),
                     updated_by: latest_author(open.note.doc_mut()),
                 },
+                snapshot: open.arrived_whole.clone(),
                 chunks: open.pending.clone(),
             });
         }
@@ -910,12 +930,16 @@ impl State {
             open.incremental_bytes += open.pending.iter().map(Vec::len).sum::<usize>();
             open.incremental_chunks += open.pending.len();
             open.pending.clear();
+            if let Some(snapshot) = open.arrived_whole.take() {
+                open.snapshot_bytes = snapshot.len();
+            }
         }
         for id in &written {
             let open = self.open.peek(id).expect("dirty notes stay in memory");
             let due = open.incremental_chunks >= COMPACT_AFTER_CHUNKS
                 || (open.incremental_bytes >= COMPACT_AFTER_BYTES
-                    && open.incremental_bytes > open.snapshot_bytes);
+                    && open.incremental_bytes > open.snapshot_bytes)
+                || open.incremental_bytes > 4 * open.snapshot_bytes + COMPACT_SMALL_AFTER_BYTES;
             if due {
                 self.compact(id)?;
             }
@@ -995,7 +1019,7 @@ fn encode_heads(heads: &[ChangeHash]) -> Vec<u8> {
     heads.iter().flat_map(|h| h.0).collect()
 }
 
-use decode::decode_chunk;
+use decode::{decode_all, decode_chunk};
 pub use spaces::{device_name, SpaceInfo};
 
 pub(crate) fn now_ms() -> i64 {

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use automerge::sync::{self, SyncDoc};
 use automerge::{AutoCommit, ChangeHash, ObjType, ReadDoc, Value, ROOT};
 
+use super::decode::strict_load;
 use super::spaces::OpenSpace;
 use super::{lock, now_ms, Node, NodeEvent, OpenNote, SavedSyncState, State};
 use crate::error::{Error, Result};
@@ -16,6 +17,7 @@ use crate::note::{Note, NoteId};
 use crate::protocol::frame::{DocKey, Hash, SpaceKey};
 use crate::protocol::Replicas;
 use crate::space::{Space, SpaceId};
+use crate::store::ChunkKind;
 
 /// Most documents that may be arriving (not yet whole) at once.
 const MAX_INCOMING: usize = 10_000;
@@ -112,7 +114,14 @@ impl PeerReplicas<'_> {
     }
 
     /// Turns an incoming document that became whole into a note or a space.
-    fn promote(&mut self, space: SpaceId, key: &str) -> std::result::Result<(), String> {
+    /// `arrived_whole`: the bytes the document arrived in, if it came in one
+    /// `Document` frame (a note then stores them as they are).
+    fn promote(
+        &mut self,
+        space: SpaceId,
+        key: &str,
+        arrived_whole: Option<Vec<u8>>,
+    ) -> std::result::Result<(), String> {
         let slot = (space, key.to_string());
         let Some(doc) = self.st.incoming.get(&slot) else {
             return Ok(());
@@ -136,7 +145,12 @@ impl PeerReplicas<'_> {
         }
         let doc = self.st.incoming.remove(&slot).expect("checked above");
         let id: NoteId = key.parse().map_err(|e: Error| e.to_string())?;
-        let note = Note::from_remote(id.clone(), &self.st.actor, doc).map_err(|e| e.to_string())?;
+        let note = match &arrived_whole {
+            // Everything in it is in the bytes that will be stored as they came.
+            Some(_) => Note::from_doc(id.clone(), &self.st.actor, doc),
+            None => Note::from_remote(id.clone(), &self.st.actor, doc),
+        }
+        .map_err(|e| e.to_string())?;
         let created_at = note.created_at();
         self.st
             .insert_open(OpenNote {
@@ -145,6 +159,7 @@ impl PeerReplicas<'_> {
                 created_at,
                 updated_at: now,
                 pending: Vec::new(),
+                arrived_whole,
                 snapshot_bytes: 0,
                 incremental_bytes: 0,
                 incremental_chunks: 0,
@@ -153,6 +168,45 @@ impl PeerReplicas<'_> {
         self.st.dirty.insert(id.clone());
         self.st.outbox.push(NodeEvent::NoteChanged { id });
         Ok(())
+    }
+
+    /// Records that the peer changed `doc`: marks it for the group commit, tells
+    /// the app, and turns an arriving document that became whole into a note.
+    fn remote_change(
+        &mut self,
+        space: SpaceId,
+        doc: &str,
+        arrived_whole: Option<Vec<u8>>,
+    ) -> std::result::Result<(), String> {
+        if doc == space.doc_key() {
+            if self.st.spaces.contains_key(&space) {
+                self.st.dirty_spaces.insert(space);
+                // Relay it to the other members this device is connected to.
+                self.st.outbox.push(NodeEvent::SpaceChanged { space });
+            }
+        } else if let Ok(id) = doc.parse::<NoteId>() {
+            if let Some(open) = self.st.open.get_mut(&id) {
+                open.updated_at = now_ms();
+                self.st.dirty.insert(id.clone());
+                self.st.outbox.push(NodeEvent::NoteChanged { id });
+            }
+        }
+        self.promote(space, doc, arrived_whole)
+    }
+
+    /// A note that is not in memory and is stored as one snapshot: its stored
+    /// bytes are the whole document, with no need to load and save it again.
+    /// (Were they damaged, the peer refuses them and falls back to syncing.)
+    fn stored_snapshot(&mut self, key: &str) -> Option<Vec<u8>> {
+        let id: NoteId = key.parse().ok()?;
+        if self.st.open.contains(&id) {
+            return None;
+        }
+        let mut chunks = self.st.store.chunks(id.as_str()).ok()?;
+        match chunks.as_slice() {
+            [only] if only.kind == ChunkKind::Snapshot => chunks.pop().map(|c| c.data),
+            _ => None,
+        }
     }
 
     /// A note's heads without loading it when the store knows them.
@@ -260,24 +314,55 @@ impl Replicas for PeerReplicas<'_> {
             .sync()
             .receive_sync_message(state, message)
             .map_err(|e| e.to_string())?;
-        let changed = target.get_heads() != before;
-        if !changed {
-            return Ok(());
+        if target.get_heads() != before {
+            self.remote_change(space, doc, None)?;
         }
-        if *doc == space.doc_key() {
-            if self.st.spaces.contains_key(&space) {
-                self.st.dirty_spaces.insert(space);
-                // Relay it to the other members this device is connected to.
-                self.st.outbox.push(NodeEvent::SpaceChanged { space });
-            }
-        } else if let Ok(id) = doc.parse::<NoteId>() {
-            if let Some(open) = self.st.open.get_mut(&id) {
-                open.updated_at = now_ms();
-                self.st.dirty.insert(id.clone());
-                self.st.outbox.push(NodeEvent::NoteChanged { id });
+        Ok(())
+    }
+
+    fn saved_document(&mut self, space: &SpaceKey, doc: &DocKey) -> Option<Vec<u8>> {
+        if !self.shared_spaces().contains(space) {
+            return None;
+        }
+        if let Some(stored) = self.stored_snapshot(doc) {
+            return Some(stored);
+        }
+        match self.doc_mut(SpaceId::from_bytes(*space), doc) {
+            Ok(doc) => Some(doc.save()),
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, doc, "not sending: {e}");
+                None
             }
         }
-        self.promote(space, doc)
+    }
+
+    fn receive_document(
+        &mut self,
+        space: &SpaceKey,
+        doc: &DocKey,
+        saved: &[u8],
+    ) -> std::result::Result<Option<Vec<Hash>>, String> {
+        if !self.shared_spaces().contains(space) {
+            return Err("this device no longer shares that space with you".into());
+        }
+        let space = SpaceId::from_bytes(*space);
+        let target = self.doc_mut(space, doc)?;
+        let before = target.get_heads();
+        let mut arrived_whole = None;
+        if before.is_empty() {
+            // New here: load it strictly, as the store will, and keep its bytes.
+            let actor = target.get_actor().clone();
+            *target = strict_load(saved)?.with_actor(actor);
+            arrived_whole = Some(saved.to_vec());
+        } else {
+            target.load_incremental(saved).map_err(|e| e.to_string())?;
+        }
+        let after = target.get_heads();
+        if after == before {
+            return Ok(None);
+        }
+        self.remote_change(space, doc, arrived_whole)?;
+        Ok(Some(hashes(&after)))
     }
 
     fn load_sync_state(&mut self, _space: &SpaceKey, doc: &DocKey) -> sync::State {

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks, sent in `Hello`.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest frame accepted or sent, in bytes (after the length prefix).
 pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 const LENGTH_PREFIX: usize = 4;
@@ -47,6 +47,16 @@ pub enum Frame {
     },
     /// Ephemeral state (cursor, selection) of the sender in one document; never stored.
     Presence { doc: DocKey, payload: Vec<u8> },
+    /// A whole document in Automerge's compressed save format, sent instead of
+    /// its change history when the peer's heads showed it has none of it.
+    /// `heads` are the document's heads, so the receiver can tell it now has
+    /// exactly what the sender has.
+    Document {
+        space: SpaceKey,
+        doc: DocKey,
+        heads: Vec<Hash>,
+        saved: Vec<u8>,
+    },
     /// The sender is closing the connection, and why.
     Goodbye { reason: String },
 }

@@ -1,7 +1,7 @@
 //! The sans-io sync protocol: frames (`frame`) and the per-peer session state
 //! machine (`session`). Nothing here opens a socket, reads a clock or touches the
 //! disk, so simulations can drive thousands of seeded runs deterministically.
-//! The transport (`net`, planned) only moves bytes between a connection and a
+//! The transport (`net`) only moves bytes between a connection and a
 //! `Session`.
 
 pub mod frame;

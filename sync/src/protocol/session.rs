@@ -13,10 +13,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
-use automerge::sync;
+use automerge::{sync, ChangeHash};
 use sha2::{Digest, Sha256};
 
-use super::frame::{DocHeads, DocKey, Frame, Hash, SpaceKey, SpaceSummary, PROTOCOL_VERSION};
+use super::frame::{
+    DocHeads, DocKey, Frame, Hash, SpaceKey, SpaceSummary, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+};
 
 /// The documents a session syncs, as the device holding them sees them.
 pub trait Replicas {
@@ -48,6 +50,19 @@ pub trait Replicas {
     /// Remembers a sync state after a message was received (the state's shared
     /// heads are what matters across sessions).
     fn save_sync_state(&mut self, _space: &SpaceKey, _doc: &DocKey, _state: &sync::State) {}
+    /// `doc` whole, in Automerge's compressed save format, for a peer that has
+    /// none of it. `None` (the default) falls back to the sync protocol.
+    fn saved_document(&mut self, _space: &SpaceKey, _doc: &DocKey) -> Option<Vec<u8>> {
+        None
+    }
+    /// Merges a whole document sent by the peer into `doc` (creating it if it is
+    /// new here). Returns the document's heads if anything changed.
+    fn receive_document(
+        &mut self,
+        space: &SpaceKey,
+        doc: &DocKey,
+        saved: &[u8],
+    ) -> Result<Option<Vec<Hash>>, String>;
 }
 
 /// What a session reports to its driver.
@@ -275,10 +290,19 @@ impl Session {
                     .map(|d| (d.doc, d.heads))
                     .collect();
                 let all: BTreeSet<&DocKey> = ours.keys().chain(theirs.keys()).collect();
+                let lacks = |heads: Option<&Vec<Hash>>| heads.is_none_or(|h| h.is_empty());
                 for doc in all {
-                    if ours.get(doc) != theirs.get(doc) {
+                    let (our_heads, their_heads) = (ours.get(doc), theirs.get(doc));
+                    if our_heads == their_heads || (lacks(our_heads) && lacks(their_heads)) {
+                        continue;
+                    }
+                    if let (Some(heads), true) = (our_heads, lacks(their_heads)) {
+                        self.send_document(&space, doc, heads, replicas);
+                    } else if !lacks(our_heads) {
                         self.sync_doc(&space, doc, replicas);
                     }
+                    // Else we have none of it: the peer sends it whole (or starts
+                    // the sync protocol if it cannot).
                 }
             }
             Frame::Sync {
@@ -309,6 +333,37 @@ impl Session {
                 }
                 self.sync_doc(&space, &doc, replicas);
             }
+            Frame::Document {
+                space,
+                doc,
+                heads,
+                saved,
+            } => {
+                self.require_open("document")?;
+                if !self.shared.contains(&space) {
+                    return Err(SessionError::UnsharedSpace);
+                }
+                // A document that does not load is not fatal: the sync below
+                // (from our heads, perhaps none) fetches it change by change.
+                let ours = replicas
+                    .receive_document(&space, &doc, &saved)
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(doc, "a whole document from the peer did not load: {e}");
+                        None
+                    });
+                if ours.is_some() {
+                    self.events.push_back(SessionEvent::RemoteChange {
+                        space,
+                        doc: doc.clone(),
+                    });
+                }
+                if ours.is_some_and(|ours| same_heads(&ours, &heads)) {
+                    // Both now have exactly this: nothing to say until it changes.
+                    self.assume_in_sync(&space, &doc, &heads, replicas);
+                } else {
+                    self.sync_doc(&space, &doc, replicas);
+                }
+            }
             Frame::Presence { doc, payload } => {
                 self.require_open("presence")?;
                 if payload.len() > MAX_PRESENCE_BYTES {
@@ -336,6 +391,59 @@ impl Session {
         }
     }
 
+    /// Sends `doc` whole to a peer that has none of it: its compressed save is
+    /// far smaller than its history as sync messages. Too large for one frame,
+    /// or not available, it goes by the sync protocol instead.
+    fn send_document(
+        &mut self,
+        space: &SpaceKey,
+        doc: &DocKey,
+        heads: &[Hash],
+        replicas: &mut impl Replicas,
+    ) {
+        match replicas.saved_document(space, doc) {
+            Some(saved) if saved.len() <= MAX_DOCUMENT_BYTES => {
+                self.outbox.push_back(Frame::Document {
+                    space: *space,
+                    doc: doc.clone(),
+                    heads: heads.to_vec(),
+                    saved,
+                });
+                // The stream is reliable: the peer will have exactly these heads.
+                // Were the document refused, the peer's sync message corrects it.
+                self.assume_in_sync(space, doc, heads, replicas);
+            }
+            _ => self.sync_doc(space, doc, replicas),
+        }
+    }
+
+    /// Records that both sides have exactly `heads` of `doc`, as a finished
+    /// round of the sync protocol would: the next local change is sent at once,
+    /// and until then there is nothing to say.
+    fn assume_in_sync(
+        &mut self,
+        space: &SpaceKey,
+        doc: &DocKey,
+        heads: &[Hash],
+        replicas: &mut impl Replicas,
+    ) {
+        let heads: Vec<ChangeHash> = heads.iter().map(|h| ChangeHash(*h)).collect();
+        let state = self
+            .states
+            .entry((*space, doc.clone()))
+            .or_insert_with(|| replicas.load_sync_state(space, doc));
+        state.shared_heads.clone_from(&heads);
+        state.last_sent_heads.clone_from(&heads);
+        state.their_have = Some(vec![sync::Have {
+            last_sync: heads.clone(),
+            bloom: Default::default(),
+        }]);
+        state.their_need = Some(Vec::new());
+        state.their_heads = Some(heads);
+        state.have_responded = true;
+        replicas.save_sync_state(space, doc, state);
+    }
+
     fn sync_doc(&mut self, space: &SpaceKey, doc: &DocKey, replicas: &mut impl Replicas) {
         let state = self
             .states
@@ -350,6 +458,10 @@ impl Session {
         }
     }
 }
+
+/// Largest whole document sent in one `Document` frame; larger ones go by the
+/// sync protocol.
+pub const MAX_DOCUMENT_BYTES: usize = MAX_FRAME_BYTES / 2;
 
 /// Largest presence payload accepted (a cursor and a selection need far less).
 pub const MAX_PRESENCE_BYTES: usize = 4096;
@@ -368,6 +480,13 @@ fn buckets(docs: &BTreeMap<DocKey, Vec<Hash>>) -> Vec<BTreeMap<DocKey, Vec<Hash>
         buckets[bucket_of(doc)].insert(doc.clone(), heads.clone());
     }
     buckets
+}
+
+fn same_heads(a: &[Hash], b: &[Hash]) -> bool {
+    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+    a.sort_unstable();
+    b.sort_unstable();
+    a == b
 }
 
 /// The hash both sides compare to skip a space whose documents are all equal:
@@ -417,6 +536,14 @@ mod tests {
         ) -> Result<(), String> {
             Ok(())
         }
+        fn receive_document(
+            &mut self,
+            _: &SpaceKey,
+            _: &DocKey,
+            _: &[u8],
+        ) -> Result<Option<Vec<Hash>>, String> {
+            Ok(None)
+        }
     }
 
     fn hello(spaces: Vec<SpaceSummary>) -> Frame {
@@ -459,6 +586,67 @@ mod tests {
         };
         s.handle_frame(buckets(), &mut Nothing).unwrap();
         assert!(s.handle_frame(buckets(), &mut Nothing).is_err());
+    }
+
+    /// One empty document that refuses whole documents (as if they were damaged).
+    struct Refuses(automerge::AutoCommit);
+
+    impl Replicas for Refuses {
+        fn shared_spaces(&self) -> BTreeSet<SpaceKey> {
+            BTreeSet::from([[1; 16]])
+        }
+        fn docs(&mut self, _: &SpaceKey) -> BTreeMap<DocKey, Vec<Hash>> {
+            BTreeMap::new()
+        }
+        fn generate_sync_message(
+            &mut self,
+            _: &SpaceKey,
+            _: &DocKey,
+            state: &mut sync::State,
+        ) -> Option<sync::Message> {
+            use automerge::sync::SyncDoc;
+            self.0.sync().generate_sync_message(state)
+        }
+        fn receive_sync_message(
+            &mut self,
+            _: &SpaceKey,
+            _: &DocKey,
+            _: &mut sync::State,
+            _: sync::Message,
+        ) -> Result<(), String> {
+            Ok(())
+        }
+        fn receive_document(
+            &mut self,
+            _: &SpaceKey,
+            _: &DocKey,
+            _: &[u8],
+        ) -> Result<Option<Vec<Hash>>, String> {
+            Err("not an Automerge document".into())
+        }
+    }
+
+    #[test]
+    fn a_whole_document_that_does_not_load_falls_back_to_the_sync_protocol() {
+        let mut replicas = Refuses(automerge::AutoCommit::new());
+        let mut s = Session::new();
+        s.handle_frame(hello(vec![summary()]), &mut replicas)
+            .unwrap();
+        while s.poll_transmit().is_some() {}
+        let garbage = Frame::Document {
+            space: [1; 16],
+            doc: "d".into(),
+            heads: vec![[7; 32]],
+            saved: vec![0xde, 0xad],
+        };
+        s.handle_frame(garbage, &mut replicas).unwrap();
+        assert!(s.is_open(), "a bad document does not end the session");
+        let sent: Vec<Frame> = std::iter::from_fn(|| s.poll_transmit()).collect();
+        assert!(
+            matches!(sent.as_slice(), [Frame::Sync { doc, .. }] if doc == "d"),
+            "asks for the document by the sync protocol instead: {sent:?}"
+        );
+        assert_eq!(s.poll_event(), None, "nothing changed");
     }
 
     #[test]
