@@ -869,11 +869,23 @@ impl State {
         Ok(())
     }
 
+    /// The group commit, then the compactions it made due.
+    fn flush(&mut self) -> Result<()> {
+        for id in self.commit_pending()? {
+            if let Some(mut compaction) = self.prepare_compaction(&id)? {
+                let snapshot = compaction.doc.save();
+                self.finish_compaction(compaction, &snapshot)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The group commit: every dirty note's new changes and cached text, in one
     /// transaction. On failure nothing is lost: the changes stay pending in memory.
-    fn flush(&mut self) -> Result<()> {
+    /// Returns the notes now due for compaction.
+    fn commit_pending(&mut self) -> Result<Vec<NoteId>> {
         if !self.has_pending() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut batch = Batch {
             spaces: self.space_writes(),
@@ -934,40 +946,82 @@ impl State {
                 open.snapshot_bytes = snapshot.len();
             }
         }
-        for id in &written {
-            let open = self.open.peek(id).expect("dirty notes stay in memory");
-            let due = open.incremental_chunks >= COMPACT_AFTER_CHUNKS
-                || (open.incremental_bytes >= COMPACT_AFTER_BYTES
-                    && open.incremental_bytes > open.snapshot_bytes)
-                || open.incremental_bytes > 4 * open.snapshot_bytes + COMPACT_SMALL_AFTER_BYTES;
-            if due {
-                self.compact(id)?;
-            }
-        }
-        self.compact_spaces(&written_spaces)
+        let due = written
+            .into_iter()
+            .filter(|id| {
+                let open = self.open.peek(id).expect("dirty notes stay in memory");
+                open.incremental_chunks >= COMPACT_AFTER_CHUNKS
+                    || (open.incremental_bytes >= COMPACT_AFTER_BYTES
+                        && open.incremental_bytes > open.snapshot_bytes)
+                    || open.incremental_bytes > 4 * open.snapshot_bytes + COMPACT_SMALL_AFTER_BYTES
+            })
+            .collect();
+        self.compact_spaces(&written_spaces)?;
+        Ok(due)
     }
 
     /// Replaces a (clean, loaded) note's chunks by one snapshot.
     fn compact(&mut self, id: &NoteId) -> Result<()> {
-        let open = self.open.peek_mut(id).expect("compacted notes are loaded");
+        if let Some(mut compaction) = self.prepare_compaction(id)? {
+            let snapshot = compaction.doc.save();
+            self.finish_compaction(compaction, &snapshot)?;
+        }
+        Ok(())
+    }
+
+    /// The first half of a compaction, under the lock: a copy of the note's
+    /// document exactly as its stored chunks (through `through`) hold it. Saving
+    /// the copy, the slow part, needs no lock (copying is several times faster).
+    fn prepare_compaction(&mut self, id: &NoteId) -> Result<Option<Compaction>> {
+        let Some(open) = self.open.peek_mut(id) else {
+            return Ok(None);
+        };
         if !open.pending.is_empty() || open.incremental_chunks == 0 {
-            return Ok(());
+            return Ok(None);
         }
         // Changes waiting for missing history are not in a snapshot: keep their
         // chunks rather than fold them away.
         if !open.note.doc_mut().get_missing_deps(&[]).is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let Some(through) = self.store.last_chunk_seq(id.as_str())? else {
-            return Ok(());
+            return Ok(None);
         };
-        let snapshot = open.note.save();
-        self.store.compact(id.as_str(), &snapshot, through)?;
-        open.snapshot_bytes = snapshot.len();
-        open.incremental_bytes = 0;
-        open.incremental_chunks = 0;
+        Ok(Some(Compaction {
+            id: id.clone(),
+            doc: open.note.doc_mut().clone(),
+            through,
+            incremental_bytes: open.incremental_bytes,
+            incremental_chunks: open.incremental_chunks,
+        }))
+    }
+
+    /// The second half: the snapshot replaces the chunks it covers. Chunks
+    /// written since the copy was taken stay.
+    fn finish_compaction(&mut self, compaction: Compaction, snapshot: &[u8]) -> Result<()> {
+        let id = compaction.id;
+        self.store
+            .compact(id.as_str(), snapshot, compaction.through)?;
+        if let Some(open) = self.open.peek_mut(&id) {
+            open.snapshot_bytes = snapshot.len();
+            open.incremental_bytes = open
+                .incremental_bytes
+                .saturating_sub(compaction.incremental_bytes);
+            open.incremental_chunks = open
+                .incremental_chunks
+                .saturating_sub(compaction.incremental_chunks);
+        }
         Ok(())
     }
+}
+
+/// A compaction between its two halves (see `State::prepare_compaction`).
+struct Compaction {
+    id: NoteId,
+    doc: AutoCommit,
+    through: i64,
+    incremental_bytes: usize,
+    incremental_chunks: usize,
 }
 
 fn run_flusher(shared: &Shared, window: Duration) {
@@ -982,7 +1036,26 @@ fn run_flusher(shared: &Shared, window: Duration) {
         drop(st);
         std::thread::sleep(window);
         st = lock(&shared.state);
-        let failed = st.flush().is_err();
+        let committed = st.commit_pending();
+        let failed = committed.is_err();
+        // Compactions save a copy of the document with the lock released, so
+        // editing goes on meanwhile.
+        for id in committed.unwrap_or_default() {
+            let mut compaction = match st.prepare_compaction(&id) {
+                Ok(Some(compaction)) => compaction,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(note = %id, "not compacted: {e}");
+                    continue;
+                }
+            };
+            drop(st);
+            let snapshot = compaction.doc.save();
+            st = lock(&shared.state);
+            if let Err(e) = st.finish_compaction(compaction, &snapshot) {
+                tracing::warn!(note = %id, "not compacted: {e}");
+            }
+        }
         drop(st);
         send_outbox(shared);
         if failed {
@@ -1033,6 +1106,37 @@ pub(crate) fn now_ms() -> i64 {
 mod tests {
     use super::decode::split_changes;
     use super::*;
+
+    #[test]
+    fn edits_committed_while_a_compaction_is_saved_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::open(NodeOptions::new(dir.path())).unwrap();
+        let id = node.create("start\n").unwrap();
+        for i in 0..10 {
+            node.splice(&id, 0, 0, &format!("before {i}\n")).unwrap();
+            node.flush().unwrap();
+        }
+        // The flusher's order: prepare under the lock, save without it (edits and
+        // commits go on), finish under the lock.
+        let mut compaction = lock(&node.shared.state)
+            .prepare_compaction(&id)
+            .unwrap()
+            .expect("a clean note with chunks is compactable");
+        node.splice(&id, 0, 0, "during\n").unwrap();
+        node.flush().unwrap();
+        let snapshot = compaction.doc.save();
+        lock(&node.shared.state)
+            .finish_compaction(compaction, &snapshot)
+            .unwrap();
+        let expected = node.get(&id).unwrap().text;
+        assert!(expected.starts_with("during\nbefore 9\n"), "{expected}");
+        node.close().unwrap();
+
+        let node = Node::open(NodeOptions::new(dir.path())).unwrap();
+        assert_eq!(node.get(&id).unwrap().text, expected);
+        assert_eq!(node.checkout(&id).unwrap().0, expected);
+        assert!(node.quarantined().unwrap().is_empty());
+    }
 
     #[test]
     fn edits_after_a_compaction_survive_reopening() {
