@@ -29,12 +29,12 @@ test: deps ui
 	$(CARGO) nextest run --workspace --no-fail-fast
 	$(MAKE) e2e
 
-# The long runs: many more crash kills and simulation seeds than `make test`.
+# The long runs: many more crash kills, simulation seeds and fuzz cases than `make test`.
 soak: deps
 	$(CARGO) build -p peernotes-sync
-	PEERNOTES_CRASH_RUNS=200 PEERNOTES_SIM_SEEDS=5000 \
+	PEERNOTES_CRASH_RUNS=200 PEERNOTES_SIM_SEEDS=5000 PROPTEST_CASES=10000 \
 		$(CARGO) nextest run -p peernotes-tests --no-fail-fast --no-capture \
-		--test crash --test simulation
+		--test crash --test simulation --test fuzz --test hostile
 
 # Speed and memory beside baselines from the same run (release build; ~10 min).
 bench: deps
