@@ -1,5 +1,8 @@
 //! Shared helpers for Peernotes' integration tests: editing traces, running the
-//! `peernotes` binary as a user would, and measuring child processes.
+//! `peernotes` binary as a user would, measuring child processes, and a lossy
+//! UDP forwarder (`lossy`).
+
+pub mod lossy;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,150 @@
+//! A full disk: the data dir on a small tmpfs that the test mounts itself.
+//! Writes fail with a clear error while the Node stays up and keeps every edit
+//! in memory; nothing saved earlier is lost; once space is freed, the pending
+//! edits are written without anyone asking. The CLI says the disk is full.
+//!
+//! Needs root to mount (CI runs as root). If mounting is refused, the test
+//! fails and says so; it never skips.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use peernotes_sync::{Node, NodeEvent, NodeOptions};
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mounting a {size} tmpfs failed ({status}): this test needs root"
+        );
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills the disk to the last byte with a file, returned for freeing later.
+    fn fill(&self) -> PathBuf {
+        let filler = self.path().join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let block = vec![0xAB; 64 * 1024];
+        loop {
+            if file.write_all(&block).is_err() {
+                break;
+            }
+        }
+        // Whatever fits in a smaller write too.
+        while file.write_all(&[0xAB; 512]).is_ok() {}
+        let _ = file.sync_all();
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_writes_clearly_loses_nothing_and_recovers() {
+    let disk = SmallDisk::mount("8m");
+    let data = disk.path().join("data");
+    let node = Node::open(NodeOptions::new(&data)).unwrap();
+    let events = node.subscribe();
+    let saved = node.create("# Saved before\nthis must survive\n").unwrap();
+    node.flush().unwrap();
+
+    let filler = disk.fill();
+    // Edits are taken in memory; writing them fails, clearly.
+    let mut typed = String::new();
+    let mut failure = None;
+    for i in 0..200 {
+        let line = format!("typed while full {i}\n");
+        node.splice(&saved, 0, 0, &line).unwrap();
+        typed.insert_str(0, &line);
+        if let Err(e) = node.flush() {
+            println!("edit {i} could not be written: {e}");
+            failure = Some(e.to_string());
+            break;
+        }
+    }
+    let failure = failure.expect("a write failed once the disk was full");
+    assert!(failure.contains("is full"), "unclear error: {failure}");
+    assert!(
+        failure.contains("everything saved before is intact"),
+        "{failure}"
+    );
+    let reported = std::iter::from_fn(|| events.recv_timeout(Duration::from_secs(2)).ok())
+        .any(|e| matches!(e, NodeEvent::StoreFailed { .. }));
+    assert!(reported, "the app is told the store failed");
+    // Still up: reads work and more edits are accepted.
+    node.splice(&saved, 0, 0, "one more\n").unwrap();
+    typed.insert_str(0, "one more\n");
+    assert!(node.get(&saved).unwrap().text.starts_with(&typed));
+
+    // The CLI, on another data dir on the same full disk, says so plainly.
+    let cli_data = disk.path().join("cli");
+    let output = peernotes_tests::peernotes(&cli_data)
+        .args(["new", "hello"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = peernotes_tests::stderr(&output);
+    println!("the CLI on the full disk: {stderr}");
+    assert!(
+        stderr.contains("full") || stderr.contains("No space left"),
+        "unclear CLI error: {stderr}"
+    );
+
+    // Space is freed: the flusher retries on its own, and everything lands.
+    std::fs::remove_file(&filler).unwrap();
+    let freed = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reader = Node::open(NodeOptions {
+            read_only: true,
+            ..NodeOptions::new(&data)
+        })
+        .unwrap();
+        let stored = reader.get(&saved).unwrap().text;
+        if stored.starts_with(&typed) {
+            println!("written {:?} after space was freed", freed.elapsed());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the edits made while full were not written after space was freed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    node.close().unwrap();
+
+    let node = Node::open(NodeOptions::new(&data)).unwrap();
+    let text = node.get(&saved).unwrap().text;
+    assert!(text.starts_with(&typed), "{text}");
+    assert!(
+        text.ends_with("# Saved before\nthis must survive\n"),
+        "{text}"
+    );
+    assert_eq!(node.checkout(&saved).unwrap().0, text);
+    assert!(node.quarantined().unwrap().is_empty());
+    node.close().unwrap();
+}
