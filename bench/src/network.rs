@@ -17,7 +17,7 @@ use iroh::endpoint::presets;
 use iroh::{Endpoint, RelayMode};
 use peernotes_sync::net::{NetConfig, Transport};
 use peernotes_sync::{Node, NodeEvent, NodeOptions, NoteId, SpaceId};
-use peernotes_tests::{load_concurrent_trace, load_sequential_trace, team, Device};
+use peernotes_tests::{load_concurrent_trace, load_sequential_trace, shared_space, team, Device};
 
 use crate::replay::ms;
 use crate::report::{quantile, Row};
@@ -268,11 +268,8 @@ pub async fn clownschool(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         devices.push(device().await?);
     }
     let first = devices[0].node.clone();
-    let space = first.create_space("Clown school")?;
-    for d in &devices[1..] {
-        first.add_member(space, d.node.node_id(), "agent")?;
-        d.node.join_space(space, first.node_id())?;
-    }
+    let others: Vec<&Node> = devices[1..].iter().map(|d| &*d.node).collect();
+    let space = shared_space("Clown school", &first, &others)?;
     let note = first.create_in(space, "")?;
     let (_, created) = first.checkout(&note)?;
     for i in 1..devices.len() {

@@ -117,6 +117,20 @@ fn splices(patches: &[(usize, usize, String)]) -> Vec<Splice> {
 
 /// Puts `member` into a new space of `owner`'s called "Team": `owner` adds it as
 /// a member and it accepts, as pairing would do. Returns the space.
+/// A space `owner` creates, with every one of `members` added and joining it.
+pub fn shared_space(
+    name: &str,
+    owner: &peernotes_sync::Node,
+    members: &[&peernotes_sync::Node],
+) -> peernotes_sync::Result<peernotes_sync::SpaceId> {
+    let space = owner.create_space(name)?;
+    for member in members {
+        owner.add_member(space, member.node_id(), "member")?;
+        member.join_space(space, owner.node_id())?;
+    }
+    Ok(space)
+}
+
 pub fn team(
     owner: &peernotes_sync::Node,
     member: &peernotes_sync::Node,

@@ -6,7 +6,8 @@
 use std::time::{Duration, Instant};
 
 use peernotes_sync::net::NetConfig;
-use peernotes_tests::{device, load_concurrent_trace};
+use peernotes_sync::Node;
+use peernotes_tests::{device, load_concurrent_trace, shared_space};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clownschool_converges_on_every_device_over_iroh() {
@@ -16,11 +17,8 @@ async fn clownschool_converges_on_every_device_over_iroh() {
         devices.push(device(&NetConfig::loopback()).await.unwrap());
     }
     let first = &devices[0].node;
-    let space = first.create_space("Clown school").unwrap();
-    for d in &devices[1..] {
-        first.add_member(space, d.node.node_id(), "agent").unwrap();
-        d.node.join_space(space, first.node_id()).unwrap();
-    }
+    let others: Vec<&Node> = devices[1..].iter().map(|d| &*d.node).collect();
+    let space = shared_space("Clown school", first, &others).unwrap();
     // The note is created once, on the first device; the trace starts empty.
     let note = first.create_in(space, "").unwrap();
     let (_, created) = first.checkout(&note).unwrap();

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use iroh::EndpointAddr;
 use peernotes_sync::config::RelayChoice;
 use peernotes_sync::net::NetConfig;
-use peernotes_sync::Splice;
+use peernotes_sync::{Node, Splice};
 use peernotes_tests::lossy::{Faults, LossyLink};
-use peernotes_tests::{device, Device, Rng};
+use peernotes_tests::{device, shared_space, Device, Rng};
 
 const LINES_EACH: usize = 40;
 const DEVICES: usize = 3;
@@ -161,11 +161,8 @@ fn three_devices_converge_through_loss_delay_reordering_and_duplicates() {
         })
         .collect();
     let first = &devices[0].node;
-    let space = first.create_space("Lossy").unwrap();
-    for d in &devices[1..] {
-        first.add_member(space, d.node.node_id(), "member").unwrap();
-        d.node.join_space(space, first.node_id()).unwrap();
-    }
+    let others: Vec<&Node> = devices[1..].iter().map(|d| &*d.node).collect();
+    let space = shared_space("Lossy", first, &others).unwrap();
     let note = first.create_in(space, "start\n").unwrap();
 
     // Device j is reached through a forwarder in the middle namespace; device i

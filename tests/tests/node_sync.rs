@@ -31,11 +31,17 @@ struct Traffic {
 
 /// Runs one session between `a` and `b` until neither has anything to say.
 fn sync(a: &Node, b: &Node) -> Traffic {
+    sync_watching(a, b, |_| {})
+}
+
+/// `sync`, showing `watch` every frame sent either way.
+fn sync_watching(a: &Node, b: &Node, mut watch: impl FnMut(&Frame)) -> Traffic {
     let (mut sa, mut sb) = (Session::new(), Session::new());
     a.with_peer(b.node_id(), |r| sa.start(r));
     b.with_peer(a.node_id(), |r| sb.start(r));
     let mut traffic = Traffic::default();
     let mut record = |frame: &Frame| {
+        watch(frame);
         traffic.bytes += frame.encode().unwrap().len();
         if let Frame::Sync { doc, .. } | Frame::Document { doc, .. } = frame {
             traffic.synced.insert(doc.clone());
@@ -317,41 +323,20 @@ fn notes_the_peer_lacks_travel_whole_and_are_stored_as_they_came() {
         .map(|id| alice.node.note_document(id).unwrap().len())
         .sum();
 
-    let (mut sa, mut sb) = (Session::new(), Session::new());
-    alice.node.with_peer(bob.node.node_id(), |r| sa.start(r));
-    bob.node.with_peer(alice.node.node_id(), |r| sb.start(r));
     let (mut whole, mut whole_bytes, mut changes_sent) = (BTreeSet::new(), 0, 0);
-    for _ in 0..100 {
-        let to_b: Vec<Frame> = std::iter::from_fn(|| sa.poll_transmit()).collect();
-        let to_a: Vec<Frame> = std::iter::from_fn(|| sb.poll_transmit()).collect();
-        if to_a.is_empty() && to_b.is_empty() {
-            break;
-        }
-        for frame in to_b {
-            match &frame {
-                Frame::Document { doc, saved, .. } => {
-                    whole.insert(doc.clone());
-                    if notes.iter().any(|id| id.as_str() == doc) {
-                        whole_bytes += saved.len();
-                    }
-                }
-                Frame::Sync { message, .. } => {
-                    let message = automerge::sync::Message::decode(message).unwrap();
-                    changes_sent += message.changes.len();
-                }
-                _ => {}
+    sync_watching(&alice.node, &bob.node, |frame| match frame {
+        Frame::Document { doc, saved, .. } => {
+            whole.insert(doc.clone());
+            if notes.iter().any(|id| id.as_str() == doc) {
+                whole_bytes += saved.len();
             }
-            bob.node
-                .with_peer(alice.node.node_id(), |r| sb.handle_frame(frame, r))
-                .unwrap();
         }
-        for frame in to_a {
-            alice
-                .node
-                .with_peer(bob.node.node_id(), |r| sa.handle_frame(frame, r))
-                .unwrap();
+        Frame::Sync { message, .. } => {
+            let message = automerge::sync::Message::decode(message).unwrap();
+            changes_sent += message.changes.len();
         }
-    }
+        _ => {}
+    });
     let expected: BTreeSet<String> = notes.iter().map(|id| id.to_string()).collect();
     assert!(expected.is_subset(&whole), "every note went whole");
     assert_eq!(changes_sent, 0, "no note's history went change by change");

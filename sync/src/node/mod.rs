@@ -872,10 +872,7 @@ impl State {
     /// The group commit, then the compactions it made due.
     fn flush(&mut self) -> Result<()> {
         for id in self.commit_pending()? {
-            if let Some(mut compaction) = self.prepare_compaction(&id)? {
-                let snapshot = compaction.doc.save();
-                self.finish_compaction(compaction, &snapshot)?;
-            }
+            self.compact(&id)?;
         }
         Ok(())
     }

@@ -317,10 +317,7 @@ impl Session {
                 let message = sync::Message::decode(&message)
                     .map_err(|e| SessionError::BadSyncMessage(e.to_string()))?;
                 let changes = !message.changes.is_empty();
-                let state = self
-                    .states
-                    .entry((space, doc.clone()))
-                    .or_insert_with(|| replicas.load_sync_state(&space, &doc));
+                let state = self.state(&space, &doc, replicas);
                 replicas
                     .receive_sync_message(&space, &doc, state, message)
                     .map_err(SessionError::BadSyncMessage)?;
@@ -428,10 +425,7 @@ impl Session {
         replicas: &mut impl Replicas,
     ) {
         let heads: Vec<ChangeHash> = heads.iter().map(|h| ChangeHash(*h)).collect();
-        let state = self
-            .states
-            .entry((*space, doc.clone()))
-            .or_insert_with(|| replicas.load_sync_state(space, doc));
+        let state = self.state(space, doc, replicas);
         state.shared_heads.clone_from(&heads);
         state.last_sent_heads.clone_from(&heads);
         state.their_have = Some(vec![sync::Have {
@@ -444,11 +438,20 @@ impl Session {
         replicas.save_sync_state(space, doc, state);
     }
 
-    fn sync_doc(&mut self, space: &SpaceKey, doc: &DocKey, replicas: &mut impl Replicas) {
-        let state = self
-            .states
+    /// This session's sync state for `doc`, starting from the remembered one.
+    fn state(
+        &mut self,
+        space: &SpaceKey,
+        doc: &DocKey,
+        replicas: &mut impl Replicas,
+    ) -> &mut sync::State {
+        self.states
             .entry((*space, doc.clone()))
-            .or_insert_with(|| replicas.load_sync_state(space, doc));
+            .or_insert_with(|| replicas.load_sync_state(space, doc))
+    }
+
+    fn sync_doc(&mut self, space: &SpaceKey, doc: &DocKey, replicas: &mut impl Replicas) {
+        let state = self.state(space, doc, replicas);
         if let Some(message) = replicas.generate_sync_message(space, doc, state) {
             self.outbox.push_back(Frame::Sync {
                 space: *space,
