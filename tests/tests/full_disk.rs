@@ -1,7 +1,9 @@
 //! A full disk: the data dir on a small tmpfs that the test mounts itself.
 //! Writes fail with a clear error while the Node stays up and keeps every edit
 //! in memory; nothing saved earlier is lost; once space is freed, the pending
-//! edits are written without anyone asking. The CLI says the disk is full.
+//! edits are written without anyone asking. The CLI says the disk is full. A
+//! `peernotes serve` whose disk fills while edits arrive stays up and stores
+//! them once space is freed.
 //!
 //! Needs root to mount (CI runs as root). If mounting is refused, the test
 //! fails and says so; it never skips.
@@ -147,4 +149,89 @@ fn a_full_disk_fails_writes_clearly_loses_nothing_and_recovers() {
     assert_eq!(node.checkout(&saved).unwrap().0, text);
     assert!(node.quarantined().unwrap().is_empty());
     node.close().unwrap();
+}
+
+/// `peernotes serve` on a data dir whose disk fills while a member's edits
+/// arrive: it keeps running, and once space is freed what arrived is stored.
+#[test]
+fn a_daemon_on_a_full_disk_stays_up_and_stores_what_arrived_once_space_is_freed() {
+    use peernotes_sync::net::NetConfig;
+
+    let disk = SmallDisk::mount("8m");
+    let bob_data = disk.path().join("bob");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let alice = runtime
+        .block_on(peernotes_tests::device(&NetConfig::loopback()))
+        .unwrap();
+    let bob_id = cli(&bob_data, &["id"]);
+    let space = alice.node.create_space("Team").unwrap();
+    alice.node.add_member(space, &bob_id, "Bob").unwrap();
+    cli(
+        &bob_data,
+        &["space", "join", &space.to_string(), alice.node.node_id()],
+    );
+    let note = alice.node.create_in(space, "# Saved before\n").unwrap();
+    let alice_at = alice.net.addr().ip_addrs().next().copied().unwrap();
+    let mut serve = peernotes_tests::peernotes(&bob_data)
+        .args(["serve", "--connect"])
+        .arg(format!("{}@{alice_at}", alice.node.node_id()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stored = |want: &str| {
+        Node::open(NodeOptions {
+            read_only: true,
+            ..NodeOptions::new(&bob_data)
+        })
+        .ok()
+        .and_then(|bob| bob.get(&note).ok())
+        .is_some_and(|n| n.text == want)
+    };
+    wait_for("the note to reach the daemon", || {
+        stored("# Saved before\n")
+    });
+
+    let filler = disk.fill();
+    for i in 0..50 {
+        alice
+            .node
+            .splice(&note, 0, 0, &format!("sent while full {i}\n"))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        serve.try_wait().unwrap().is_none(),
+        "the daemon exited when its disk filled"
+    );
+    let want = alice.node.get(&note).unwrap().text;
+    assert!(!stored(&want), "the disk was not full after all");
+
+    std::fs::remove_file(&filler).unwrap();
+    wait_for("what arrived while full to be stored", || stored(&want));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+    assert!(
+        serve.wait().unwrap().success(),
+        "the daemon did not stop cleanly"
+    );
+    runtime.block_on(alice.net.close());
+}
+
+fn cli(data: &Path, args: &[&str]) -> String {
+    let output = peernotes_tests::peernotes(data)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "peernotes {args:?}: {output:?}");
+    peernotes_tests::stdout(&output).trim().to_string()
+}
+
+fn wait_for(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
