@@ -1,10 +1,12 @@
 //! Fuzzing what comes from outside: the sync frame decoder, tickets and short
 //! codes as typed or pasted, and the stored-chunk loader. Arbitrary bytes, and
 //! valid inputs with bytes flipped, cut or inserted, must give an error, never
-//! a panic. `PROPTEST_CASES` sets the cases per property (256 here; `make soak`
-//! runs 10,000).
+//! a panic, and never a large allocation: a counting allocator records the
+//! peak heap of every case. `PROPTEST_CASES` sets the cases per property (256
+//! here; `make soak` runs 10,000).
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use peernotes_sync::pairing::{ShortCode, Ticket};
 use peernotes_sync::protocol::frame::{DocHeads, SpaceSummary};
@@ -12,6 +14,51 @@ use peernotes_sync::protocol::{Frame, FrameDecoder, MAX_FRAME_BYTES, PROTOCOL_VE
 use peernotes_sync::store::{Batch, ChunkKind, NoteRow, NoteWrite, Store};
 use peernotes_sync::{Node, NodeOptions, NoteId};
 use proptest::prelude::*;
+
+/// The heap every case may use beyond what was live when it started: far above
+/// what a 16 MiB frame or a small note needs, far below "unbounded".
+const CASE_HEAP_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The system allocator, counting live bytes and their peak.
+struct Counting;
+
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static PEAK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+// SAFETY: every call is passed straight to the system allocator; the counters
+// only observe sizes.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let ptr = unsafe { std::alloc::System.alloc(layout) };
+        if !ptr.is_null() {
+            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Runs `f` and fails if the heap grew by more than `CASE_HEAP_LIMIT` at any
+/// moment while it ran.
+fn within_heap_limit<R>(what: &str, f: impl FnOnce() -> R) -> R {
+    let start = LIVE.load(Ordering::Relaxed);
+    PEAK.store(start, Ordering::Relaxed);
+    let result = f();
+    let grew = PEAK.load(Ordering::Relaxed).saturating_sub(start);
+    assert!(
+        grew <= CASE_HEAP_LIMIT,
+        "{what} allocated {grew} bytes at its peak (limit {CASE_HEAP_LIMIT})"
+    );
+    result
+}
 
 /// A byte string and some damage to do to it.
 #[derive(Debug, Clone)]
@@ -124,14 +171,16 @@ proptest! {
         wire in prop::collection::vec(any::<u8>(), 0..4096),
         step in 1..512usize,
     ) {
-        decode_stream(&wire, step);
-        let _ = Frame::decode(&wire);
+        within_heap_limit("decoding arbitrary bytes", || {
+            decode_stream(&wire, step);
+            let _ = Frame::decode(&wire);
+        });
     }
 
     #[test]
     fn the_frame_decoder_survives_damaged_frames(damage in damage(), step in 1..512usize) {
         let wire = apply(valid_frames(), &damage);
-        decode_stream(&wire, step);
+        within_heap_limit("decoding damaged frames", || decode_stream(&wire, step));
     }
 
     #[test]
@@ -147,14 +196,18 @@ proptest! {
 
     #[test]
     fn ticket_parsing_survives_any_text(text in ".{0,300}") {
-        let _ = Ticket::decode(&text);
-        let _ = Ticket::decode(&format!("peernotes1{text}"));
+        within_heap_limit("parsing a ticket", || {
+            let _ = Ticket::decode(&text);
+            let _ = Ticket::decode(&format!("peernotes1{text}"));
+        });
     }
 
     #[test]
     fn ticket_parsing_survives_damaged_tickets(damage in damage()) {
         let text = apply(valid_ticket().into_bytes(), &damage);
-        let _ = Ticket::decode(&String::from_utf8_lossy(&text));
+        within_heap_limit("parsing a damaged ticket", || {
+            let _ = Ticket::decode(&String::from_utf8_lossy(&text));
+        });
     }
 
     #[test]
@@ -225,8 +278,11 @@ fn the_chunk_loader_survives_damaged_chunks() {
             };
             write_note(&mut store.borrow_mut(), &id, &space, snapshot, chunks);
             // Loading is allowed to fail (the note is damaged); panicking is not.
-            let loaded = node.note_document(&id).is_ok();
-            let _ = node.checkout(&id);
+            let loaded = within_heap_limit("loading a damaged note", || {
+                let loaded = node.note_document(&id).is_ok();
+                let _ = node.checkout(&id);
+                loaded
+            });
             outcomes.borrow_mut()[usize::from(loaded)] += 1;
             Ok(())
         })
@@ -289,4 +345,12 @@ fn write_note(
 fn assert_opens(dir: &Path) {
     let node = Node::open(NodeOptions::new(dir)).unwrap();
     node.close().unwrap();
+}
+
+#[test]
+#[should_panic(expected = "allocated")]
+fn the_heap_limit_catches_a_large_allocation() {
+    within_heap_limit("a deliberate 100 MiB buffer", || {
+        std::hint::black_box(vec![1u8; 100 * 1024 * 1024]);
+    });
 }
