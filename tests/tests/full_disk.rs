@@ -97,7 +97,11 @@ fn a_full_disk_fails_writes_clearly_loses_nothing_and_recovers() {
     let reported = std::iter::from_fn(|| events.recv_timeout(Duration::from_secs(2)).ok())
         .any(|e| matches!(e, NodeEvent::StoreFailed { .. }));
     assert!(reported, "the app is told the store failed");
-    // Still up: reads work and more edits are accepted.
+    // Still up: reads work (from what was saved) and more edits are accepted.
+    let listed = node.list(peernotes_sync::ListFilter::Active).unwrap();
+    assert!(listed.iter().any(|n| n.id == saved), "the list still loads");
+    assert!(node.search("survive", 10).is_ok(), "search still works");
+    assert!(node.status().is_ok(), "status still works");
     node.splice(&saved, 0, 0, "one more\n").unwrap();
     typed.insert_str(0, "one more\n");
     assert!(node.get(&saved).unwrap().text.starts_with(&typed));

@@ -451,7 +451,7 @@ impl Node {
             return Err(Error::BadNoteId(typed));
         }
         self.with_state(|st| {
-            st.flush()?;
+            st.flush_before_reading();
             let ids = st.store.ids_with_prefix(&typed, 2)?;
             match ids.len() {
                 0 => Err(Error::NoteNotFound(typed.clone())),
@@ -466,7 +466,7 @@ impl Node {
 
     pub fn list(&self, filter: ListFilter) -> Result<Vec<NoteSummary>> {
         self.with_state(|st| {
-            st.flush()?;
+            st.flush_before_reading();
             let rows = st.store.list(filter == ListFilter::Trash)?;
             let names = st.member_names();
             rows.into_iter()
@@ -595,7 +595,7 @@ impl Node {
 
     pub fn search(&self, query: &str, limit: usize) -> Result<Vec<SearchHit>> {
         self.with_state(|st| {
-            st.flush()?;
+            st.flush_before_reading();
             st.store
                 .search(query, limit)?
                 .into_iter()
@@ -867,6 +867,16 @@ impl State {
             self.open.pop_lru();
         }
         Ok(())
+    }
+
+    /// Before reading the store: writes what is pending, so the read is
+    /// current. If writing fails (a full disk), the read goes on with what was
+    /// saved: the failure is already reported (`StoreFailed`), and the edits
+    /// stay pending and are retried.
+    fn flush_before_reading(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::warn!("reading what was saved; saving failed: {e}");
+        }
     }
 
     /// The group commit, then the compactions it made due.

@@ -47,7 +47,7 @@ impl Node {
     pub fn spaces(&self) -> Result<Vec<SpaceInfo>> {
         self.with_state(|st| {
             st.require_writer()?;
-            st.flush()?;
+            st.flush_before_reading();
             let rows = st.store.spaces()?;
             Ok(rows
                 .into_iter()

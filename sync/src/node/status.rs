@@ -47,7 +47,7 @@ impl Node {
     pub fn status(&self) -> Result<Vec<PeerStatus>> {
         let writer_running = self.is_writer() || DataDir::writer_running(self.data_dir());
         self.with_state(|st| {
-            st.flush()?;
+            st.flush_before_reading();
             let mut out = Vec::new();
             let space_ids: Vec<SpaceId> = st.spaces.keys().copied().collect();
             for space in space_ids {
