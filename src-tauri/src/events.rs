@@ -20,6 +20,8 @@ pub const PEERS_CHANGED: &str = "peers-changed";
 pub const PAIRING: &str = "pairing";
 /// Writing to the store failed; edits are kept in memory and retried.
 pub const STORE_PROBLEM: &str = "store-problem";
+/// Writing to the store works again; everything pending is saved.
+pub const STORE_RECOVERED: &str = "store-recovered";
 /// Where a member's cursor is in a note.
 pub const PRESENCE: &str = "presence";
 /// A member left: its cursors vanish.
@@ -103,6 +105,10 @@ pub fn forward(
                     NodeEvent::StoreFailed { message } => {
                         tracing::warn!(%message, "store write failed; edits kept in memory");
                         app.emit(STORE_PROBLEM, StoreProblem { message })
+                    }
+                    NodeEvent::StoreRecovered => {
+                        tracing::info!("store writes work again; everything pending is saved");
+                        app.emit(STORE_RECOVERED, ())
                     }
                     NodeEvent::ChunkQuarantined { id, error } => {
                         tracing::warn!(note = %id, %error, "a stored chunk was quarantined");

@@ -2,7 +2,7 @@
 // test mounts (needs root; CI runs as root). Typing goes on while saving
 // fails; the window says so in its error banner, stays up, and still lists
 // and searches what was saved; once space is freed, what was typed reaches
-// the store without anyone asking.
+// the store without anyone asking and the banner goes.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -68,6 +68,9 @@ test("on a full disk the window keeps the typing, says saving failed, and saves 
       rmSync(filler);
       await waitFor("the typed text to reach the store once space was freed", async () =>
         cli(peernotes, dataDir, ["show", id]).trimEnd() === typed,
+      );
+      await waitFor("the banner to go once saving works again", () =>
+        d.execute("return document.getElementById('editor-error').hidden;"),
       );
       assert.deepEqual(await app.pageErrors(), [], "the page reported no errors");
     } finally {

@@ -141,6 +141,9 @@ fn a_full_disk_fails_writes_clearly_loses_nothing_and_recovers() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    let recovered = std::iter::from_fn(|| events.recv_timeout(Duration::from_secs(2)).ok())
+        .any(|e| matches!(e, NodeEvent::StoreRecovered));
+    assert!(recovered, "the app is told saving works again");
     node.close().unwrap();
 
     let node = Node::open(NodeOptions::new(&data)).unwrap();

@@ -330,3 +330,8 @@ export function onPresenceGone(handler: (gone: PresenceGone) => void): Promise<U
 export function onStoreProblem(handler: (problem: StoreProblem) => void): Promise<UnlistenFn> {
   return on<StoreProblem>("store-problem", handler);
 }
+
+/** Writing to the store works again after a `store-problem`: all is saved. */
+export function onStoreRecovered(handler: () => void): Promise<UnlistenFn> {
+  return on<null>("store-recovered", () => handler());
+}

@@ -22,6 +22,7 @@ import {
   onPresenceGone,
   onSpacesChanged,
   onStoreProblem,
+  onStoreRecovered,
   removeMember,
   restoreNote,
   trashNote,
@@ -202,6 +203,8 @@ function showListError(message: string | null): void {
 
 // Answers can arrive out of order when events come quickly; only the answer to
 // the latest request of a kind is used.
+/** The store problem the banner shows, until saving works again. */
+let storeProblem: string | null = null;
 let listGeneration = 0;
 let spacesGeneration = 0;
 let openGeneration = 0;
@@ -428,9 +431,14 @@ async function subscribe(): Promise<void> {
     }),
     onPresence((presence) => pane.showPresence(presence)),
     onPresenceGone((gone) => pane.removePresence(gone.peer)),
-    onStoreProblem((problem) =>
-      pane.showError(`Could not save to disk: ${problem.message}. Your edits are kept and saving is retried.`),
-    ),
+    onStoreProblem((problem) => {
+      storeProblem = `Could not save to disk: ${problem.message}. Your edits are kept and saving is retried.`;
+      pane.showError(storeProblem);
+    }),
+    onStoreRecovered(() => {
+      if (storeProblem !== null) pane.clearError(storeProblem);
+      storeProblem = null;
+    }),
   ]);
   for (const s of subscriptions) {
     if (s.status === "rejected") console.error("could not subscribe to a backend event:", s.reason);

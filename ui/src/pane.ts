@@ -109,6 +109,11 @@ export class NotePane {
     this.errorText.textContent = message ?? "";
   }
 
+  /** Hides the banner if it still shows `message` (and not a newer problem). */
+  clearError(message: string): void {
+    if (!this.errorBanner.hidden && this.errorText.textContent === message) this.showError(null);
+  }
+
   focusEditor(): void {
     if (!this.editorEl.hidden) this.editor.focus();
   }

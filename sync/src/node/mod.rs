@@ -184,6 +184,9 @@ pub enum NodeEvent {
     NoteChanged { id: NoteId },
     /// Writing to the store failed; edits stay in memory and are retried.
     StoreFailed { message: String },
+    /// Writing to the store works again after `StoreFailed`: everything
+    /// pending is saved.
+    StoreRecovered,
     /// A space's index (members, notes) changed on this device or from a peer.
     SpaceChanged { space: SpaceId },
     /// A stored chunk could not be decoded and was quarantined.
@@ -254,6 +257,9 @@ struct Shared {
 
 struct State {
     store: Store,
+    /// The last group commit failed (`StoreFailed` was sent; `StoreRecovered`
+    /// is owed once one succeeds).
+    store_failing: bool,
     actor: ActorId,
     open: LruCache<NoteId, OpenNote>,
     capacity: usize,
@@ -735,6 +741,7 @@ impl State {
             incoming: BTreeMap::new(),
             joining: BTreeMap::new(),
             store,
+            store_failing: false,
             actor,
             open: LruCache::unbounded(),
             capacity: options.cache_capacity.max(1),
@@ -936,10 +943,14 @@ impl State {
             });
         }
         if let Err(e) = self.store.commit(&batch) {
+            self.store_failing = true;
             self.outbox.push(NodeEvent::StoreFailed {
                 message: e.to_string(),
             });
             return Err(e);
+        }
+        if std::mem::take(&mut self.store_failing) {
+            self.outbox.push(NodeEvent::StoreRecovered);
         }
         self.sync_states.clear();
         let written_spaces = self.spaces_written();
