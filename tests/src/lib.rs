@@ -203,6 +203,17 @@ pub fn peernotes(data_dir: &Path) -> Command {
     cmd
 }
 
+/// Runs `peernotes` on `data_dir` with `args`, as a user would; it must
+/// succeed. Returns its standard output, trimmed.
+pub fn cli(data_dir: &Path, args: &[&str]) -> String {
+    let output = peernotes(data_dir)
+        .args(args)
+        .output()
+        .expect("run peernotes");
+    assert!(output.status.success(), "peernotes {args:?}: {output:?}");
+    stdout(&output).trim().to_string()
+}
+
 /// Sets the network settings a test process must have: loopback, no mDNS, no
 /// relay.
 pub fn pin_to_loopback(cmd: &mut Command) {

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use peernotes_sync::{Node, NodeOptions, NoteId};
-use peernotes_tests::Rng;
+use peernotes_tests::{cli, Rng};
 
 /// Kills per run of `make test`; `make soak` raises it with PEERNOTES_CRASH_RUNS.
 const DEFAULT_RUNS: u64 = 30;
@@ -283,13 +283,4 @@ fn a_daemon_killed_during_incoming_sync_keeps_what_it_stored_and_resumes() {
         kills_with_the_note > 0,
         "the note never reached the daemon before a kill"
     );
-}
-
-fn cli(data: &Path, args: &[&str]) -> String {
-    let output = peernotes_tests::peernotes(data)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "peernotes {args:?}: {output:?}");
-    peernotes_tests::stdout(&output).trim().to_string()
 }

@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use peernotes_sync::{Node, NodeEvent, NodeOptions};
+use peernotes_tests::cli;
 
 /// A tmpfs mounted for the test, unmounted when dropped.
 struct SmallDisk {
@@ -224,15 +225,6 @@ fn a_daemon_on_a_full_disk_stays_up_and_stores_what_arrived_once_space_is_freed(
         "the daemon did not stop cleanly"
     );
     runtime.block_on(alice.net.close());
-}
-
-fn cli(data: &Path, args: &[&str]) -> String {
-    let output = peernotes_tests::peernotes(data)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "peernotes {args:?}: {output:?}");
-    peernotes_tests::stdout(&output).trim().to_string()
 }
 
 fn wait_for(what: &str, check: impl Fn() -> bool) {

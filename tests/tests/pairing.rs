@@ -5,13 +5,7 @@
 use std::path::Path;
 
 use peernotes_sync::pairing::Ticket;
-use peernotes_tests::{invite, peernotes, stderr, stdout};
-
-fn cli(data: &Path, args: &[&str]) -> String {
-    let output = peernotes(data).args(args).output().unwrap();
-    assert!(output.status.success(), "peernotes {args:?}: {output:?}");
-    stdout(&output).trim().to_string()
-}
+use peernotes_tests::{cli, invite, peernotes, stderr, stdout};
 
 fn join(data: &Path, ticket: &str) -> std::process::Output {
     peernotes(data)

@@ -8,17 +8,11 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use peernotes_tests::{invite, peernotes, run_with_stdin, stdout};
+use peernotes_tests::{cli, invite, peernotes, run_with_stdin, stdout};
 
 struct Serve {
     child: Child,
     listening: String,
-}
-
-fn cli(data: &Path, args: &[&str]) -> String {
-    let output = peernotes(data).args(args).output().unwrap();
-    assert!(output.status.success(), "peernotes {args:?}: {output:?}");
-    stdout(&output).trim().to_string()
 }
 
 fn serve(data: &Path, connect: Option<String>) -> Serve {
