@@ -214,6 +214,41 @@ pub fn cli(data_dir: &Path, args: &[&str]) -> String {
     stdout(&output).trim().to_string()
 }
 
+/// Makes the device of `data_dir` (set up through the CLI, as a user would) a
+/// member of a new space of `owner`'s, accepted on its side. Returns the space
+/// and the `--connect` argument that reaches `owner` at `owner_addr`.
+pub fn share_with_cli_device(
+    owner: &peernotes_sync::Node,
+    owner_addr: &iroh::EndpointAddr,
+    data_dir: &Path,
+) -> (peernotes_sync::SpaceId, String) {
+    let member = cli(data_dir, &["id"]);
+    let space = owner.create_space("Team").unwrap();
+    owner.add_member(space, &member, "Bob").unwrap();
+    let space_arg = space.to_string();
+    cli(data_dir, &["space", "join", &space_arg, owner.node_id()]);
+    let at = owner_addr
+        .ip_addrs()
+        .next()
+        .copied()
+        .expect("a direct address");
+    (space, format!("{}@{at}", owner.node_id()))
+}
+
+/// Runs `ip` (iproute2) with `args`; a refusal fails the test, naming the command.
+pub fn ip(args: &[&str]) {
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `ip` (iproute2): {e}"));
+    assert!(
+        output.status.success(),
+        "the kernel refused `ip {}` (this test needs root and network namespaces): {}",
+        args.join(" "),
+        stderr(&output)
+    );
+}
+
 /// Sets the network settings a test process must have: loopback, no mDNS, no
 /// relay.
 pub fn pin_to_loopback(cmd: &mut Command) {

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use peernotes_sync::{Node, NodeOptions, NoteId};
-use peernotes_tests::{cli, Rng};
+use peernotes_tests::{share_with_cli_device, Rng};
 
 /// Kills per run of `make test`; `make soak` raises it with PEERNOTES_CRASH_RUNS.
 const DEFAULT_RUNS: u64 = 30;
@@ -162,22 +162,8 @@ fn a_daemon_killed_during_incoming_sync_keeps_what_it_stored_and_resumes() {
         .unwrap();
     let bob_dir = tempfile::tempdir().unwrap();
     let bob_data = bob_dir.path().join("bob");
-    let bob_id = cli(&bob_data, &["id"]);
-    let space = alice.node.create_space("Team").unwrap();
-    alice.node.add_member(space, &bob_id, "Bob").unwrap();
-    cli(
-        &bob_data,
-        &["space", "join", &space.to_string(), alice.node.node_id()],
-    );
+    let (space, connect) = share_with_cli_device(&alice.node, &alice.net.addr(), &bob_data);
     let note = alice.node.create_in(space, "start\n").unwrap();
-    let alice_at = alice
-        .net
-        .addr()
-        .ip_addrs()
-        .next()
-        .copied()
-        .expect("Alice listens on loopback");
-    let connect = format!("{}@{alice_at}", alice.node.node_id());
 
     // Alice appends a line every 2 ms for as long as the runs last.
     let typing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));

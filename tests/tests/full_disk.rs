@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use peernotes_sync::{Node, NodeEvent, NodeOptions};
-use peernotes_tests::cli;
+use peernotes_tests::share_with_cli_device;
 
 /// A tmpfs mounted for the test, unmounted when dropped.
 struct SmallDisk {
@@ -171,18 +171,10 @@ fn a_daemon_on_a_full_disk_stays_up_and_stores_what_arrived_once_space_is_freed(
     let alice = runtime
         .block_on(peernotes_tests::device(&NetConfig::loopback()))
         .unwrap();
-    let bob_id = cli(&bob_data, &["id"]);
-    let space = alice.node.create_space("Team").unwrap();
-    alice.node.add_member(space, &bob_id, "Bob").unwrap();
-    cli(
-        &bob_data,
-        &["space", "join", &space.to_string(), alice.node.node_id()],
-    );
+    let (space, connect) = share_with_cli_device(&alice.node, &alice.net.addr(), &bob_data);
     let note = alice.node.create_in(space, "# Saved before\n").unwrap();
-    let alice_at = alice.net.addr().ip_addrs().next().copied().unwrap();
     let mut serve = peernotes_tests::peernotes(&bob_data)
-        .args(["serve", "--connect"])
-        .arg(format!("{}@{alice_at}", alice.node.node_id()))
+        .args(["serve", "--connect", &connect])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

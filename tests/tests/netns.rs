@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use peernotes_tests::{peernotes_bin, stderr, stdout};
+use peernotes_tests::{ip, peernotes_bin, stderr, stdout};
 
 /// The namespaces and links of one test, removed when dropped.
 struct Lan {
@@ -124,19 +124,6 @@ impl Drop for Lan {
     fn drop(&mut self) {
         self.teardown();
     }
-}
-
-fn ip(args: &[&str]) {
-    let output = Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `ip` (iproute2): {e}"));
-    assert!(
-        output.status.success(),
-        "the kernel refused `ip {}` (this test needs root and network namespaces): {}",
-        args.join(" "),
-        stderr(&output)
-    );
 }
 
 fn cli(data: &Path, args: &[&str]) -> String {

@@ -23,20 +23,10 @@ use peernotes_sync::config::RelayChoice;
 use peernotes_sync::net::NetConfig;
 use peernotes_sync::{Node, NoteId, Splice};
 use peernotes_tests::lossy::{Faults, LossyLink};
-use peernotes_tests::{device, shared_space, Device, Rng};
+use peernotes_tests::{device, ip, shared_space, Device, Rng};
 
 const LINES_EACH: usize = 40;
 const DEVICES: usize = 3;
-
-fn ip(args: &[&str]) {
-    let output = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        output.status.success(),
-        "`ip {}` failed (this test needs root): {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 /// Namespaces `<prefix>m` (the middle) and `<prefix>0..2`, one per device,
 /// each joined to the middle by a veth (`veth0` on the device's side). Routed:
