@@ -513,42 +513,6 @@ pub fn summary_hash(docs: &BTreeMap<DocKey, Vec<Hash>>) -> Hash {
 mod tests {
     use super::*;
 
-    struct Nothing;
-
-    impl Replicas for Nothing {
-        fn shared_spaces(&self) -> BTreeSet<SpaceKey> {
-            BTreeSet::from([[1; 16]])
-        }
-        fn docs(&mut self, _: &SpaceKey) -> BTreeMap<DocKey, Vec<Hash>> {
-            BTreeMap::new()
-        }
-        fn generate_sync_message(
-            &mut self,
-            _: &SpaceKey,
-            _: &DocKey,
-            _: &mut sync::State,
-        ) -> Option<sync::Message> {
-            None
-        }
-        fn receive_sync_message(
-            &mut self,
-            _: &SpaceKey,
-            _: &DocKey,
-            _: &mut sync::State,
-            _: sync::Message,
-        ) -> Result<(), String> {
-            Ok(())
-        }
-        fn receive_document(
-            &mut self,
-            _: &SpaceKey,
-            _: &DocKey,
-            _: &[u8],
-        ) -> Result<Option<Vec<Hash>>, String> {
-            Ok(None)
-        }
-    }
-
     fn hello(spaces: Vec<SpaceSummary>) -> Frame {
         Frame::Hello {
             version: PROTOCOL_VERSION,
@@ -566,35 +530,40 @@ mod tests {
     #[test]
     fn a_second_hello_or_a_repeated_space_ends_the_session() {
         let mut s = Session::new();
-        s.handle_frame(hello(vec![summary()]), &mut Nothing)
+        s.handle_frame(hello(vec![summary()]), &mut empty())
             .unwrap();
         assert!(s
-            .handle_frame(hello(vec![summary()]), &mut Nothing)
+            .handle_frame(hello(vec![summary()]), &mut empty())
             .is_err());
         assert!(s.is_closed());
         let mut s = Session::new();
         assert!(s
-            .handle_frame(hello(vec![summary(), summary()]), &mut Nothing)
+            .handle_frame(hello(vec![summary(), summary()]), &mut empty())
             .is_err());
     }
 
     #[test]
     fn buckets_are_answered_once_per_space() {
         let mut s = Session::new();
-        s.handle_frame(hello(vec![summary()]), &mut Nothing)
+        s.handle_frame(hello(vec![summary()]), &mut empty())
             .unwrap();
         let buckets = || Frame::Buckets {
             space: [1; 16],
             hashes: vec![[9; 32]; BUCKETS],
         };
-        s.handle_frame(buckets(), &mut Nothing).unwrap();
-        assert!(s.handle_frame(buckets(), &mut Nothing).is_err());
+        s.handle_frame(buckets(), &mut empty()).unwrap();
+        assert!(s.handle_frame(buckets(), &mut empty()).is_err());
     }
 
-    /// One empty document that refuses whole documents (as if they were damaged).
-    struct Refuses(automerge::AutoCommit);
+    /// One shared space with no documents, whose replicas refuse whole
+    /// documents (as if they were damaged).
+    struct Empty(automerge::AutoCommit);
 
-    impl Replicas for Refuses {
+    fn empty() -> Empty {
+        Empty(automerge::AutoCommit::new())
+    }
+
+    impl Replicas for Empty {
         fn shared_spaces(&self) -> BTreeSet<SpaceKey> {
             BTreeSet::from([[1; 16]])
         }
@@ -631,7 +600,7 @@ mod tests {
 
     #[test]
     fn a_whole_document_that_does_not_load_falls_back_to_the_sync_protocol() {
-        let mut replicas = Refuses(automerge::AutoCommit::new());
+        let mut replicas = empty();
         let mut s = Session::new();
         s.handle_frame(hello(vec![summary()]), &mut replicas)
             .unwrap();
@@ -655,13 +624,13 @@ mod tests {
     #[test]
     fn presence_keeps_only_the_newest_per_document_and_refuses_huge_payloads() {
         let mut s = Session::new();
-        s.handle_frame(hello(vec![]), &mut Nothing).unwrap();
+        s.handle_frame(hello(vec![]), &mut empty()).unwrap();
         for i in 0..100u8 {
             let frame = Frame::Presence {
                 doc: "d".into(),
                 payload: vec![i],
             };
-            s.handle_frame(frame, &mut Nothing).unwrap();
+            s.handle_frame(frame, &mut empty()).unwrap();
         }
         let events: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
         assert_eq!(
@@ -675,6 +644,6 @@ mod tests {
             doc: "d".into(),
             payload: vec![0; MAX_PRESENCE_BYTES + 1],
         };
-        assert!(s.handle_frame(huge, &mut Nothing).is_err());
+        assert!(s.handle_frame(huge, &mut empty()).is_err());
     }
 }
