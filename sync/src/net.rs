@@ -29,7 +29,7 @@ use crate::pairing::{
     decode_message, encode_message, InviterExchange, JoinerExchange, Offer, PairRequest,
     PairResponse, ShortCode, Ticket, MAX_PAIR_MESSAGE, PAIR_ALPN,
 };
-use crate::protocol::{FrameDecoder, Replicas, Session, SessionEvent};
+use crate::protocol::{FrameDecoder, Replicas, Session, SessionEvent, Vetted};
 use crate::space::SpaceId;
 
 pub use crate::config::NetConfig;
@@ -49,6 +49,13 @@ const RECONNECT_MIN: std::time::Duration = std::time::Duration::from_millis(100)
 const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 /// Local changes queued per connection before it falls behind and is closed.
 const CHANGE_BACKLOG: usize = 4096;
+/// Bytes queued for a connection's writer before the session stops making
+/// frames: a peer that does not read gets nothing more generated for it.
+const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
+/// Most sync connections one peer may hold open; a new one replaces the oldest.
+pub const MAX_CONNECTIONS_PER_PEER: usize = 4;
+/// How often a connection checks that its peer is still a member.
+const MEMBERSHIP_CHECK: Duration = Duration::from_millis(250);
 
 /// A bound endpoint serving the `Node`. Cheap to clone: clones share it.
 #[derive(Clone)]
@@ -60,8 +67,8 @@ pub struct Transport {
     /// open for the same space at once).
     offers: Arc<Mutex<Vec<Arc<Offer>>>>,
     activity: Arc<Activity>,
-    /// Node ids with open sync connections now, and how many.
-    connected: Arc<Mutex<HashMap<String, usize>>>,
+    /// Open sync connections by node id, oldest first.
+    connected: Connected,
     /// Node ids a `keep_connected` task is already dialling.
     kept: Arc<Mutex<HashSet<String>>>,
     /// Dialling tasks, stopped by `close`.
@@ -114,31 +121,47 @@ impl Activity {
     }
 }
 
+/// Open sync connections by node id, oldest first, each with a number.
+type Connected = Arc<Mutex<HashMap<String, Vec<(u64, Connection)>>>>;
+
+/// Numbers connections, so a guard can find its own.
+static CONNECTION_NUMBER: AtomicU64 = AtomicU64::new(0);
+
 /// Counts a connection, overall and per peer, for as long as it lives, and
-/// tells the Node when a peer's first connection opens and its last one closes.
+/// tells the Node when a peer's first connection opens and its last one closes
+/// (forgetting what that peer was still sending). A peer's connections beyond
+/// `MAX_CONNECTIONS_PER_PEER` close, oldest first.
 struct ConnectionGuard {
     node: Arc<Node>,
     activity: Arc<Activity>,
-    connected: Arc<Mutex<HashMap<String, usize>>>,
+    connected: Connected,
     peer: String,
+    number: u64,
 }
 
 impl ConnectionGuard {
     fn new(
         node: Arc<Node>,
         activity: Arc<Activity>,
-        connected: Arc<Mutex<HashMap<String, usize>>>,
-        peer: String,
+        connected: Connected,
+        conn: &Connection,
         addrs: &[SocketAddr],
     ) -> ConnectionGuard {
+        let peer = conn.remote_id().to_string();
+        let number = CONNECTION_NUMBER.fetch_add(1, Ordering::SeqCst);
         activity.connections.fetch_add(1, Ordering::SeqCst);
         activity.touch();
-        let first = {
+        let (first, replaced) = {
             let mut open = connected.lock().unwrap_or_else(|e| e.into_inner());
-            let count = open.entry(peer.clone()).or_default();
-            *count += 1;
-            *count == 1
+            let conns = open.entry(peer.clone()).or_default();
+            conns.push((number, conn.clone()));
+            let excess = conns.len().saturating_sub(MAX_CONNECTIONS_PER_PEER);
+            let replaced: Vec<Connection> = conns.drain(..excess).map(|(_, c)| c).collect();
+            (conns.len() == 1, replaced)
         };
+        for old in replaced {
+            old.close(4u32.into(), b"replaced by a newer connection");
+        }
         if first {
             if let Err(e) = node.peer_connected(&peer, true, addrs) {
                 tracing::warn!("cannot record the connection: {e}");
@@ -149,6 +172,7 @@ impl ConnectionGuard {
             activity,
             connected,
             peer,
+            number,
         }
     }
 }
@@ -159,17 +183,20 @@ impl Drop for ConnectionGuard {
         let last = {
             let mut open = self.connected.lock().unwrap_or_else(|e| e.into_inner());
             match open.get_mut(&self.peer) {
-                Some(count) if *count > 1 => {
-                    *count -= 1;
-                    false
+                Some(conns) => {
+                    conns.retain(|(n, _)| *n != self.number);
+                    if conns.is_empty() {
+                        open.remove(&self.peer);
+                        true
+                    } else {
+                        false
+                    }
                 }
-                _ => {
-                    open.remove(&self.peer);
-                    true
-                }
+                None => false,
             }
         };
         if last {
+            self.node.drop_incoming_from(&self.peer);
             if let Err(e) = self.node.peer_connected(&self.peer, false, &[]) {
                 tracing::warn!("cannot record the disconnection: {e}");
             }
@@ -747,10 +774,10 @@ async fn drive(
     initiator: bool,
     mut changes: broadcast::Receiver<Outgoing>,
     activity: Arc<Activity>,
-    connected: Arc<Mutex<HashMap<String, usize>>>,
+    connected: Connected,
 ) -> anyhow::Result<()> {
     let peer = conn.remote_id().to_string();
-    let span = tracing::info_span!("peer", peer = &peer[..8]);
+    let span = tracing::info_span!("peer", peer = %conn.remote_id().fmt_short());
     let _guard = span.enter();
     if node.with_peer(&peer, |r| r.shared_spaces().is_empty()) {
         tracing::info!("closing: shares no space with us");
@@ -770,21 +797,18 @@ async fn drive(
             _ => None,
         })
         .collect();
-    let _counted = ConnectionGuard::new(
-        node.clone(),
-        activity.clone(),
-        connected,
-        peer.clone(),
-        &addrs,
-    );
+    let _counted = ConnectionGuard::new(node.clone(), activity.clone(), connected, &conn, &addrs);
     // Writing has its own task, so this loop always keeps reading: two peers that
     // both have more to send than the stream window cannot block each other.
-    let (out, writer) = spawn_writer(send, activity.clone());
+    // What waits for the writer is bounded (`MAX_QUEUED_BYTES`): past it the
+    // session makes no more frames until the writer has room.
+    let out = spawn_writer(send, activity.clone());
     let mut session = Session::new();
     node.with_peer(&peer, |r| session.start(r));
     queue_out(&mut session, &out, &node, &peer)?;
     let mut decoder = FrameDecoder::new();
     let mut buf = vec![0u8; READ_BUFFER];
+    let mut membership = tokio::time::interval(MEMBERSHIP_CHECK);
     loop {
         tokio::select! {
             read = recv.read(&mut buf) => {
@@ -793,12 +817,26 @@ async fn drive(
                 activity.bytes_received.fetch_add(n as u64, Ordering::SeqCst);
                 decoder.push(&buf[..n]);
                 while let Some(frame) = decoder.next_frame()? {
-                    node.with_peer(&peer, |r| session.handle_frame(frame, r))?;
+                    // Vetted here, before the Node's lock is taken.
+                    let frame = match Vetted::check(frame) {
+                        Ok(frame) => frame,
+                        Err(e) => {
+                            session.close(e.to_string());
+                            break;
+                        }
+                    };
+                    node.with_peer(&peer, |r| session.handle_vetted(frame, r))?;
+                }
+            }
+            () = out.room.notified(), if session.wants_to_transmit() => {}
+            _ = membership.tick() => {
+                if node.with_peer(&peer, |r| r.shared_spaces().is_empty()) {
+                    session.close("no longer a member of a space we share".into());
                 }
             }
             change = changes.recv() => match change {
                 Ok(Outgoing::Change(space, doc)) => {
-                    node.with_peer(&peer, |r| session.local_change(space.as_bytes(), &doc, r));
+                    session.local_change(space.as_bytes(), &doc);
                 }
                 Ok(Outgoing::Presence(space, doc, payload)) => {
                     let shared = node.with_peer(&peer, |r| r.shared_spaces().contains(space.as_bytes()));
@@ -819,7 +857,7 @@ async fn drive(
     }
     // Let the peer read our last frames: the writer finishes the stream once it
     // has sent everything; wait (briefly) for the peer's end, then close.
-    drop(out);
+    let writer = out.close();
     let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
     let drain = async { while let Ok(Some(_)) = recv.read(&mut buf).await {} };
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
@@ -909,7 +947,7 @@ async fn answer_pairing(
                 .find(|s| s.id == offer.space)
                 .map(|s| s.name)
                 .unwrap_or_default();
-            tracing::info!(joiner = &joiner[..8], "paired");
+            tracing::info!(joiner = %conn.remote_id().fmt_short(), "paired");
             node.publish(NodeEvent::Pairing {
                 progress: PairingProgress::Paired {
                     space: offer.space,
@@ -924,7 +962,7 @@ async fn answer_pairing(
         }
         (Ok(()), None) => anyhow::bail!("pairing succeeded without an invitation"),
         (Err(reason), _) => {
-            tracing::warn!(joiner = &joiner[..8], "pairing refused: {reason}");
+            tracing::warn!(joiner = %conn.remote_id().fmt_short(), "pairing refused: {reason}");
             node.publish(NodeEvent::Pairing {
                 progress: PairingProgress::Failed {
                     reason: reason.clone(),
@@ -1013,65 +1051,114 @@ async fn read_pair_message<T: serde::de::DeserializeOwned>(
     Ok(decode_message(&body)?)
 }
 
-/// Queues what the session wants to send for the writer task, and hands the
-/// peer's presence to the Node's subscribers (other events need nothing: the
-/// Node raises its own change events), so a chatty peer cannot make them pile up.
-fn queue_out(
-    session: &mut Session,
-    out: &tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
-    node: &Node,
-    peer: &str,
-) -> anyhow::Result<()> {
+/// Acts on the session's events — the peer's presence goes to the Node's
+/// subscribers, only for a note in use here in a space both share (other
+/// events need nothing: the Node raises its own change events), a refusal is
+/// logged and published — then queues frames for the writer while it has
+/// room.
+fn queue_out(session: &mut Session, out: &Writer, node: &Node, peer: &str) -> anyhow::Result<()> {
     while let Some(event) = session.poll_event() {
-        if let SessionEvent::Presence { doc, payload } = event {
-            let Ok(note) = doc.parse::<NoteId>() else {
-                continue;
-            };
-            let Ok((cursor, _)) = postcard::take_from_bytes::<Cursor>(&payload) else {
-                continue;
-            };
-            // Only for a note in a space this peer shares with us.
-            let shared = node
-                .space_of(&note)
-                .map(|space| node.with_peer(peer, |r| r.shared_spaces().contains(space.as_bytes())))
-                .unwrap_or(false);
-            if shared {
-                node.publish(NodeEvent::PeerPresence {
+        match event {
+            SessionEvent::Presence { doc, payload } => {
+                let Ok(note) = doc.parse::<NoteId>() else {
+                    continue;
+                };
+                let Ok((cursor, _)) = postcard::take_from_bytes::<Cursor>(&payload) else {
+                    continue;
+                };
+                if node.shares_open_note(peer, &note) {
+                    node.publish(NodeEvent::PeerPresence {
+                        peer: peer.to_string(),
+                        note,
+                        anchor: cursor.anchor,
+                        head: cursor.head,
+                    });
+                }
+            }
+            SessionEvent::Refused { doc, reason, .. } => {
+                tracing::warn!(doc, "refused what the peer sent: {reason}");
+                node.publish(NodeEvent::PeerRefused {
                     peer: peer.to_string(),
-                    note,
-                    anchor: cursor.anchor,
-                    head: cursor.head,
+                    doc,
+                    reason,
                 });
             }
+            SessionEvent::RemoteChange { .. } | SessionEvent::Closed { .. } => {}
         }
     }
-    while let Some(frame) = session.poll_transmit() {
-        out.send(frame.encode()?)
-            .map_err(|_| anyhow::anyhow!("the connection's writer stopped"))?;
+    if !session.wants_to_transmit() {
+        return Ok(());
+    }
+    let frames = node.with_peer(peer, |r| {
+        let mut frames = Vec::new();
+        let mut queued = out.queued.load(Ordering::SeqCst);
+        while queued < MAX_QUEUED_BYTES {
+            let Some(frame) = session.poll_transmit(r) else {
+                break;
+            };
+            let bytes = frame.encode()?;
+            queued += bytes.len();
+            frames.push(bytes);
+        }
+        anyhow::Ok(frames)
+    })?;
+    for bytes in frames {
+        out.send(bytes)?;
     }
     Ok(())
 }
 
+/// The queue to a connection's writer task: frames in order, and how many
+/// bytes wait in it.
+struct Writer {
+    queue: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+    /// Notified each time the writer has written a frame.
+    room: Arc<tokio::sync::Notify>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Writer {
+    fn send(&self, bytes: Vec<u8>) -> anyhow::Result<()> {
+        self.queued.fetch_add(bytes.len(), Ordering::SeqCst);
+        self.queue
+            .send(bytes)
+            .map_err(|_| anyhow::anyhow!("the connection's writer stopped"))
+    }
+
+    /// Closes the queue: the writer sends what is in it, then finishes the
+    /// stream.
+    fn close(self) -> JoinHandle<anyhow::Result<()>> {
+        self.task
+    }
+}
+
 /// Writes queued frames to the stream in order; finishes it when the queue
 /// closes.
-fn spawn_writer(
-    mut send: SendStream,
-    activity: Arc<Activity>,
-) -> (
-    tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
-    JoinHandle<anyhow::Result<()>>,
-) {
-    let (out, mut queue) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
-    let writer = tokio::spawn(async move {
-        while let Some(bytes) = queue.recv().await {
-            send.write_all(&bytes).await?;
-            activity
-                .bytes_sent
-                .fetch_add(bytes.len() as u64, Ordering::SeqCst);
-            activity.touch();
-        }
-        send.finish().ok();
-        Ok(())
-    });
-    (out, writer)
+fn spawn_writer(mut send: SendStream, activity: Arc<Activity>) -> Writer {
+    let (queue, mut frames) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let room = Arc::new(tokio::sync::Notify::new());
+    let task = {
+        let (queued, room) = (queued.clone(), room.clone());
+        tokio::spawn(async move {
+            while let Some(bytes) = frames.recv().await {
+                send.write_all(&bytes).await?;
+                queued.fetch_sub(bytes.len(), Ordering::SeqCst);
+                room.notify_one();
+                activity
+                    .bytes_sent
+                    .fetch_add(bytes.len() as u64, Ordering::SeqCst);
+                activity.touch();
+            }
+            send.finish().ok();
+            Ok(())
+        })
+    };
+    Writer {
+        queue,
+        queued,
+        room,
+        task,
+    }
 }

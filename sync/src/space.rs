@@ -178,20 +178,30 @@ impl Space {
     pub fn members(&self) -> Vec<Member> {
         self.doc
             .keys(&self.members)
-            .filter_map(|key| match self.doc.get(&self.members, key.as_str()) {
-                Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
-                    ScalarValue::Str(json) => serde_json::from_str::<Member>(json)
-                        .ok()
-                        .map(|m| Member { node_id: key, ..m }),
-                    _ => None,
-                },
-                _ => None,
-            })
+            .filter_map(|key| self.member(&key))
             .collect()
     }
 
+    /// The member filed under `node_id`, if its value is a member record. A
+    /// value that is not one makes nobody a member: whoever can sync a space
+    /// is always listed by `members`, so they can be seen and removed.
+    pub fn member(&self, node_id: &str) -> Option<Member> {
+        match self.doc.get(&self.members, node_id) {
+            Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
+                ScalarValue::Str(json) => {
+                    serde_json::from_str::<Member>(json).ok().map(|m| Member {
+                        node_id: node_id.to_string(),
+                        ..m
+                    })
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     pub fn is_member(&self, node_id: &str) -> bool {
-        matches!(self.doc.get(&self.members, node_id), Ok(Some(_)))
+        self.member(node_id).is_some()
     }
 
     /// `by` (a member) adds `node_id` under `name`.
@@ -210,7 +220,8 @@ impl Space {
 
     /// Removes a member: devices stop syncing this space with them.
     pub fn remove_member(&mut self, node_id: &str, now_ms: i64) -> Result<()> {
-        if !self.is_member(node_id) {
+        // Any value under the key goes, member record or not.
+        if !matches!(self.doc.get(&self.members, node_id), Ok(Some(_))) {
             return Err(Error::Invalid(format!(
                 "{} is not a member of space {}",
                 short(node_id),
@@ -290,8 +301,8 @@ impl Space {
     }
 }
 
-fn short(node_id: &str) -> &str {
-    &node_id[..node_id.len().min(8)]
+fn short(node_id: &str) -> String {
+    node_id.chars().take(8).collect()
 }
 
 fn damaged(id: &SpaceId, e: automerge::AutomergeError) -> Error {

@@ -630,6 +630,18 @@ impl Store {
         Ok(rows)
     }
 
+    /// A note's space id and encoded heads, without its text: what the sync
+    /// protocol needs to check and compare.
+    pub fn space_and_heads(&self, note_id: &str) -> Result<Option<(String, Vec<u8>)>> {
+        self.conn
+            .prepare_cached("SELECT space_id, heads FROM notes WHERE id = ?1")
+            .and_then(|mut stmt| {
+                stmt.query_row([note_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(|e| classify(&self.path, e))
+    }
+
     pub fn row(&self, note_id: &str) -> Result<Option<NoteRow>> {
         self.conn
             .query_row(

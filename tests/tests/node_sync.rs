@@ -48,8 +48,12 @@ fn sync_watching(a: &Node, b: &Node, mut watch: impl FnMut(&Frame)) -> Traffic {
         }
     };
     for _ in 0..10_000 {
-        let to_b: Vec<Frame> = std::iter::from_fn(|| sa.poll_transmit()).collect();
-        let to_a: Vec<Frame> = std::iter::from_fn(|| sb.poll_transmit()).collect();
+        let to_b: Vec<Frame> = a.with_peer(b.node_id(), |r| {
+            std::iter::from_fn(|| sa.poll_transmit(r)).collect()
+        });
+        let to_a: Vec<Frame> = b.with_peer(a.node_id(), |r| {
+            std::iter::from_fn(|| sb.poll_transmit(r)).collect()
+        });
         if to_a.is_empty() && to_b.is_empty() {
             a.flush().unwrap();
             b.flush().unwrap();
@@ -258,8 +262,12 @@ fn status_counts_what_the_peer_announced_but_has_not_sent_yet() {
     alice.with_peer(bob.node_id(), |r| sa.start(r));
     bob.with_peer(alice.node_id(), |r| sb.start(r));
     'session: for _ in 0..100 {
-        let to_b: Vec<Frame> = std::iter::from_fn(|| sa.poll_transmit()).collect();
-        let to_a: Vec<Frame> = std::iter::from_fn(|| sb.poll_transmit()).collect();
+        let to_b: Vec<Frame> = alice.with_peer(bob.node_id(), |r| {
+            std::iter::from_fn(|| sa.poll_transmit(r)).collect()
+        });
+        let to_a: Vec<Frame> = bob.with_peer(alice.node_id(), |r| {
+            std::iter::from_fn(|| sb.poll_transmit(r)).collect()
+        });
         for frame in to_b {
             let announces = matches!(frame, Frame::Sync { .. });
             bob.with_peer(alice.node_id(), |r| sb.handle_frame(frame, r))

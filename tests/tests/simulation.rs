@@ -66,11 +66,13 @@ impl Replicas for Peer {
 
     /// Half of the documents go whole; the other half exercise the fallback to
     /// the sync protocol.
-    fn saved_document(&mut self, _space: &SpaceKey, doc: &DocKey) -> Option<Vec<u8>> {
+    fn saved_document(&mut self, _space: &SpaceKey, doc: &DocKey) -> Option<(Vec<u8>, Vec<Hash>)> {
         if bucket_of(doc) % 2 == 1 {
             return None;
         }
-        self.docs.get_mut(doc).map(|d| d.save())
+        self.docs
+            .get_mut(doc)
+            .map(|d| (d.save(), d.get_heads().into_iter().map(|h| h.0).collect()))
     }
 
     fn receive_document(
@@ -160,11 +162,12 @@ impl Net {
     /// Moves every frame the link's sessions want to send onto the wire.
     fn pump(&mut self, l: usize) {
         let link = &mut self.links[l];
+        let (a, b) = (link.a, link.b);
         if let Some((sa, sb)) = &mut link.up {
-            while let Some(f) = sa.poll_transmit() {
+            while let Some(f) = sa.poll_transmit(&mut self.peers[a]) {
                 link.to_b.push_back(f);
             }
-            while let Some(f) = sb.poll_transmit() {
+            while let Some(f) = sb.poll_transmit(&mut self.peers[b]) {
                 link.to_a.push_back(f);
             }
         }
@@ -200,9 +203,9 @@ impl Net {
             let (a, b) = (link.a, link.b);
             if let Some((sa, sb)) = &mut link.up {
                 if a == peer {
-                    sa.local_change(&SPACE, doc, &mut self.peers[a]);
+                    sa.local_change(&SPACE, doc);
                 } else if b == peer {
-                    sb.local_change(&SPACE, doc, &mut self.peers[b]);
+                    sb.local_change(&SPACE, doc);
                 }
             }
             self.pump(l);

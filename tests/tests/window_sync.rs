@@ -80,8 +80,12 @@ fn peer_sync(a: &Node, b: &Node) {
     a.with_peer(b.node_id(), |r| sa.start(r));
     b.with_peer(a.node_id(), |r| sb.start(r));
     for _ in 0..1000 {
-        let to_b: Vec<Frame> = std::iter::from_fn(|| sa.poll_transmit()).collect();
-        let to_a: Vec<Frame> = std::iter::from_fn(|| sb.poll_transmit()).collect();
+        let to_b: Vec<Frame> = a.with_peer(b.node_id(), |r| {
+            std::iter::from_fn(|| sa.poll_transmit(r)).collect()
+        });
+        let to_a: Vec<Frame> = b.with_peer(a.node_id(), |r| {
+            std::iter::from_fn(|| sb.poll_transmit(r)).collect()
+        });
         if to_a.is_empty() && to_b.is_empty() {
             return;
         }

@@ -196,6 +196,14 @@ pub enum NodeEvent {
     PeerStatusChanged { peer: String, connected: bool },
     /// How a pairing (by ticket or short code) is going, on either side.
     Pairing { progress: PairingProgress },
+    /// A peer sent something for a document that was refused (not applied,
+    /// not stored, not forwarded): a change that would break the document's
+    /// shape, or a document of a space it does not belong to.
+    PeerRefused {
+        peer: String,
+        doc: String,
+        reason: String,
+    },
     /// Where a connected member's cursor is in a note (character offsets). It
     /// vanishes when the peer disconnects (`PeerStatusChanged`).
     PeerPresence {
@@ -278,8 +286,9 @@ struct State {
     /// Sync states to remember, by `(peer, doc)`; written by the group commit.
     sync_states: BTreeMap<(String, String), SavedSyncState>,
     /// Documents arriving by sync that are not yet whole enough to be notes or
-    /// space indexes, by the space they arrive in and their doc key.
-    incoming: BTreeMap<(SpaceId, String), AutoCommit>,
+    /// space indexes, by the peer sending them, the space they arrive in and
+    /// their doc key.
+    incoming: BTreeMap<(String, SpaceId, String), AutoCommit>,
     /// Spaces this device was invited to but whose index has not arrived yet,
     /// with the inviter's node id (the one peer to sync them with).
     joining: BTreeMap<SpaceId, String>,
@@ -765,6 +774,27 @@ impl State {
         }
     }
 
+    /// The space a note belongs to, from memory or its row; `None` if this
+    /// device has no such note. Never loads its document.
+    fn note_space(&self, id: &NoteId) -> Result<Option<SpaceId>> {
+        if let Some(open) = self.open.peek(id) {
+            return Ok(Some(open.space));
+        }
+        Ok(self
+            .store
+            .space_and_heads(id.as_str())?
+            .and_then(|(space, _)| self.parse_space(&space)))
+    }
+
+    /// A note row's space id; notes from before spaces (an empty id) are in
+    /// the private space.
+    fn parse_space(&self, space_id: &str) -> Option<SpaceId> {
+        if space_id.is_empty() {
+            return self.private_space;
+        }
+        space_id.parse().ok()
+    }
+
     /// Makes sure a note's document is in memory, loading it from its chunks.
     fn load(&mut self, id: &NoteId) -> Result<&mut OpenNote> {
         if !self.open.contains(id) {
@@ -794,10 +824,10 @@ impl State {
             tracing::warn!(note = %id, "some changes wait for history that could not be read");
         }
         let note = Note::from_doc(id.clone(), &self.actor, doc)?;
-        let space = match row.space_id.parse() {
-            Ok(space) => space,
-            Err(_) => self.private_space.ok_or(Error::ReadOnly)?,
-        };
+        let space = self
+            .parse_space(&row.space_id)
+            .or(self.private_space)
+            .ok_or(Error::ReadOnly)?;
         Ok(OpenNote {
             note,
             space,
@@ -1096,6 +1126,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+mod admit;
 mod decode;
 mod replicas;
 mod spaces;

@@ -1,14 +1,20 @@
 //! The `Node`'s documents as the sync protocol sees them, for one remote peer
 //! (`protocol::Replicas`). A peer sees only the spaces it is a member of (and a
-//! space this device is joining, only with its inviter). A note that arrives for
-//! a space must belong to that space; anything else is refused, which ends the
-//! session. Received changes are committed by the group commit, like local ones.
+//! space this device is joining, only with its inviter), and within a space
+//! only the notes this device's own store files under it: whatever a space's
+//! index lists, a note of another space is neither described, sent nor
+//! changed. Everything received passes admission (`admit`) before it touches a
+//! document; what does not is refused (reported by the session, which goes
+//! on). Documents still arriving are held per peer, at most
+//! `MAX_INCOMING_PER_PEER`, and dropped when that peer's last connection
+//! closes. Received changes are committed by the group commit, like local ones.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use automerge::sync::{self, SyncDoc};
 use automerge::{AutoCommit, ChangeHash, ObjType, ReadDoc, Value, ROOT};
 
+use super::admit::{admit, changes_in, Shape};
 use super::decode::strict_load;
 use super::spaces::OpenSpace;
 use super::{lock, now_ms, Node, NodeEvent, OpenNote, SavedSyncState, State};
@@ -19,8 +25,8 @@ use crate::protocol::Replicas;
 use crate::space::{Space, SpaceId};
 use crate::store::ChunkKind;
 
-/// Most documents that may be arriving (not yet whole) at once.
-const MAX_INCOMING: usize = 10_000;
+/// Most documents that may be arriving (not yet whole) from one peer at once.
+pub const MAX_INCOMING_PER_PEER: usize = 10_000;
 
 /// This device's documents, as one peer may see them.
 pub struct PeerReplicas<'a> {
@@ -45,9 +51,35 @@ impl Node {
         result
     }
 
-    /// The space a note belongs to.
+    /// The space a note belongs to, from memory or its row (never loading
+    /// its document).
     pub fn space_of(&self, id: &NoteId) -> Result<SpaceId> {
-        self.with_state(|st| Ok(st.load(id)?.space))
+        self.with_state(|st| {
+            st.note_space(id)?
+                .ok_or_else(|| Error::NoteNotFound(id.to_string()))
+        })
+    }
+
+    /// Whether `peer` may see `note` now: the note is in memory (in use on
+    /// this device) and in a space both are members of. Costs no load.
+    pub fn shares_open_note(&self, peer: &str, note: &NoteId) -> bool {
+        let mut st = lock(&self.shared.state);
+        let Some(space) = st.open.peek(note).map(|open| open.space) else {
+            return false;
+        };
+        let replicas = PeerReplicas {
+            st: &mut st,
+            peer: peer.to_string(),
+        };
+        replicas.shared_spaces().contains(space.as_bytes())
+    }
+
+    /// Forgets what `peer` was sending that had not become a note or space
+    /// yet: its last connection closed.
+    pub(crate) fn drop_incoming_from(&self, peer: &str) {
+        lock(&self.shared.state)
+            .incoming
+            .retain(|(from, _, _), _| from != peer);
     }
 
     /// Accepts an invitation to `space` from `inviter`: this device syncs the space
@@ -80,21 +112,33 @@ impl PeerReplicas<'_> {
             return Ok(open.space.doc_mut());
         }
         let id: NoteId = key.parse().map_err(|e: Error| e.to_string())?;
-        let known = self.st.open.contains(&id)
-            || self
-                .st
-                .store
-                .row(id.as_str())
-                .map_err(|e| e.to_string())?
-                .is_some();
-        if !known {
-            return self.incoming(space, key);
+        match self.st.note_space(&id).map_err(|e| e.to_string())? {
+            None => self.incoming(space, key),
+            // Checked before loading: a note of another space is never touched.
+            Some(theirs) if theirs != space => {
+                Err(format!("note {} does not belong to that space", id.short()))
+            }
+            Some(_) => {
+                let open = self.st.load(&id).map_err(|e| e.to_string())?;
+                Ok(open.note.doc_mut())
+            }
         }
-        let open = self.st.load(&id).map_err(|e| e.to_string())?;
-        if open.space != space {
-            return Err(format!("note {} does not belong to that space", id.short()));
+    }
+
+    /// Whether `key` names a document of `space` in this device's own store
+    /// (its index, or a note filed under it), or none that is stored yet.
+    fn belongs(&self, space: SpaceId, key: &str) -> bool {
+        if key == space.doc_key() {
+            return true;
         }
-        Ok(open.note.doc_mut())
+        let Ok(id) = key.parse::<NoteId>() else {
+            return false;
+        };
+        match self.st.note_space(&id) {
+            Ok(Some(theirs)) => theirs == space,
+            Ok(None) => true,
+            Err(_) => false,
+        }
     }
 
     /// A document arriving in `space`. Keyed by space too, so what arrives in one
@@ -104,11 +148,25 @@ impl PeerReplicas<'_> {
         space: SpaceId,
         key: &str,
     ) -> std::result::Result<&mut AutoCommit, String> {
-        let slot = (space, key.to_string());
-        if !self.st.incoming.contains_key(&slot) && self.st.incoming.len() >= MAX_INCOMING {
-            return Err(format!(
-                "over {MAX_INCOMING} documents are arriving at once"
-            ));
+        let slot = (self.peer.clone(), space, key.to_string());
+        if !self.st.incoming.contains_key(&slot) {
+            let from_peer = self
+                .st
+                .incoming
+                .range(
+                    (
+                        self.peer.clone(),
+                        SpaceId::from_bytes([0; 16]),
+                        String::new(),
+                    )..,
+                )
+                .take_while(|((from, _, _), _)| *from == self.peer)
+                .count();
+            if from_peer >= MAX_INCOMING_PER_PEER {
+                return Err(format!(
+                    "over {MAX_INCOMING_PER_PEER} documents are arriving from this device at once"
+                ));
+            }
         }
         Ok(self.st.incoming.entry(slot).or_default())
     }
@@ -122,7 +180,7 @@ impl PeerReplicas<'_> {
         key: &str,
         arrived_whole: Option<Vec<u8>>,
     ) -> std::result::Result<(), String> {
-        let slot = (space, key.to_string());
+        let slot = (self.peer.clone(), space, key.to_string());
         let Some(doc) = self.st.incoming.get(&slot) else {
             return Ok(());
         };
@@ -197,41 +255,68 @@ impl PeerReplicas<'_> {
     /// A note that is not in memory and is stored as one snapshot: its stored
     /// bytes are the whole document, with no need to load and save it again.
     /// (Were they damaged, the peer refuses them and falls back to syncing.)
-    fn stored_snapshot(&mut self, key: &str) -> Option<Vec<u8>> {
+    /// (The caller has checked that the note belongs to the space asked about.)
+    fn stored_snapshot(&mut self, key: &str) -> Option<(Vec<u8>, Vec<Hash>)> {
         let id: NoteId = key.parse().ok()?;
         if self.st.open.contains(&id) {
             return None;
         }
+        let (_, heads) = self.st.store.space_and_heads(id.as_str()).ok()??;
+        if heads.is_empty() {
+            return None;
+        }
         let mut chunks = self.st.store.chunks(id.as_str()).ok()?;
         match chunks.as_slice() {
-            [only] if only.kind == ChunkKind::Snapshot => chunks.pop().map(|c| c.data),
+            [only] if only.kind == ChunkKind::Snapshot => {
+                chunks.pop().map(|c| (c.data, decode_heads(&heads)))
+            }
             _ => None,
         }
     }
 
-    /// A note's heads without loading it when the store knows them.
-    fn note_heads(&mut self, space: SpaceId, id: &NoteId) -> Vec<Hash> {
+    /// A note's heads without loading it when the store knows them; `None` for
+    /// a note this device files under another space (whatever `space`'s index
+    /// says), which the peer is not told about.
+    fn note_heads(&mut self, space: SpaceId, id: &NoteId) -> Option<Vec<Hash>> {
         if let Some(open) = self.st.open.get_mut(id) {
-            return hashes(&open.note.heads());
+            return (open.space == space).then(|| hashes(&open.note.heads()));
         }
-        if let Some(doc) = self.st.incoming.get_mut(&(space, id.to_string())) {
-            return hashes(&doc.get_heads());
+        let slot = (self.peer.clone(), space, id.to_string());
+        if let Some(doc) = self.st.incoming.get_mut(&slot) {
+            return Some(hashes(&doc.get_heads()));
         }
-        match self.st.store.row(id.as_str()) {
-            Ok(Some(row)) if !row.heads.is_empty() => row
-                .heads
-                .chunks_exact(32)
-                .map(|h| h.try_into().expect("32-byte chunks"))
-                .collect(),
+        match self.st.store.space_and_heads(id.as_str()) {
+            Ok(Some((theirs, _))) if self.st.parse_space(&theirs) != Some(space) => None,
+            Ok(Some((_, heads))) if !heads.is_empty() => Some(decode_heads(&heads)),
             Ok(Some(_)) => match self.st.load(id) {
-                Ok(open) => hashes(&open.note.heads()),
+                Ok(open) => Some(hashes(&open.note.heads())),
                 Err(e) => {
                     tracing::warn!(note = %id, "cannot read heads: {e}");
-                    Vec::new()
+                    Some(Vec::new())
                 }
             },
-            _ => Vec::new(),
+            Ok(None) => Some(Vec::new()),
+            Err(e) => {
+                tracing::warn!(note = %id, "cannot read heads: {e}");
+                None
+            }
         }
+    }
+
+    /// Refuses `changes` for `key` unless they keep its document's shape.
+    fn admit(
+        &mut self,
+        space: SpaceId,
+        key: &str,
+        changes: &[automerge::Change],
+    ) -> std::result::Result<(), String> {
+        let shape = if key == space.doc_key() {
+            Shape::Index
+        } else {
+            Shape::Note
+        };
+        let target = self.doc_mut(space, key)?;
+        admit(target, shape, changes)
     }
 }
 
@@ -264,7 +349,7 @@ impl Replicas for PeerReplicas<'_> {
             let heads = self
                 .st
                 .incoming
-                .get_mut(&(id, key.clone()))
+                .get_mut(&(self.peer.clone(), id, key.clone()))
                 .map(|doc| hashes(&doc.get_heads()))
                 .unwrap_or_default();
             docs.insert(key, heads);
@@ -272,8 +357,9 @@ impl Replicas for PeerReplicas<'_> {
         };
         docs.insert(key, hashes(&open.space.heads()));
         for note in open.space.notes() {
-            let heads = self.note_heads(id, &note);
-            docs.insert(note.to_string(), heads);
+            if let Some(heads) = self.note_heads(id, &note) {
+                docs.insert(note.to_string(), heads);
+            }
         }
         docs
     }
@@ -308,6 +394,14 @@ impl Replicas for PeerReplicas<'_> {
             return Err("this device no longer shares that space with you".into());
         }
         let space = SpaceId::from_bytes(*space);
+        if !self.belongs(space, doc) {
+            return Err(format!("{doc} is not a document of that space"));
+        }
+        let mut changes = Vec::new();
+        for chunk in message.changes.iter() {
+            changes.extend(changes_in(self.doc_mut(space, doc)?, chunk)?);
+        }
+        self.admit(space, doc, &changes)?;
         let target = self.doc_mut(space, doc)?;
         let before = target.get_heads();
         target
@@ -320,15 +414,19 @@ impl Replicas for PeerReplicas<'_> {
         Ok(())
     }
 
-    fn saved_document(&mut self, space: &SpaceKey, doc: &DocKey) -> Option<Vec<u8>> {
+    fn saved_document(&mut self, space: &SpaceKey, doc: &DocKey) -> Option<(Vec<u8>, Vec<Hash>)> {
         if !self.shared_spaces().contains(space) {
+            return None;
+        }
+        let space = SpaceId::from_bytes(*space);
+        if !self.belongs(space, doc) {
             return None;
         }
         if let Some(stored) = self.stored_snapshot(doc) {
             return Some(stored);
         }
-        match self.doc_mut(SpaceId::from_bytes(*space), doc) {
-            Ok(doc) => Some(doc.save()),
+        match self.doc_mut(space, doc) {
+            Ok(doc) => Some((doc.save(), hashes(&doc.get_heads()))),
             Err(e) => {
                 tracing::warn!(peer = %self.peer, doc, "not sending: {e}");
                 None
@@ -346,16 +444,28 @@ impl Replicas for PeerReplicas<'_> {
             return Err("this device no longer shares that space with you".into());
         }
         let space = SpaceId::from_bytes(*space);
-        let target = self.doc_mut(space, doc)?;
+        if !self.belongs(space, doc) {
+            return Err(format!("{doc} is not a document of that space"));
+        }
+        let key = doc;
+        let shape = if key == &space.doc_key() {
+            Shape::Index
+        } else {
+            Shape::Note
+        };
+        let target = self.doc_mut(space, key)?;
         let before = target.get_heads();
+        let mut whole = strict_load(saved)?;
+        let changes = target.get_changes_added(&mut whole);
+        admit(target, shape, &changes)?;
         let mut arrived_whole = None;
         if before.is_empty() {
-            // New here: load it strictly, as the store will, and keep its bytes.
+            // New here: keep it as loaded, and its bytes for the store.
             let actor = target.get_actor().clone();
-            *target = strict_load(saved)?.with_actor(actor);
+            *target = whole.with_actor(actor);
             arrived_whole = Some(saved.to_vec());
         } else {
-            target.load_incremental(saved).map_err(|e| e.to_string())?;
+            target.apply_changes(changes).map_err(|e| e.to_string())?;
         }
         let after = target.get_heads();
         if after == before {
@@ -394,4 +504,12 @@ impl Replicas for PeerReplicas<'_> {
 
 fn hashes(heads: &[ChangeHash]) -> Vec<Hash> {
     heads.iter().map(|h| h.0).collect()
+}
+
+/// Heads as the store keeps them: 32-byte hashes back to back.
+fn decode_heads(bytes: &[u8]) -> Vec<Hash> {
+    bytes
+        .chunks_exact(32)
+        .map(|h| h.try_into().expect("32-byte chunks"))
+        .collect()
 }

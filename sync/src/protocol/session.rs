@@ -2,10 +2,19 @@
 //!
 //! Run loop, for the driver (`net`, or a simulation):
 //! 1. `Session::new`, then `start` once the connection is up;
-//! 2. `handle_frame` for each frame that arrives, `local_change` whenever a
-//!    document changed on this device;
-//! 3. after every call, send each frame from `poll_transmit` in order, and act on
-//!    each `poll_event`.
+//! 2. `handle_frame` for each frame that arrives (or `handle_vetted`, for a
+//!    frame the driver vetted itself, outside any lock), `local_change`
+//!    whenever a document changed on this device;
+//! 3. after every call, act on each `poll_event`, and send frames from
+//!    `poll_transmit` in order while the connection has room for them.
+//!
+//! Work is bounded by what the peer can make this device spend, not by what it
+//! asks: every frame is vetted (`vet`) before Automerge sees it; each document
+//! with something to send is due at most once, and its frame is generated only
+//! when the driver asks for the next one, so a peer that asks again and again,
+//! or never reads, grows nothing but a set of due documents (at most one entry
+//! per document it shares). A change the replicas refuse is reported
+//! (`SessionEvent::Refused`) and the session goes on for everything else.
 //!
 //! The session never touches a socket, clock or disk: documents are reached
 //! through `Replicas`, which the caller implements. A protocol error ends the
@@ -19,6 +28,7 @@ use sha2::{Digest, Sha256};
 use super::frame::{
     DocHeads, DocKey, Frame, Hash, SpaceKey, SpaceSummary, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
+use super::vet::Vetted;
 
 /// The documents a session syncs, as the device holding them sees them.
 pub trait Replicas {
@@ -35,6 +45,8 @@ pub trait Replicas {
         state: &mut sync::State,
     ) -> Option<sync::Message>;
     /// Applies a sync message to `doc`, creating the document if it is new here.
+    /// An error means it was refused (not applied): the session reports it and
+    /// goes on.
     fn receive_sync_message(
         &mut self,
         space: &SpaceKey,
@@ -50,13 +62,15 @@ pub trait Replicas {
     /// Remembers a sync state after a message was received (the state's shared
     /// heads are what matters across sessions).
     fn save_sync_state(&mut self, _space: &SpaceKey, _doc: &DocKey, _state: &sync::State) {}
-    /// `doc` whole, in Automerge's compressed save format, for a peer that has
-    /// none of it. `None` (the default) falls back to the sync protocol.
-    fn saved_document(&mut self, _space: &SpaceKey, _doc: &DocKey) -> Option<Vec<u8>> {
+    /// `doc` whole, in Automerge's compressed save format, with its heads, for a
+    /// peer that has none of it. `None` (the default) falls back to the sync
+    /// protocol.
+    fn saved_document(&mut self, _space: &SpaceKey, _doc: &DocKey) -> Option<(Vec<u8>, Vec<Hash>)> {
         None
     }
     /// Merges a whole document sent by the peer into `doc` (creating it if it is
-    /// new here). Returns the document's heads if anything changed.
+    /// new here). Returns the document's heads if anything changed; an error
+    /// means it was refused.
     fn receive_document(
         &mut self,
         space: &SpaceKey,
@@ -72,6 +86,13 @@ pub enum SessionEvent {
     RemoteChange { space: SpaceKey, doc: DocKey },
     /// The remote peer's ephemeral state in a document (cursor, selection).
     Presence { doc: DocKey, payload: Vec<u8> },
+    /// The replicas refused what the peer sent for a document (it was not
+    /// applied); the session goes on.
+    Refused {
+        space: SpaceKey,
+        doc: DocKey,
+        reason: String,
+    },
     /// The session is over; the connection can be closed.
     Closed { reason: String },
 }
@@ -88,6 +109,17 @@ pub enum SessionError {
     Malformed(&'static str),
     #[error("peer sent a bad sync message: {0}")]
     BadSyncMessage(String),
+    #[error("peer sent a frame refused by vetting: {0}")]
+    Refused(String),
+}
+
+/// What is due to be sent for one document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    /// The next Automerge sync message, if there is anything to say.
+    Sync,
+    /// The whole document: the peer has none of it.
+    Whole,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +140,12 @@ pub struct Session {
     events: VecDeque<SessionEvent>,
     /// Spaces whose buckets the peer already sent this session: once each.
     buckets_seen: BTreeSet<SpaceKey>,
+    /// Buckets whose heads the peer already sent this session: once each.
+    heads_seen: BTreeSet<(SpaceKey, u8)>,
+    /// Documents with something to send, in the order they became due, each
+    /// at most once; frames for them are made by `poll_transmit`.
+    due_order: VecDeque<(SpaceKey, DocKey)>,
+    due: HashMap<(SpaceKey, DocKey), Due>,
 }
 
 impl Default for Session {
@@ -125,6 +163,9 @@ impl Session {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             buckets_seen: BTreeSet::new(),
+            heads_seen: BTreeSet::new(),
+            due_order: VecDeque::new(),
+            due: HashMap::new(),
         }
     }
 
@@ -156,15 +197,31 @@ impl Session {
         self.phase = Phase::Started;
     }
 
+    /// Vets `frame` (see `vet`), then handles it.
     pub fn handle_frame(
         &mut self,
         frame: Frame,
         replicas: &mut impl Replicas,
     ) -> Result<(), SessionError> {
+        match Vetted::check(frame) {
+            Ok(frame) => self.handle_vetted(frame, replicas),
+            Err(e) => {
+                self.close(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Handles a frame that passed vetting.
+    pub fn handle_vetted(
+        &mut self,
+        frame: Vetted,
+        replicas: &mut impl Replicas,
+    ) -> Result<(), SessionError> {
         if self.phase == Phase::Closed {
             return Ok(());
         }
-        let result = self.dispatch(frame, replicas);
+        let result = self.dispatch(frame.into_inner(), replicas);
         if let Err(e) = &result {
             self.close(e.to_string());
         }
@@ -172,9 +229,9 @@ impl Session {
     }
 
     /// A document changed on this device: tell the peer, if it shares the space.
-    pub fn local_change(&mut self, space: &SpaceKey, doc: &DocKey, replicas: &mut impl Replicas) {
+    pub fn local_change(&mut self, space: &SpaceKey, doc: &DocKey) {
         if self.phase == Phase::Open && self.shared.contains(space) {
-            self.sync_doc(space, doc, replicas);
+            self.make_due(space, doc, Due::Sync);
         }
     }
 
@@ -199,8 +256,51 @@ impl Session {
         }
     }
 
-    pub fn poll_transmit(&mut self) -> Option<Frame> {
-        self.outbox.pop_front()
+    /// The next frame to send, generating it for the next due document if
+    /// nothing else is queued. `None`: nothing to send now.
+    pub fn poll_transmit(&mut self, replicas: &mut impl Replicas) -> Option<Frame> {
+        loop {
+            if let Some(frame) = self.outbox.pop_front() {
+                return Some(frame);
+            }
+            if self.phase != Phase::Open {
+                return None;
+            }
+            let key = self.due_order.pop_front()?;
+            let Some(due) = self.due.remove(&key) else {
+                continue;
+            };
+            let (space, doc) = key;
+            if !self.shared.contains(&space) {
+                continue;
+            }
+            match due {
+                Due::Sync => self.sync_doc(&space, &doc, replicas),
+                Due::Whole => self.send_document(&space, &doc, replicas),
+            }
+        }
+    }
+
+    /// Whether `poll_transmit` may have a frame to give.
+    pub fn wants_to_transmit(&self) -> bool {
+        !self.outbox.is_empty() || (self.phase == Phase::Open && !self.due.is_empty())
+    }
+
+    /// Marks `doc` as having something to send. A document already due stays
+    /// where it is (sending it whole covers a sync message too).
+    fn make_due(&mut self, space: &SpaceKey, doc: &DocKey, due: Due) {
+        let key = (*space, doc.clone());
+        match self.due.get_mut(&key) {
+            Some(existing) => {
+                if due == Due::Whole {
+                    *existing = Due::Whole;
+                }
+            }
+            None => {
+                self.due.insert(key.clone(), due);
+                self.due_order.push_back(key);
+            }
+        }
     }
 
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
@@ -279,10 +379,14 @@ impl Session {
                 if !self.shared.contains(&space) {
                     return Err(SessionError::UnsharedSpace);
                 }
-                let bucket = usize::from(bucket);
-                if bucket >= BUCKETS {
+                if usize::from(bucket) >= BUCKETS {
                     return Err(SessionError::Malformed("bucket out of range"));
                 }
+                // Once per bucket: heads cost a scan of the space to answer.
+                if !self.heads_seen.insert((space, bucket)) {
+                    return Err(SessionError::Malformed("heads sent twice for a bucket"));
+                }
+                let bucket = usize::from(bucket);
                 let ours = buckets(&replicas.docs(&space)).swap_remove(bucket);
                 let theirs: BTreeMap<DocKey, Vec<Hash>> = docs
                     .into_iter()
@@ -296,10 +400,10 @@ impl Session {
                     if our_heads == their_heads || (lacks(our_heads) && lacks(their_heads)) {
                         continue;
                     }
-                    if let (Some(heads), true) = (our_heads, lacks(their_heads)) {
-                        self.send_document(&space, doc, heads, replicas);
+                    if lacks(their_heads) {
+                        self.make_due(&space, doc, Due::Whole);
                     } else if !lacks(our_heads) {
-                        self.sync_doc(&space, doc, replicas);
+                        self.make_due(&space, doc, Due::Sync);
                     }
                     // Else we have none of it: the peer sends it whole (or starts
                     // the sync protocol if it cannot).
@@ -318,9 +422,11 @@ impl Session {
                     .map_err(|e| SessionError::BadSyncMessage(e.to_string()))?;
                 let changes = !message.changes.is_empty();
                 let state = self.state(&space, &doc, replicas);
-                replicas
-                    .receive_sync_message(&space, &doc, state, message)
-                    .map_err(SessionError::BadSyncMessage)?;
+                if let Err(reason) = replicas.receive_sync_message(&space, &doc, state, message) {
+                    self.events
+                        .push_back(SessionEvent::Refused { space, doc, reason });
+                    return Ok(());
+                }
                 replicas.save_sync_state(&space, &doc, state);
                 if changes {
                     self.events.push_back(SessionEvent::RemoteChange {
@@ -328,7 +434,7 @@ impl Session {
                         doc: doc.clone(),
                     });
                 }
-                self.sync_doc(&space, &doc, replicas);
+                self.make_due(&space, &doc, Due::Sync);
             }
             Frame::Document {
                 space,
@@ -340,14 +446,20 @@ impl Session {
                 if !self.shared.contains(&space) {
                     return Err(SessionError::UnsharedSpace);
                 }
-                // A document that does not load is not fatal: the sync below
-                // (from our heads, perhaps none) fetches it change by change.
-                let ours = replicas
-                    .receive_document(&space, &doc, &saved)
-                    .unwrap_or_else(|e| {
-                        tracing::warn!(doc, "a whole document from the peer did not load: {e}");
+                // A document that does not load or is refused is not fatal:
+                // the sync below (from our heads, perhaps none) fetches it
+                // change by change.
+                let ours = match replicas.receive_document(&space, &doc, &saved) {
+                    Ok(ours) => ours,
+                    Err(reason) => {
+                        self.events.push_back(SessionEvent::Refused {
+                            space,
+                            doc: doc.clone(),
+                            reason,
+                        });
                         None
-                    });
+                    }
+                };
                 if ours.is_some() {
                     self.events.push_back(SessionEvent::RemoteChange {
                         space,
@@ -358,7 +470,7 @@ impl Session {
                     // Both now have exactly this: nothing to say until it changes.
                     self.assume_in_sync(&space, &doc, &heads, replicas);
                 } else {
-                    self.sync_doc(&space, &doc, replicas);
+                    self.make_due(&space, &doc, Due::Sync);
                 }
             }
             Frame::Presence { doc, payload } => {
@@ -391,24 +503,18 @@ impl Session {
     /// Sends `doc` whole to a peer that has none of it: its compressed save is
     /// far smaller than its history as sync messages. Too large for one frame,
     /// or not available, it goes by the sync protocol instead.
-    fn send_document(
-        &mut self,
-        space: &SpaceKey,
-        doc: &DocKey,
-        heads: &[Hash],
-        replicas: &mut impl Replicas,
-    ) {
+    fn send_document(&mut self, space: &SpaceKey, doc: &DocKey, replicas: &mut impl Replicas) {
         match replicas.saved_document(space, doc) {
-            Some(saved) if saved.len() <= MAX_DOCUMENT_BYTES => {
+            Some((saved, heads)) if saved.len() <= MAX_DOCUMENT_BYTES => {
                 self.outbox.push_back(Frame::Document {
                     space: *space,
                     doc: doc.clone(),
-                    heads: heads.to_vec(),
+                    heads: heads.clone(),
                     saved,
                 });
                 // The stream is reliable: the peer will have exactly these heads.
                 // Were the document refused, the peer's sync message corrects it.
-                self.assume_in_sync(space, doc, heads, replicas);
+                self.assume_in_sync(space, doc, &heads, replicas);
             }
             _ => self.sync_doc(space, doc, replicas),
         }
@@ -604,21 +710,64 @@ mod tests {
         let mut s = Session::new();
         s.handle_frame(hello(vec![summary()]), &mut replicas)
             .unwrap();
-        while s.poll_transmit().is_some() {}
+        while s.poll_transmit(&mut replicas).is_some() {}
+        let mut other = automerge::AutoCommit::new();
+        automerge::transaction::Transactable::put(&mut other, automerge::ROOT, "x", 1).unwrap();
+        let refused = Frame::Document {
+            space: [1; 16],
+            doc: "d".into(),
+            heads: vec![[7; 32]],
+            saved: other.save(),
+        };
+        s.handle_frame(refused, &mut replicas).unwrap();
+        assert!(s.is_open(), "a refused document does not end the session");
+        let sent: Vec<Frame> = std::iter::from_fn(|| s.poll_transmit(&mut replicas)).collect();
+        assert!(
+            matches!(sent.as_slice(), [Frame::Sync { doc, .. }] if doc == "d"),
+            "asks for the document by the sync protocol instead: {sent:?}"
+        );
+        assert!(
+            matches!(s.poll_event(), Some(SessionEvent::Refused { doc, .. }) if doc == "d"),
+            "the refusal is reported"
+        );
+        assert_eq!(s.poll_event(), None, "nothing changed");
+    }
+
+    #[test]
+    fn a_frame_that_fails_vetting_ends_the_session() {
+        let mut replicas = empty();
+        let mut s = Session::new();
+        s.handle_frame(hello(vec![summary()]), &mut replicas)
+            .unwrap();
         let garbage = Frame::Document {
             space: [1; 16],
             doc: "d".into(),
             heads: vec![[7; 32]],
             saved: vec![0xde, 0xad],
         };
-        s.handle_frame(garbage, &mut replicas).unwrap();
-        assert!(s.is_open(), "a bad document does not end the session");
-        let sent: Vec<Frame> = std::iter::from_fn(|| s.poll_transmit()).collect();
-        assert!(
-            matches!(sent.as_slice(), [Frame::Sync { doc, .. }] if doc == "d"),
-            "asks for the document by the sync protocol instead: {sent:?}"
-        );
-        assert_eq!(s.poll_event(), None, "nothing changed");
+        assert!(s.handle_frame(garbage, &mut replicas).is_err());
+        assert!(s.is_closed());
+    }
+
+    #[test]
+    fn heads_asked_for_again_and_again_cost_one_frame_each_document() {
+        let mut replicas = empty();
+        let mut s = Session::new();
+        s.handle_frame(hello(vec![summary()]), &mut replicas)
+            .unwrap();
+        while s.poll_transmit(&mut replicas).is_some() {}
+        for _ in 0..1000 {
+            s.local_change(&[1; 16], &"d".to_string());
+        }
+        let sent: Vec<Frame> = std::iter::from_fn(|| s.poll_transmit(&mut replicas)).collect();
+        assert_eq!(sent.len(), 1, "one sync message, however often it was due");
+        let heads = || Frame::Heads {
+            space: [1; 16],
+            bucket: 3,
+            docs: vec![],
+        };
+        s.handle_frame(heads(), &mut replicas).unwrap();
+        assert!(s.handle_frame(heads(), &mut replicas).is_err());
     }
 
     #[test]

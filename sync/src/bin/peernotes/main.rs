@@ -374,7 +374,7 @@ fn dispatch(node: &Node, command: Command) -> anyhow::Result<i32> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&note)?);
             } else {
-                output::print_exact(&note.text)?;
+                output::print_text(&note.text)?;
             }
         }
         Command::Edit { id, stdin } => {
@@ -503,7 +503,10 @@ fn space_command(node: &Node, command: SpaceCommand) -> anyhow::Result<()> {
             }
             let space = node.find_space(&space)?;
             node.add_member(space, &node_id, &name)?;
-            eprintln!("Added {} to the space", &node_id[..8]);
+            eprintln!(
+                "Added {} to the space",
+                output::printable(&output::short(&node_id, 8))
+            );
         }
         SpaceCommand::Join { space_id, inviter } => {
             let space: SpaceId = space_id.trim().parse()?;

@@ -1,6 +1,10 @@
-//! How the CLI prints notes, search hits and history for people.
+//! How the CLI prints notes, search hits and history for people. Whatever a
+//! peer may have written (titles, snippets, names) is printed through
+//! `printable`, so it can never drive the terminal; ids are shortened by
+//! characters, never by byte index.
 
-use std::io::Write;
+use std::borrow::Cow;
+use std::io::{IsTerminal, Write};
 
 use peernotes_sync::{ChangeInfo, Member, NoteSummary, PeerStatus, SearchHit, SpaceInfo};
 
@@ -16,7 +20,7 @@ pub fn print_list(notes: &[NoteSummary], trash: bool) {
     let now = now_ms();
     let mut out = std::io::stdout().lock();
     for note in notes {
-        let title = shown_title(&note.title);
+        let title = printable(shown_title(&note.title));
         let _ = writeln!(
             out,
             "{}  {:>10}  {}",
@@ -34,10 +38,10 @@ pub fn print_hits(hits: &[SearchHit]) {
     }
     let mut out = std::io::stdout().lock();
     for hit in hits {
-        let title = shown_title(&hit.title);
+        let title = printable(shown_title(&hit.title));
         let _ = writeln!(out, "{}  {}", hit.id.short(), title);
         let snippet = hit.snippet.split_whitespace().collect::<Vec<_>>().join(" ");
-        let _ = writeln!(out, "          {snippet}");
+        let _ = writeln!(out, "          {}", printable(&snippet));
     }
 }
 
@@ -48,9 +52,9 @@ pub fn print_history(changes: &[ChangeInfo]) {
         let _ = writeln!(
             out,
             "{}  {:>10}  device {}  {} op(s)",
-            &change.hash[..12],
+            short(&change.hash, 12),
             ago(now, change.time * 1000),
-            &change.actor[..change.actor.len().min(8)],
+            short(&change.actor, 8),
             change.ops
         );
     }
@@ -63,10 +67,10 @@ pub fn print_spaces(spaces: &[SpaceInfo]) {
         let _ = writeln!(
             out,
             "{}  {:>5} note(s)  {:>3} member(s)  {}{kind}",
-            &space.id.to_string()[..8],
+            short(&space.id.to_string(), 8),
             space.notes,
             space.members,
-            space.name
+            printable(&space.name)
         );
     }
 }
@@ -79,7 +83,12 @@ pub fn print_members(members: &[Member], this_device: &str) {
         } else {
             ""
         };
-        let _ = writeln!(out, "{}  {}{me}", member.node_id, member.name);
+        let _ = writeln!(
+            out,
+            "{}  {}{me}",
+            printable(&member.node_id),
+            printable(&member.name)
+        );
     }
 }
 
@@ -92,9 +101,9 @@ pub fn print_status(peers: &[PeerStatus]) {
     let mut out = std::io::stdout().lock();
     for peer in peers {
         let name = if peer.name.is_empty() {
-            &peer.node_id[..8]
+            printable(&short(&peer.node_id, 8)).into_owned()
         } else {
-            &peer.name
+            printable(&peer.name).into_owned()
         };
         let seen = match (peer.connected, peer.last_seen) {
             (true, _) => "connected".to_string(),
@@ -116,15 +125,61 @@ pub fn print_status(peers: &[PeerStatus]) {
             }
             parts.join(", ")
         };
-        let _ = writeln!(out, "{}  {name}  {state}  ({seen})", peer.space_name);
+        let _ = writeln!(
+            out,
+            "{}  {name}  {state}  ({seen})",
+            printable(&peer.space_name)
+        );
     }
 }
 
-/// Writes text byte for byte: `show` output can be piped back into a file.
-pub fn print_exact(text: &str) -> std::io::Result<()> {
+/// Writes a note's text: byte for byte when piped (`show` output can go back
+/// into a file), with control characters other than newlines and tabs shown
+/// escaped on a terminal.
+pub fn print_text(text: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())?;
+    if out.is_terminal() {
+        for line in text.split_inclusive('\n') {
+            let (body, end) = match line.strip_suffix('\n') {
+                Some(body) => (body, "\n"),
+                None => (line, ""),
+            };
+            let shown: String = body
+                .split('\t')
+                .map(|part| printable(part).into_owned())
+                .collect::<Vec<_>>()
+                .join("\t");
+            write!(out, "{shown}{end}")?;
+        }
+    } else {
+        out.write_all(text.as_bytes())?;
+    }
     out.flush()
+}
+
+/// `text` with every control character (and bidirectional override) shown
+/// as an escape, so text from a peer cannot move the cursor, retitle the
+/// window or reorder what follows it.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    let unsafe_char =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            shown.extend(c.escape_unicode());
+        } else {
+            shown.push(c);
+        }
+    }
+    Cow::Owned(shown)
+}
+
+/// The first `n` characters of an id (whatever it holds).
+pub fn short(id: &str, n: usize) -> String {
+    id.chars().take(n).collect()
 }
 
 fn shown_title(title: &str) -> &str {

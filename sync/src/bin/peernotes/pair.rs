@@ -101,7 +101,10 @@ pub fn join(node: Node, invitation: Invitation, name: Option<String>) -> anyhow:
         .context("the space did not arrive; run `peernotes serve` to keep syncing")?;
     finish(node)?;
     println!("{space}");
-    eprintln!("“{space_name}” is here with {notes} note(s).");
+    eprintln!(
+        "“{}” is here with {notes} note(s).",
+        crate::output::printable(&space_name)
+    );
     Ok(())
 }
 
@@ -120,7 +123,10 @@ async fn pair_and_sync(
             net.pair_with_code(code, name).await?
         }
     };
-    eprintln!("Joined “{space_name}”; syncing…");
+    eprintln!(
+        "Joined “{}”; syncing…",
+        crate::output::printable(&space_name)
+    );
     let driver = net.connect(inviter).await?;
     let started = Instant::now();
     while net.activity().quiet_for() < QUIET {

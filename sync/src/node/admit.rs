@@ -1,0 +1,284 @@
+//! Admission: whether changes from a peer may be applied to a note or a space
+//! index, decided before they touch the document.
+//!
+//! Automerge lets a change replace any key of a document, including the
+//! objects Peernotes relies on: a note's `text`, an index's `members` and
+//! `notes`. One such change would make a note unloadable or send honest edits
+//! into an orphaned object, make a space vanish, or plant a member record
+//! `members()` cannot read (so a device could sync and appear nowhere). So
+//! every remote change is read op by op against the shape its document must
+//! keep, and a change set with any op outside that shape is refused whole:
+//!
+//! - **Note**: the root holds `text` (a Text object, made once, by the change
+//!   that creates the note) and scalars (`created_at`, `trashed_at`); the text
+//!   holds characters and marks, never objects.
+//! - **Space index**: the root holds `members` and `notes` (maps, made once,
+//!   by the change that creates the space) and scalars (`name`); `members`
+//!   maps a node id to a JSON member record naming that node id; `notes`
+//!   maps a note id to a number.
+//!
+//! A whole document that arrives for a document this device does not have is
+//! checked the same way, change by change. Pure functions; no I/O.
+
+use std::collections::HashSet;
+
+use automerge::legacy::{Key, ObjectId, OpId, OpType};
+use automerge::{AutoCommit, Change, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
+
+use crate::note::NoteId;
+use crate::space::Member;
+
+/// Which shape a document must keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shape {
+    Note,
+    Index,
+}
+
+/// Longest member record accepted (a name is at most 100 characters).
+const MAX_MEMBER_RECORD: usize = 4096;
+
+/// The objects of `target` that remote changes may write into, and what kind
+/// each is.
+struct Objects {
+    /// (counter, actor bytes) of an object, and its role.
+    known: Vec<(u64, Vec<u8>, Role)>,
+    /// Root keys already holding the objects a shape makes once.
+    made: HashSet<&'static str>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Text,
+    Members,
+    Notes,
+}
+
+impl Objects {
+    fn of(target: &AutoCommit, shape: Shape) -> Objects {
+        let mut objects = Objects {
+            known: Vec::new(),
+            made: HashSet::new(),
+        };
+        let slots: &[(&'static str, ObjType, Role)] = match shape {
+            Shape::Note => &[("text", ObjType::Text, Role::Text)],
+            Shape::Index => &[
+                ("members", ObjType::Map, Role::Members),
+                ("notes", ObjType::Map, Role::Notes),
+            ],
+        };
+        for (key, kind, role) in slots {
+            if let Ok(Some((value, id))) = target.get(ROOT, *key) {
+                objects.made.insert(key);
+                if let (Value::Object(k), ObjId::Id(counter, actor, _)) = (value, id) {
+                    if k == *kind {
+                        objects
+                            .known
+                            .push((counter, actor.to_bytes().to_vec(), *role));
+                    }
+                }
+            }
+        }
+        objects
+    }
+
+    fn role(&self, obj: &ObjectId) -> Option<Role> {
+        let ObjectId::Id(OpId(counter, actor)) = obj else {
+            return None;
+        };
+        self.known
+            .iter()
+            .find(|(c, a, _)| c == counter && a.as_slice() == actor.to_bytes())
+            .map(|(_, _, role)| *role)
+    }
+}
+
+/// Checks every op of `changes` (in causal order) against the shape `target`
+/// must keep. `Err` names the first op outside it.
+pub(super) fn admit(target: &AutoCommit, shape: Shape, changes: &[Change]) -> Result<(), String> {
+    let mut objects = Objects::of(target, shape);
+    for change in changes {
+        let expanded = change.decode();
+        for (i, op) in expanded.operations.iter().enumerate() {
+            let id = OpId(
+                expanded.start_op.get() + i as u64,
+                expanded.actor_id.clone(),
+            );
+            admit_op(&mut objects, shape, op, id)
+                .map_err(|e| format!("change {} {e}", short_hash(change)))?;
+        }
+    }
+    Ok(())
+}
+
+fn admit_op(
+    objects: &mut Objects,
+    shape: Shape,
+    op: &automerge::legacy::Op,
+    id: OpId,
+) -> Result<(), String> {
+    let key = match &op.key {
+        Key::Map(key) => Some(key.as_str()),
+        Key::Seq(_) => None,
+    };
+    if op.obj == ObjectId::Root {
+        let key = key.ok_or("writes a sequence position into the document's root")?;
+        let slot = match (shape, key) {
+            (Shape::Note, "text") => Some(("text", ObjType::Text, Role::Text)),
+            (Shape::Index, "members") => Some(("members", ObjType::Map, Role::Members)),
+            (Shape::Index, "notes") => Some(("notes", ObjType::Map, Role::Notes)),
+            _ => None,
+        };
+        return match (slot, &op.action) {
+            // The creating change makes each object once.
+            (Some((name, kind, role)), OpType::Make(made))
+                if *made == kind && !objects.made.contains(name) =>
+            {
+                objects.made.insert(name);
+                objects.known.push((id.0, id.1.to_bytes().to_vec(), role));
+                Ok(())
+            }
+            (Some((name, ..)), _) => Err(format!("replaces the document's `{name}`")),
+            (None, OpType::Put(_) | OpType::Delete) => Ok(()),
+            (None, _) => Err(format!("puts an object under the root key `{key}`")),
+        };
+    }
+    match (objects.role(&op.obj), &op.action) {
+        (Some(Role::Text), OpType::Put(_) | OpType::Delete)
+        | (Some(Role::Text), OpType::MarkBegin(_) | OpType::MarkEnd(_)) => Ok(()),
+        (Some(Role::Text), _) => Err("puts an object into a note's text".into()),
+        (Some(Role::Members), OpType::Delete) => Ok(()),
+        (Some(Role::Members), OpType::Put(ScalarValue::Str(record))) => {
+            let node_id = key.ok_or("writes a position into the member map")?;
+            member_record(node_id, record)
+        }
+        (Some(Role::Members), _) => {
+            Err("puts something other than a member record into members".into())
+        }
+        (Some(Role::Notes), OpType::Delete) => Ok(()),
+        (
+            Some(Role::Notes),
+            OpType::Put(ScalarValue::Int(_) | ScalarValue::Uint(_) | ScalarValue::Timestamp(_)),
+        ) => match key.map(str::parse::<NoteId>) {
+            Some(Ok(_)) => Ok(()),
+            _ => Err("lists something other than a note id in notes".into()),
+        },
+        (Some(Role::Notes), _) => Err("puts something other than a time into notes".into()),
+        (None, _) => Err("writes into an object that is not part of the document".into()),
+    }
+}
+
+/// A member record must read back as one, for the node id it is filed under.
+fn member_record(node_id: &str, record: &str) -> Result<(), String> {
+    if record.len() > MAX_MEMBER_RECORD {
+        return Err("puts an oversized member record".into());
+    }
+    match serde_json::from_str::<Member>(record) {
+        Ok(member) if member.node_id == node_id => Ok(()),
+        Ok(_) => Err("files a member record under another node id".into()),
+        Err(_) => Err("puts something other than a member record into members".into()),
+    }
+}
+
+fn short_hash(change: &Change) -> String {
+    change.hash().0[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The changes in whole documents or change chunks, as a sync message or a
+/// `Document` frame carries them (already vetted for size).
+pub(super) fn changes_in(target: &mut AutoCommit, chunk: &[u8]) -> Result<Vec<Change>, String> {
+    // A document chunk's type byte follows the magic and checksum.
+    if chunk.get(8) == Some(&0) {
+        let mut whole = super::decode::strict_load(chunk)?;
+        return Ok(target.get_changes_added(&mut whole));
+    }
+    super::decode::split_changes(chunk)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use automerge::transaction::Transactable;
+
+    fn note() -> AutoCommit {
+        let mut doc = AutoCommit::new();
+        doc.put_object(ROOT, "text", ObjType::Text).unwrap();
+        doc.put(ROOT, "created_at", 1).unwrap();
+        doc.commit();
+        doc
+    }
+
+    /// What `edit` does to a fork of `base`, as changes.
+    fn changes(base: &mut AutoCommit, edit: impl FnOnce(&mut AutoCommit)) -> Vec<Change> {
+        let heads = base.get_heads();
+        let mut fork = base.fork();
+        edit(&mut fork);
+        fork.commit();
+        fork.get_changes(&heads)
+    }
+
+    #[test]
+    fn honest_note_edits_and_creation_are_admitted() {
+        let mut base = note();
+        let typed = changes(&mut base, |d| {
+            let text = d.get(ROOT, "text").unwrap().unwrap().1;
+            d.splice_text(&text, 0, 0, "hello").unwrap();
+            d.put(ROOT, "trashed_at", 5).unwrap();
+        });
+        admit(&base, Shape::Note, &typed).unwrap();
+        let creation = note().get_changes(&[]);
+        admit(&AutoCommit::new(), Shape::Note, &creation).unwrap();
+    }
+
+    #[test]
+    fn replacing_a_notes_text_is_refused() {
+        let mut base = note();
+        let scalar = changes(&mut base, |d| d.put(ROOT, "text", 0).unwrap());
+        assert!(admit(&base, Shape::Note, &scalar).is_err());
+        let fresh = changes(&mut base, |d| {
+            d.put_object(ROOT, "text", ObjType::Text).unwrap();
+        });
+        assert!(admit(&base, Shape::Note, &fresh).is_err());
+        let nested = changes(&mut base, |d| {
+            let text = d.get(ROOT, "text").unwrap().unwrap().1;
+            d.insert_object(&text, 0, ObjType::Map).unwrap();
+        });
+        assert!(admit(&base, Shape::Note, &nested).is_err());
+        // Creating the text twice in one new note is refused too.
+        let twice = changes(&mut AutoCommit::new(), |d| {
+            d.put_object(ROOT, "text", ObjType::Text).unwrap();
+            d.put_object(ROOT, "text", ObjType::Text).unwrap();
+        });
+        assert!(admit(&AutoCommit::new(), Shape::Note, &twice).is_err());
+    }
+
+    #[test]
+    fn a_member_map_holds_only_member_records_under_their_own_ids() {
+        let mut base = AutoCommit::new();
+        let members = base.put_object(ROOT, "members", ObjType::Map).unwrap();
+        base.put_object(ROOT, "notes", ObjType::Map).unwrap();
+        base.commit();
+        let record = |id: &str| {
+            serde_json::to_string(&Member {
+                node_id: id.into(),
+                name: "Bob".into(),
+                added_by: "aa".into(),
+                added_at: 1,
+            })
+            .unwrap()
+        };
+        let good = changes(&mut base, |d| d.put(&members, "bb", record("bb")).unwrap());
+        admit(&base, Shape::Index, &good).unwrap();
+        let zero = changes(&mut base, |d| d.put(&members, "bb", 0).unwrap());
+        assert!(admit(&base, Shape::Index, &zero).is_err());
+        let elsewhere = changes(&mut base, |d| d.put(&members, "bb", record("cc")).unwrap());
+        assert!(admit(&base, Shape::Index, &elsewhere).is_err());
+        let scalar = changes(&mut base, |d| d.put(ROOT, "members", 0).unwrap());
+        assert!(admit(&base, Shape::Index, &scalar).is_err());
+        let notes = changes(&mut base, |d| d.put(ROOT, "notes", "x").unwrap());
+        assert!(admit(&base, Shape::Index, &notes).is_err());
+    }
+}
