@@ -6,7 +6,6 @@
 //! here; `make soak` runs 10,000).
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 
 use peernotes_sync::pairing::{ShortCode, Ticket};
 use peernotes_sync::protocol::frame::{DocHeads, SpaceSummary};
@@ -19,45 +18,13 @@ use proptest::prelude::*;
 /// what a 16 MiB frame or a small note needs, far below "unbounded".
 const CASE_HEAP_LIMIT: usize = 64 * 1024 * 1024;
 
-/// The system allocator, counting live bytes and their peak.
-struct Counting;
-
-static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-static PEAK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-// SAFETY: every call is passed straight to the system allocator; the counters
-// only observe sizes.
-unsafe impl std::alloc::GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        let ptr = unsafe { std::alloc::System.alloc(layout) };
-        if !ptr.is_null() {
-            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(live, Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        unsafe { std::alloc::System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: peernotes_tests::heap::Counting = peernotes_tests::heap::Counting;
 
 /// Runs `f` and fails if the heap grew by more than `CASE_HEAP_LIMIT` at any
 /// moment while it ran.
 fn within_heap_limit<R>(what: &str, f: impl FnOnce() -> R) -> R {
-    let start = LIVE.load(Ordering::Relaxed);
-    PEAK.store(start, Ordering::Relaxed);
-    let result = f();
-    let grew = PEAK.load(Ordering::Relaxed).saturating_sub(start);
-    assert!(
-        grew <= CASE_HEAP_LIMIT,
-        "{what} allocated {grew} bytes at its peak (limit {CASE_HEAP_LIMIT})"
-    );
-    result
+    peernotes_tests::heap::within_heap_limit(what, CASE_HEAP_LIMIT, f)
 }
 
 /// A byte string and some damage to do to it.

@@ -14,8 +14,9 @@
 //!   holds characters and marks, never objects.
 //! - **Space index**: the root holds `members` and `notes` (maps, made once,
 //!   by the change that creates the space) and scalars (`name`); `members`
-//!   maps a node id to a JSON member record naming that node id; `notes`
-//!   maps a note id to a number.
+//!   maps a node id to a JSON member record naming that node id (removing a
+//!   member deletes its key); `notes` maps a note id to a number, and a note
+//!   once listed stays listed (trash is the note's own business).
 //!
 //! A whole document that arrives for a document this device does not have is
 //! checked the same way, change by change. Pure functions; no I/O.
@@ -155,7 +156,7 @@ fn admit_op(
         (Some(Role::Members), _) => {
             Err("puts something other than a member record into members".into())
         }
-        (Some(Role::Notes), OpType::Delete) => Ok(()),
+        (Some(Role::Notes), OpType::Delete) => Err("removes a note from the space's index".into()),
         (
             Some(Role::Notes),
             OpType::Put(ScalarValue::Int(_) | ScalarValue::Uint(_) | ScalarValue::Timestamp(_)),

@@ -7,10 +7,12 @@
 //! and compressed changes and document columns are inflated without limit. So
 //! every frame that reaches a `Session` is a `Vetted` one: its counts are
 //! within what Peernotes itself sends, every doc key is short, every bloom's
-//! parameters are at most what Automerge writes, and every chunk it carries
-//! inflates to at most `MAX_INFLATED_BYTES`. Checking costs at most one pass
-//! over the frame plus inflating that budget; nothing here allocates in
-//! proportion to what a peer claims.
+//! parameters are at most what Automerge writes, and the chunks it carries
+//! inflate to at most `MAX_INFLATED_BYTES` and decode to at most
+//! `MAX_COLUMN_ENTRIES` column entries (run-length encoding lets a few bytes
+//! claim billions of ops; Automerge would iterate every one). Checking costs
+//! one pass over the frame plus inflating that budget; nothing here allocates
+//! more than the budget, whatever a peer claims.
 //!
 //! Pure functions over bytes: no I/O, so the driver can vet a frame before it
 //! takes any lock.
@@ -30,6 +32,10 @@ pub const MAX_BLOOM_PROBES: u64 = 7;
 pub const MAX_BLOOM_BITS_PER_ENTRY: u64 = 10;
 /// Most bytes the chunks of one frame may inflate to.
 pub const MAX_INFLATED_BYTES: usize = 64 * 1024 * 1024;
+/// Most column entries (over every column of every chunk) in one frame: an
+/// op is about ten of them, so this is a few million ops. Deleting a whole
+/// 2 MB note in one change is about 20 million.
+pub const MAX_COLUMN_ENTRIES: u64 = 64 * 1024 * 1024;
 /// Longest doc key (a note id is 32 characters, a space index's 38).
 pub const MAX_DOC_KEY: usize = 64;
 /// Most spaces in a hello, and documents in one `Heads` frame.
@@ -88,8 +94,7 @@ fn check_frame(frame: &Frame) -> Result<(), String> {
         } => {
             doc_key(doc)?;
             at_most(heads.len(), MAX_HASHES, "heads of one document")?;
-            let mut budget = MAX_INFLATED_BYTES;
-            chunks(saved, &mut budget)
+            chunks(saved, &mut Budget::frame())
         }
         Frame::Presence { doc, .. } => doc_key(doc),
     }
@@ -123,7 +128,7 @@ pub fn sync_message(bytes: &[u8]) -> Result<(), String> {
         bloom(r.take(bloom_len)?)?;
     }
     let changes = r.uleb()?;
-    let mut budget = MAX_INFLATED_BYTES;
+    let mut budget = Budget::frame();
     for _ in 0..changes {
         let len = r.uleb()?;
         chunks(r.take(len)?, &mut budget)?;
@@ -162,9 +167,39 @@ fn bloom(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// What one frame's chunks may still cost.
+#[derive(Debug)]
+pub struct Budget {
+    bytes: usize,
+    entries: u64,
+}
+
+impl Budget {
+    pub fn frame() -> Budget {
+        Budget {
+            bytes: MAX_INFLATED_BYTES,
+            entries: MAX_COLUMN_ENTRIES,
+        }
+    }
+
+    fn bytes(&mut self, n: usize) -> Result<(), String> {
+        self.bytes = self.bytes.checked_sub(n).ok_or_else(|| {
+            format!("changes that inflate to over {MAX_INFLATED_BYTES} bytes in one frame")
+        })?;
+        Ok(())
+    }
+
+    fn entries(&mut self, n: u64) -> Result<(), String> {
+        self.entries = self.entries.checked_sub(n).ok_or_else(|| {
+            format!("changes of over {MAX_COLUMN_ENTRIES} column entries in one frame")
+        })?;
+        Ok(())
+    }
+}
+
 /// Walks Automerge chunks back to back (a saved document, or changes),
-/// charging each its inflated size against `budget`.
-pub fn chunks(mut data: &[u8], budget: &mut usize) -> Result<(), String> {
+/// charging each its inflated size and column entries against `budget`.
+pub fn chunks(mut data: &[u8], budget: &mut Budget) -> Result<(), String> {
     while !data.is_empty() {
         let mut r = Reader::new(data);
         if r.take(4)? != CHUNK_MAGIC {
@@ -175,8 +210,14 @@ pub fn chunks(mut data: &[u8], budget: &mut usize) -> Result<(), String> {
         let len = r.uleb()?;
         let contents = r.take(len)?;
         match kind {
-            CHUNK_CHANGE => charge(budget, contents.len())?,
-            CHUNK_COMPRESSED => inflate(contents, budget)?,
+            CHUNK_CHANGE => {
+                budget.bytes(contents.len())?;
+                change(contents, budget)?;
+            }
+            CHUNK_COMPRESSED => {
+                let inflated = inflate(contents, budget)?;
+                change(&inflated, budget)?;
+            }
             CHUNK_DOCUMENT => document(contents, budget)?,
             other => {
                 return Err(format!(
@@ -189,9 +230,36 @@ pub fn chunks(mut data: &[u8], budget: &mut usize) -> Result<(), String> {
     Ok(())
 }
 
+/// A change chunk's contents: header, then its op columns.
+fn change(contents: &[u8], budget: &mut Budget) -> Result<(), String> {
+    let mut r = Reader::new(contents);
+    r.hashes("dependencies")?;
+    let actor = r.uleb()?;
+    r.take(actor)?;
+    r.uleb()?; // seq
+    r.uleb()?; // start op
+    r.uleb()?; // time (signed; its bytes are what matters)
+    let message = r.uleb()?;
+    r.take(message)?;
+    let others = r.count(MAX_ACTORS, "actors")?;
+    for _ in 0..others {
+        let len = r.uleb()?;
+        r.take(len)?;
+    }
+    let columns = column_specs(&mut r)?;
+    for (spec, len) in columns {
+        if spec & COLUMN_DEFLATE != 0 {
+            return Err("a change with compressed columns".into());
+        }
+        column_entries(spec, r.take(len)?, budget)?;
+    }
+    Ok(())
+}
+
 /// A document chunk: actors, heads, two column sets; deflated columns are
-/// inflated (within budget) to learn their size.
-fn document(contents: &[u8], budget: &mut usize) -> Result<(), String> {
+/// inflated (within budget) to count their entries.
+fn document(contents: &[u8], budget: &mut Budget) -> Result<(), String> {
+    budget.bytes(contents.len())?;
     let mut r = Reader::new(contents);
     let actors = r.count(MAX_ACTORS, "actors")?;
     for _ in 0..actors {
@@ -199,47 +267,85 @@ fn document(contents: &[u8], budget: &mut usize) -> Result<(), String> {
         r.take(len)?;
     }
     r.hashes("document heads")?;
-    let mut columns = Vec::new();
-    for _ in 0..2 {
-        let n = r.count(MAX_COLUMNS, "columns")?;
-        for _ in 0..n {
-            let spec = r.uleb()?;
-            let len = r.uleb()?;
-            columns.push((spec & COLUMN_DEFLATE != 0, len));
-        }
-    }
-    for (deflated, len) in columns {
+    let mut columns = column_specs(&mut r)?;
+    columns.extend(column_specs(&mut r)?);
+    for (spec, len) in columns {
         let data = r.take(len)?;
-        if deflated {
-            inflate(data, budget)?;
+        if spec & COLUMN_DEFLATE != 0 {
+            column_entries(spec, &inflate(data, budget)?, budget)?;
         } else {
-            charge(budget, data.len())?;
+            column_entries(spec, data, budget)?;
         }
     }
     Ok(())
 }
 
-/// Inflates raw DEFLATE data into a small scratch buffer, only to count it,
-/// stopping as soon as it passes the budget.
-fn inflate(data: &[u8], budget: &mut usize) -> Result<(), String> {
+/// A column set's (specification, length) pairs.
+fn column_specs(r: &mut Reader<'_>) -> Result<Vec<(u64, u64)>, String> {
+    let n = r.count(MAX_COLUMNS, "columns")?;
+    (0..n).map(|_| Ok((r.uleb()?, r.uleb()?))).collect()
+}
+
+/// Counts the entries a column decodes to, by its type (the low three bits of
+/// its specification): run-length encoded integers, deltas and strings, runs
+/// of booleans, or raw bytes. O(its bytes), whatever the runs claim.
+fn column_entries(spec: u64, data: &[u8], budget: &mut Budget) -> Result<(), String> {
+    const BOOLEAN: u64 = 4;
+    const STRING: u64 = 5;
+    const VALUE: u64 = 7;
+    let mut r = Reader::new(data);
+    match spec & 0b111 {
+        VALUE => budget.entries(data.len() as u64),
+        BOOLEAN => {
+            while !r.rest().is_empty() {
+                budget.entries(r.uleb()?)?;
+            }
+            Ok(())
+        }
+        kind => {
+            let value = |r: &mut Reader<'_>| -> Result<(), String> {
+                if kind == STRING {
+                    let len = r.uleb()?;
+                    r.take(len)?;
+                } else {
+                    r.uleb()?;
+                }
+                Ok(())
+            };
+            while !r.rest().is_empty() {
+                let count = r.sleb()?;
+                if count > 0 {
+                    value(&mut r)?;
+                    budget.entries(count.unsigned_abs())?;
+                } else if count < 0 {
+                    for _ in 0..count.unsigned_abs() {
+                        value(&mut r)?;
+                        budget.entries(1)?;
+                    }
+                } else {
+                    budget.entries(r.uleb()?)?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Inflates raw DEFLATE data, stopping as soon as it passes the budget.
+fn inflate(data: &[u8], budget: &mut Budget) -> Result<Vec<u8>, String> {
     let mut inflater = flate2::read::DeflateDecoder::new(data);
+    let mut inflated = Vec::new();
     let mut scratch = [0u8; 16 * 1024];
     loop {
         let n = inflater
             .read(&mut scratch)
             .map_err(|e| format!("compressed data that does not inflate: {e}"))?;
         if n == 0 {
-            return Ok(());
+            return Ok(inflated);
         }
-        charge(budget, n)?;
+        budget.bytes(n)?;
+        inflated.extend_from_slice(&scratch[..n]);
     }
-}
-
-fn charge(budget: &mut usize, bytes: usize) -> Result<(), String> {
-    *budget = budget.checked_sub(bytes).ok_or_else(|| {
-        format!("changes that inflate to over {MAX_INFLATED_BYTES} bytes in one frame")
-    })?;
-    Ok(())
 }
 
 /// A cursor over untrusted bytes: every read is bounds-checked.
@@ -282,6 +388,22 @@ impl<'a> Reader<'a> {
         Err("a number longer than ten bytes".into())
     }
 
+    /// A signed LEB128 number (as Automerge writes run lengths and deltas).
+    fn sleb(&mut self) -> Result<i64, String> {
+        let mut value: i64 = 0;
+        for i in 0..10 {
+            let byte = self.byte()?;
+            value |= i64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                if i < 9 && byte & 0x40 != 0 {
+                    value |= -1i64 << (7 * (i + 1));
+                }
+                return Ok(value);
+            }
+        }
+        Err("a number longer than ten bytes".into())
+    }
+
     fn count(&mut self, max: u64, what: &str) -> Result<u64, String> {
         let n = self.uleb()?;
         if n > max {
@@ -290,10 +412,15 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
-    /// A count of 32-byte hashes and the hashes, skipped.
+    /// A count of 32-byte hashes and the hashes, each at most once (Automerge
+    /// panics building changes for a `need` that names one twice).
     fn hashes(&mut self, what: &str) -> Result<(), String> {
         let n = self.count(MAX_HASHES as u64, what)?;
-        self.take(n * 32)?;
+        let hashes = self.take(n * 32)?;
+        let distinct: std::collections::HashSet<&[u8]> = hashes.chunks_exact(32).collect();
+        if distinct.len() as u64 != n {
+            return Err(format!("{what} listing a change twice"));
+        }
         Ok(())
     }
 }
@@ -335,10 +462,20 @@ mod tests {
     fn what_automerge_itself_sends_passes() {
         let mut doc = AutoCommit::new();
         let text = doc.put_object(ROOT, "text", ObjType::Text).unwrap();
-        for i in 0..300 {
-            doc.splice_text(&text, i, 0, "x").unwrap();
-            doc.commit();
+        // Enough history that the saved document deflates its columns.
+        let mut seed = 7u64;
+        for i in 0..3000 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let at = (seed >> 33) as usize % (i + 1);
+            let c = char::from(b'a' + (seed >> 40) as u8 % 26).to_string();
+            doc.splice_text(&text, at, 0, &c).unwrap();
+            if i % 3 == 0 {
+                doc.commit();
+            }
         }
+        doc.commit();
+        let saved = doc.save();
+        assert!(saved.len() > 1024, "{} bytes", saved.len());
         let mut state = automerge::sync::State::new();
         let first = doc.sync().generate_sync_message(&mut state).unwrap();
         sync_message(&first.encode()).unwrap();
@@ -350,9 +487,11 @@ mod tests {
         let reply = doc.sync().generate_sync_message(&mut state).unwrap();
         assert!(!reply.changes.is_empty());
         sync_message(&reply.encode()).unwrap();
-        let mut budget = MAX_INFLATED_BYTES;
-        chunks(&doc.save(), &mut budget).unwrap();
-        chunks(&doc.save_after(&[]), &mut budget).unwrap();
+        chunks(&doc.save(), &mut Budget::frame()).unwrap();
+        chunks(&doc.save_after(&[]), &mut Budget::frame()).unwrap();
+        for mut change in doc.get_changes(&[]) {
+            chunks(&change.bytes(), &mut Budget::frame()).unwrap();
+        }
     }
 
     #[test]
@@ -381,9 +520,46 @@ mod tests {
         chunk.push(CHUNK_COMPRESSED);
         uleb(&mut chunk, bomb.len() as u64);
         chunk.extend(&bomb);
-        let mut budget = MAX_INFLATED_BYTES;
-        let refused = chunks(&chunk, &mut budget).unwrap_err();
+        let refused = chunks(&chunk, &mut Budget::frame()).unwrap_err();
         assert!(refused.contains("inflate"), "{refused}");
+    }
+
+    #[test]
+    fn a_change_whose_runs_claim_billions_of_ops_is_refused() {
+        let mut doc = AutoCommit::new();
+        let text = doc.put_object(ROOT, "text", ObjType::Text).unwrap();
+        doc.splice_text(&text, 0, 0, "hi").unwrap();
+        doc.commit();
+        let honest = doc.get_last_local_change().unwrap();
+        chunks(honest.raw_bytes(), &mut Budget::frame()).unwrap();
+        // One column holding a single run of 2^40 entries: three bytes.
+        let mut budget = Budget::frame();
+        let mut run = Vec::new();
+        uleb(&mut run, 1 << 40); // a positive run length, as signed LEB128 it is also positive
+        run.push(1);
+        assert!(column_entries(2, &run, &mut budget).is_err());
+        let mut budget = Budget::frame();
+        assert!(
+            column_entries(4, &run, &mut budget).is_err(),
+            "boolean runs too"
+        );
+        let mut nulls = vec![0];
+        uleb(&mut nulls, 1 << 40);
+        assert!(column_entries(3, &nulls, &mut Budget::frame()).is_err());
+    }
+
+    #[test]
+    fn a_change_needed_twice_is_refused() {
+        // Automerge 0.12 panics generating a reply to such a need.
+        let mut m = vec![SYNC_V1, 0, 2];
+        m.extend([7; 64]);
+        m.extend([0, 0]);
+        assert!(sync_message(&m).unwrap_err().contains("twice"));
+        let mut m = vec![SYNC_V1, 0, 2];
+        m.extend([7; 32]);
+        m.extend([8; 32]);
+        m.extend([0, 0]);
+        sync_message(&m).unwrap();
     }
 
     #[test]
