@@ -1,7 +1,8 @@
 //! Shared helpers for Peernotes' integration tests: editing traces, running the
-//! `peernotes` binary as a user would, measuring child processes, and a lossy
-//! UDP forwarder (`lossy`).
+//! `peernotes` binary as a user would, measuring child processes and heaps
+//! (`heap`), and a lossy UDP forwarder (`lossy`).
 
+pub mod heap;
 pub mod lossy;
 
 use std::io::Read;
