@@ -43,7 +43,21 @@ pub fn within_heap_limit<R>(what: &str, limit: usize, f: impl FnOnce() -> R) -> 
     result
 }
 
-/// Bytes live on the heap now (only meaningful with `Counting` installed).
-pub fn live_bytes() -> usize {
-    LIVE.load(Ordering::Relaxed)
+/// Watches the heap's peak growth from the moment it is made (for work that
+/// spans await points, where a closure does not fit).
+pub struct Watch {
+    start: usize,
+}
+
+impl Watch {
+    pub fn start() -> Watch {
+        let start = LIVE.load(Ordering::Relaxed);
+        PEAK.store(start, Ordering::Relaxed);
+        Watch { start }
+    }
+
+    /// Bytes the heap grew by at its peak since `start`.
+    pub fn growth(&self) -> usize {
+        PEAK.load(Ordering::Relaxed).saturating_sub(self.start)
+    }
 }

@@ -1,9 +1,11 @@
 //! Shared helpers for Peernotes' integration tests: editing traces, running the
 //! `peernotes` binary as a user would, measuring child processes and heaps
-//! (`heap`), and a lossy UDP forwarder (`lossy`).
+//! (`heap`), a lossy UDP forwarder (`lossy`), and a hostile member speaking
+//! the sync protocol (`mallory`).
 
 pub mod heap;
 pub mod lossy;
+pub mod mallory;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -31,7 +31,7 @@ pub const MAX_HAVES: usize = 8;
 pub const MAX_BLOOM_PROBES: u64 = 7;
 pub const MAX_BLOOM_BITS_PER_ENTRY: u64 = 10;
 /// Most bytes the chunks of one frame may inflate to.
-pub const MAX_INFLATED_BYTES: usize = 64 * 1024 * 1024;
+pub const MAX_INFLATED_BYTES: usize = 32 * 1024 * 1024;
 /// Most column entries (over every column of every chunk) in one frame: an
 /// op is about ten of them, so this is a few million ops. Deleting a whole
 /// 2 MB note in one change is about 20 million.
@@ -331,20 +331,37 @@ fn column_entries(spec: u64, data: &[u8], budget: &mut Budget) -> Result<(), Str
     }
 }
 
-/// Inflates raw DEFLATE data, stopping as soon as it passes the budget.
+/// Inflates raw DEFLATE data, stopping as soon as it passes the budget. The
+/// first pass only counts, into a small scratch buffer; the second fills a
+/// buffer of exactly that size, so the heap never holds more than the budget.
 fn inflate(data: &[u8], budget: &mut Budget) -> Result<Vec<u8>, String> {
+    let len = inflate_into(data, budget, |_| {})?;
+    let mut inflated = Vec::with_capacity(len);
+    inflate_into(data, &mut Budget::frame(), |bytes| {
+        inflated.extend_from_slice(bytes)
+    })?;
+    Ok(inflated)
+}
+
+/// Inflates `data`, handing each piece to `sink`; returns the inflated size.
+fn inflate_into(
+    data: &[u8],
+    budget: &mut Budget,
+    mut sink: impl FnMut(&[u8]),
+) -> Result<usize, String> {
     let mut inflater = flate2::read::DeflateDecoder::new(data);
-    let mut inflated = Vec::new();
     let mut scratch = [0u8; 16 * 1024];
+    let mut total = 0;
     loop {
         let n = inflater
             .read(&mut scratch)
             .map_err(|e| format!("compressed data that does not inflate: {e}"))?;
         if n == 0 {
-            return Ok(inflated);
+            return Ok(total);
         }
         budget.bytes(n)?;
-        inflated.extend_from_slice(&scratch[..n]);
+        total += n;
+        sink(&scratch[..n]);
     }
 }
 
