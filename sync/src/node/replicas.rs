@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use automerge::sync::{self, SyncDoc};
 use automerge::{AutoCommit, ChangeHash, ObjType, ReadDoc, Value, ROOT};
 
-use super::admit::{admit, changes_in, Shape};
+use super::admit::{admit, changes_in, check_shape, Shape};
 use super::decode::strict_load;
 use super::spaces::OpenSpace;
 use super::{lock, now_ms, Node, NodeEvent, OpenNote, SavedSyncState, State};
@@ -456,15 +456,17 @@ impl Replicas for PeerReplicas<'_> {
         let target = self.doc_mut(space, key)?;
         let before = target.get_heads();
         let mut whole = strict_load(saved)?;
-        let changes = target.get_changes_added(&mut whole);
-        admit(target, shape, &changes)?;
         let mut arrived_whole = None;
         if before.is_empty() {
-            // New here: keep it as loaded, and its bytes for the store.
+            // New here: checked by its shape, kept as loaded, and its bytes
+            // kept for the store.
+            check_shape(&whole, shape)?;
             let actor = target.get_actor().clone();
             *target = whole.with_actor(actor);
             arrived_whole = Some(saved.to_vec());
         } else {
+            let changes = target.get_changes_added(&mut whole);
+            admit(target, shape, &changes)?;
             target.apply_changes(changes).map_err(|e| e.to_string())?;
         }
         let after = target.get_heads();
