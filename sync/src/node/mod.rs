@@ -196,6 +196,10 @@ pub enum NodeEvent {
     PeerStatusChanged { peer: String, connected: bool },
     /// How a pairing (by ticket or short code) is going, on either side.
     Pairing { progress: PairingProgress },
+    /// A note's document cannot be loaded (it lost its shape, e.g. before
+    /// this version refused such changes): it is set aside from sync; its
+    /// last text is still shown.
+    NoteSetAside { id: NoteId, reason: String },
     /// A peer sent something for a document that was refused (not applied,
     /// not stored, not forwarded): a change that would break the document's
     /// shape, or a document of a space it does not belong to.
@@ -289,6 +293,9 @@ struct State {
     /// space indexes, by the peer sending them, the space they arrive in and
     /// their doc key.
     incoming: BTreeMap<(String, SpaceId, String), AutoCommit>,
+    /// Notes that could not be loaded for sync (their document lost its
+    /// shape): described to no peer and never loaded again for sync.
+    set_aside: BTreeSet<NoteId>,
     /// Spaces this device was invited to but whose index has not arrived yet,
     /// with the inviter's node id (the one peer to sync them with).
     joining: BTreeMap<SpaceId, String>,
@@ -748,6 +755,7 @@ impl State {
             private_space: None,
             sync_states: BTreeMap::new(),
             incoming: BTreeMap::new(),
+            set_aside: BTreeSet::new(),
             joining: BTreeMap::new(),
             store,
             store_failing: false,

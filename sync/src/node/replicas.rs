@@ -118,8 +118,27 @@ impl PeerReplicas<'_> {
             Some(theirs) if theirs != space => {
                 Err(format!("note {} does not belong to that space", id.short()))
             }
+            Some(_) if self.st.set_aside.contains(&id) => Err(format!(
+                "note {} is damaged and set aside from sync",
+                id.short()
+            )),
             Some(_) => {
-                let open = self.st.load(&id).map_err(|e| e.to_string())?;
+                match self.st.load(&id) {
+                    Ok(_) => {}
+                    Err(Error::NoteDamaged { detail, .. }) => {
+                        // Set aside by name: never loaded again for sync, so
+                        // it costs no session anything; its last text shows.
+                        tracing::error!(note = %id, "setting a damaged note aside from sync: {detail}");
+                        self.st.set_aside.insert(id.clone());
+                        self.st.outbox.push(NodeEvent::NoteSetAside {
+                            id: id.clone(),
+                            reason: detail.clone(),
+                        });
+                        return Err(format!("note {} is damaged: {detail}", id.short()));
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+                let open = self.st.open.get_mut(&id).expect("just loaded");
                 Ok(open.note.doc_mut())
             }
         }
@@ -278,6 +297,9 @@ impl PeerReplicas<'_> {
     /// a note this device files under another space (whatever `space`'s index
     /// says), which the peer is not told about.
     fn note_heads(&mut self, space: SpaceId, id: &NoteId) -> Option<Vec<Hash>> {
+        if self.st.set_aside.contains(id) {
+            return None;
+        }
         if let Some(open) = self.st.open.get_mut(id) {
             return (open.space == space).then(|| hashes(&open.note.heads()));
         }
