@@ -5,8 +5,6 @@
 //! anything is allocated, so a peer cannot make us reserve memory it never sends.
 //! Decoding never panics on any input.
 
-use std::collections::VecDeque;
-
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks, sent in `Hello`.
@@ -115,7 +113,9 @@ impl Frame {
 /// After an error the stream is unusable: close the connection.
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
-    buf: VecDeque<u8>,
+    buf: Vec<u8>,
+    /// Where the bytes not yet taken start in `buf`.
+    start: usize,
 }
 
 impl FrameDecoder {
@@ -124,28 +124,31 @@ impl FrameDecoder {
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
-        self.buf.extend(bytes);
+        // Drop what was taken before growing: the buffer holds at most one
+        // partial frame plus what arrived with it.
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(bytes);
     }
 
     /// The next whole frame, `Ok(None)` if more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        if self.buf.len() < LENGTH_PREFIX {
+        let waiting = &self.buf[self.start..];
+        let Some(prefix) = waiting.first_chunk::<LENGTH_PREFIX>() else {
             return Ok(None);
-        }
-        let mut prefix = [0u8; LENGTH_PREFIX];
-        for (i, b) in self.buf.iter().take(LENGTH_PREFIX).enumerate() {
-            prefix[i] = *b;
-        }
-        let len = u32::from_be_bytes(prefix) as usize;
+        };
+        let len = u32::from_be_bytes(*prefix) as usize;
         if len > MAX_FRAME_BYTES {
             return Err(FrameError::TooLarge(len));
         }
-        if self.buf.len() < LENGTH_PREFIX + len {
+        let Some(body) = waiting.get(LENGTH_PREFIX..LENGTH_PREFIX + len) else {
             return Ok(None);
-        }
-        self.buf.drain(..LENGTH_PREFIX);
-        let body: Vec<u8> = self.buf.drain(..len).collect();
-        Frame::decode(&body).map(Some)
+        };
+        let frame = Frame::decode(body);
+        self.start += LENGTH_PREFIX + len;
+        frame.map(Some)
     }
 }
 
