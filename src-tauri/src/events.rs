@@ -122,6 +122,20 @@ pub fn forward(
                             },
                         )
                     }
+                    NodeEvent::NoteSetAside { id, reason } => {
+                        tracing::warn!(note = %id, %reason, "a damaged note was set aside from sync");
+                        app.emit(
+                            STORE_PROBLEM,
+                            StoreProblem {
+                                message: format!(
+                                    "Note “{}” is damaged and no longer syncs; its last text is kept: {reason}",
+                                    id.short()
+                                ),
+                            },
+                        )
+                    }
+                    // Refusals are logged by the transport, not shown: a
+                    // hostile peer could flood the window with them.
                     _ => Ok(()),
                 };
                 if let Err(err) = sent {
