@@ -6,6 +6,7 @@
 pub mod heap;
 pub mod lossy;
 pub mod mallory;
+pub mod replica;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

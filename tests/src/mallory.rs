@@ -165,7 +165,8 @@ impl Docs {
     }
 }
 
-async fn bind(key: SecretKey) -> Endpoint {
+/// A bare iroh endpoint with `key`, on 127.0.0.1 only, no relays.
+pub async fn loopback_endpoint(key: SecretKey) -> Endpoint {
     Endpoint::builder(presets::Minimal)
         .secret_key(key)
         .relay_mode(RelayMode::Disabled)
@@ -196,7 +197,7 @@ impl Mallory {
     async fn with_key(victim: EndpointAddr, key: SecretKey) -> Mallory {
         let id = key.public().to_string();
         Mallory {
-            endpoint: bind(key).await,
+            endpoint: loopback_endpoint(key).await,
             id,
             victim,
             docs: Arc::default(),

@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use iroh::endpoint::{presets, Connection};
-use iroh::{Endpoint, RelayMode, SecretKey};
+use iroh::endpoint::Connection;
+use iroh::{Endpoint, SecretKey};
 use peernotes_sync::net::NetConfig;
 use peernotes_sync::net::SYNC_ALPN;
 use peernotes_sync::protocol::frame::SpaceSummary;
@@ -33,15 +33,7 @@ async fn mallory(alice: &Device, space: SpaceId) -> Endpoint {
         .node
         .add_member(space, &key.public().to_string(), "Mallory")
         .unwrap();
-    Endpoint::builder(presets::Minimal)
-        .secret_key(key)
-        .relay_mode(RelayMode::Disabled)
-        .clear_ip_transports()
-        .bind_addr("127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap())
-        .unwrap()
-        .bind()
-        .await
-        .unwrap()
+    peernotes_tests::mallory::loopback_endpoint(key).await
 }
 
 /// Opens a sync connection to Alice and writes `bytes` on its stream.

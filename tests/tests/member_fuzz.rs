@@ -9,15 +9,14 @@
 //! frame about a note of another space. `PROPTEST_CASES` sets the cases (256
 //! here; `make soak` runs 10,000).
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use automerge::sync::{self, SyncDoc};
+use automerge::sync;
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ChangeHash, ObjId, ObjType, ReadDoc, ROOT};
-use peernotes_sync::protocol::frame::{DocHeads, DocKey, Hash, SpaceKey};
+use peernotes_sync::protocol::frame::{DocHeads, DocKey};
 use peernotes_sync::protocol::session::bucket_of;
-use peernotes_sync::protocol::{Frame, Replicas, Session};
+use peernotes_sync::protocol::{Frame, Session};
 use peernotes_sync::{ListFilter, Member, Node, NodeOptions, NoteId, SpaceId};
+use peernotes_tests::replica::DocReplica;
 use proptest::prelude::*;
 
 #[global_allocator]
@@ -26,64 +25,6 @@ static ALLOCATOR: peernotes_tests::heap::Counting = peernotes_tests::heap::Count
 /// The heap one case's attack may use beyond what was live when it started.
 const CASE_HEAP_LIMIT: usize = 64 * 1024 * 1024;
 const MARKER: &str = "PRIVATE-MARKER-7f3a";
-
-/// The member's side: plain Automerge documents of the one space it shares.
-struct Replica {
-    space: SpaceKey,
-    docs: BTreeMap<DocKey, AutoCommit>,
-}
-
-impl Replicas for Replica {
-    fn shared_spaces(&self) -> BTreeSet<SpaceKey> {
-        BTreeSet::from([self.space])
-    }
-
-    fn docs(&mut self, _space: &SpaceKey) -> BTreeMap<DocKey, Vec<Hash>> {
-        self.docs
-            .iter_mut()
-            .map(|(k, d)| (k.clone(), d.get_heads().into_iter().map(|h| h.0).collect()))
-            .collect()
-    }
-
-    fn generate_sync_message(
-        &mut self,
-        _space: &SpaceKey,
-        doc: &DocKey,
-        state: &mut sync::State,
-    ) -> Option<sync::Message> {
-        self.docs
-            .entry(doc.clone())
-            .or_default()
-            .sync()
-            .generate_sync_message(state)
-    }
-
-    fn receive_sync_message(
-        &mut self,
-        _space: &SpaceKey,
-        doc: &DocKey,
-        state: &mut sync::State,
-        message: sync::Message,
-    ) -> Result<(), String> {
-        self.docs
-            .entry(doc.clone())
-            .or_default()
-            .sync()
-            .receive_sync_message(state, message)
-            .map_err(|e| e.to_string())
-    }
-
-    fn receive_document(
-        &mut self,
-        _space: &SpaceKey,
-        doc: &DocKey,
-        saved: &[u8],
-    ) -> Result<Option<Vec<Hash>>, String> {
-        let target = self.docs.entry(doc.clone()).or_default();
-        target.load_incremental(saved).map_err(|e| e.to_string())?;
-        Ok(Some(target.get_heads().into_iter().map(|h| h.0).collect()))
-    }
-}
 
 /// Alice's device, Mallory (a member of Team only) with copies of Team's
 /// documents, and the open session between them.
@@ -95,7 +36,7 @@ struct World {
     team_note: NoteId,
     private_note: NoteId,
     private_space: SpaceId,
-    replica: Replica,
+    replica: DocReplica,
     at_alice: Session,
 }
 
@@ -112,10 +53,7 @@ fn world(seed: u64) -> World {
     let private_note = alice.create(&format!("# Private\n{MARKER}\n")).unwrap();
     let private_space = alice.private_space().unwrap();
     alice.flush().unwrap();
-    let mut replica = Replica {
-        space: *team.as_bytes(),
-        docs: BTreeMap::new(),
-    };
+    let mut replica = DocReplica::new(*team.as_bytes(), |_| false);
     let (mut at_alice, mut at_mallory) = (Session::new(), Session::new());
     alice.with_peer(&mallory, |r| at_alice.start(r));
     at_mallory.start(&mut replica);
@@ -515,7 +453,7 @@ impl World {
                     Some((entries, bits_per_entry, probes)) => {
                         let mut bytes = Vec::new();
                         for n in [entries, bits_per_entry, probes] {
-                            uleb(&mut bytes, u64::from(*n));
+                            peernotes_tests::mallory::uleb128(&mut bytes, u64::from(*n));
                         }
                         let bits = (u64::from(*entries) * u64::from(*bits_per_entry)).div_ceil(8);
                         bytes.extend(vec![0xa5; bits.min(1 << 20) as usize]);
@@ -555,18 +493,6 @@ impl World {
                 }]
             }
         }
-    }
-}
-
-fn uleb(out: &mut Vec<u8>, mut n: u64) {
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
     }
 }
 

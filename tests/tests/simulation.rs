@@ -5,88 +5,24 @@
 //! what it receives is closed, as the real driver does. After healing, every
 //! replica of every document must be identical.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
-use automerge::sync::{self, SyncDoc};
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ObjType, ReadDoc, ROOT};
-use peernotes_sync::protocol::frame::{DocKey, Hash, SpaceKey};
+use peernotes_sync::protocol::frame::{DocKey, SpaceKey};
 use peernotes_sync::protocol::session::bucket_of;
-use peernotes_sync::protocol::{Frame, Replicas, Session};
+use peernotes_sync::protocol::{Frame, Session};
+use peernotes_tests::replica::DocReplica;
 use peernotes_tests::Rng;
 
 const SPACE: SpaceKey = [7; 16];
 const DEFAULT_SEEDS: u64 = 200;
 const STEPS: usize = 400;
 
-struct Peer {
-    docs: BTreeMap<DocKey, AutoCommit>,
-    created: usize,
-}
-
-impl Replicas for Peer {
-    fn shared_spaces(&self) -> BTreeSet<SpaceKey> {
-        BTreeSet::from([SPACE])
-    }
-
-    fn docs(&mut self, _space: &SpaceKey) -> BTreeMap<DocKey, Vec<Hash>> {
-        self.docs
-            .iter_mut()
-            .map(|(k, d)| (k.clone(), d.get_heads().into_iter().map(|h| h.0).collect()))
-            .collect()
-    }
-
-    fn generate_sync_message(
-        &mut self,
-        _space: &SpaceKey,
-        doc: &DocKey,
-        state: &mut sync::State,
-    ) -> Option<sync::Message> {
-        self.docs
-            .entry(doc.clone())
-            .or_default()
-            .sync()
-            .generate_sync_message(state)
-    }
-
-    fn receive_sync_message(
-        &mut self,
-        _space: &SpaceKey,
-        doc: &DocKey,
-        state: &mut sync::State,
-        message: sync::Message,
-    ) -> Result<(), String> {
-        self.docs
-            .entry(doc.clone())
-            .or_default()
-            .sync()
-            .receive_sync_message(state, message)
-            .map_err(|e| e.to_string())
-    }
-
-    /// Half of the documents go whole; the other half exercise the fallback to
-    /// the sync protocol.
-    fn saved_document(&mut self, _space: &SpaceKey, doc: &DocKey) -> Option<(Vec<u8>, Vec<Hash>)> {
-        if bucket_of(doc) % 2 == 1 {
-            return None;
-        }
-        self.docs
-            .get_mut(doc)
-            .map(|d| (d.save(), d.get_heads().into_iter().map(|h| h.0).collect()))
-    }
-
-    fn receive_document(
-        &mut self,
-        _space: &SpaceKey,
-        doc: &DocKey,
-        saved: &[u8],
-    ) -> Result<Option<Vec<Hash>>, String> {
-        let target = self.docs.entry(doc.clone()).or_default();
-        let before = target.get_heads();
-        target.load_incremental(saved).map_err(|e| e.to_string())?;
-        let after = target.get_heads();
-        Ok((after != before).then(|| after.into_iter().map(|h| h.0).collect()))
-    }
+/// Half of the documents go whole; the other half exercise the fallback to the
+/// sync protocol.
+fn sends_whole(doc: &DocKey) -> bool {
+    bucket_of(doc).is_multiple_of(2)
 }
 
 /// A connection between peers `a` and `b`: a session at each end and the frames
@@ -100,7 +36,9 @@ struct Link {
 }
 
 struct Net {
-    peers: Vec<Peer>,
+    peers: Vec<DocReplica>,
+    /// Documents each peer has created so far (their keys are numbered).
+    created: Vec<usize>,
     links: Vec<Link>,
     rng: Rng,
     frames_delivered: usize,
@@ -111,10 +49,7 @@ impl Net {
         let mut rng = Rng::new(seed);
         let n = 3 + rng.below(3) as usize;
         let peers = (0..n)
-            .map(|_| Peer {
-                docs: BTreeMap::new(),
-                created: 0,
-            })
+            .map(|_| DocReplica::new(SPACE, sends_whole))
             .collect();
         let mut links = Vec::new();
         for a in 0..n {
@@ -130,6 +65,7 @@ impl Net {
         }
         let mut net = Net {
             peers,
+            created: vec![0; n],
             links,
             rng,
             frames_delivered: 0,
@@ -222,8 +158,8 @@ impl Net {
             .collect();
         if editable.is_empty() || self.rng.below(10) == 0 {
             // Each document is created once, by one peer.
-            let key = format!("p{p}-{}", self.peers[p].created);
-            self.peers[p].created += 1;
+            let key = format!("p{p}-{}", self.created[p]);
+            self.created[p] += 1;
             let mut doc = AutoCommit::new();
             let text = doc.put_object(ROOT, "text", ObjType::Text).unwrap();
             doc.splice_text(&text, 0, 0, &format!("doc {key}\n"))
@@ -361,19 +297,13 @@ fn run(seed: u64) -> usize {
             );
         }
     }
-    let heads: Vec<_> = net.peers.iter_mut().map(|p| p.docs().clone()).collect();
+    let heads: Vec<_> = net.peers.iter_mut().map(|p| p.heads()).collect();
     assert!(
         heads.windows(2).all(|w| w[0] == w[1]),
         "seed {seed}: heads differ"
     );
     assert!(!reference.is_empty());
     net.frames_delivered
-}
-
-impl Peer {
-    fn docs(&mut self) -> BTreeMap<DocKey, Vec<Hash>> {
-        Replicas::docs(self, &SPACE)
-    }
 }
 
 #[test]
