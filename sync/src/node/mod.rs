@@ -290,9 +290,9 @@ struct State {
     /// Sync states to remember, by `(peer, doc)`; written by the group commit.
     sync_states: BTreeMap<(String, String), SavedSyncState>,
     /// Documents arriving by sync that are not yet whole enough to be notes or
-    /// space indexes, by the peer sending them, the space they arrive in and
+    /// space indexes: per peer sending them, by the space they arrive in and
     /// their doc key.
-    incoming: BTreeMap<(String, SpaceId, String), AutoCommit>,
+    incoming: BTreeMap<String, BTreeMap<(SpaceId, String), AutoCommit>>,
     /// Notes that could not be loaded for sync (their document lost its
     /// shape): described to no peer and never loaded again for sync.
     set_aside: BTreeSet<NoteId>,

@@ -77,9 +77,7 @@ impl Node {
     /// Forgets what `peer` was sending that had not become a note or space
     /// yet: its last connection closed.
     pub(crate) fn drop_incoming_from(&self, peer: &str) {
-        lock(&self.shared.state)
-            .incoming
-            .retain(|(from, _, _), _| from != peer);
+        lock(&self.shared.state).incoming.remove(peer);
     }
 
     /// Accepts an invitation to `space` from `inviter`: this device syncs the space
@@ -167,27 +165,24 @@ impl PeerReplicas<'_> {
         space: SpaceId,
         key: &str,
     ) -> std::result::Result<&mut AutoCommit, String> {
-        let slot = (self.peer.clone(), space, key.to_string());
-        if !self.st.incoming.contains_key(&slot) {
-            let from_peer = self
-                .st
-                .incoming
-                .range(
-                    (
-                        self.peer.clone(),
-                        SpaceId::from_bytes([0; 16]),
-                        String::new(),
-                    )..,
-                )
-                .take_while(|((from, _, _), _)| *from == self.peer)
-                .count();
-            if from_peer >= MAX_INCOMING_PER_PEER {
-                return Err(format!(
-                    "over {MAX_INCOMING_PER_PEER} documents are arriving from this device at once"
-                ));
-            }
+        let from_peer = self.st.incoming.entry(self.peer.clone()).or_default();
+        let slot = (space, key.to_string());
+        if !from_peer.contains_key(&slot) && from_peer.len() >= MAX_INCOMING_PER_PEER {
+            return Err(format!(
+                "over {MAX_INCOMING_PER_PEER} documents are arriving from this device at once"
+            ));
         }
-        Ok(self.st.incoming.entry(slot).or_default())
+        Ok(from_peer.entry(slot).or_default())
+    }
+
+    /// Takes an arriving document out of this peer's slots.
+    fn take_incoming(&mut self, slot: &(SpaceId, String)) -> Option<AutoCommit> {
+        let from_peer = self.st.incoming.get_mut(&self.peer)?;
+        let doc = from_peer.remove(slot);
+        if from_peer.is_empty() {
+            self.st.incoming.remove(&self.peer);
+        }
+        doc
     }
 
     /// Turns an incoming document that became whole into a note or a space.
@@ -199,8 +194,8 @@ impl PeerReplicas<'_> {
         key: &str,
         arrived_whole: Option<Vec<u8>>,
     ) -> std::result::Result<(), String> {
-        let slot = (self.peer.clone(), space, key.to_string());
-        let Some(doc) = self.st.incoming.get(&slot) else {
+        let slot = (space, key.to_string());
+        let Some(doc) = self.st.incoming.get(&self.peer).and_then(|m| m.get(&slot)) else {
             return Ok(());
         };
         let has = |name: &str, kind: ObjType| matches!(doc.get(ROOT, name), Ok(Some((Value::Object(k), _))) if k == kind);
@@ -209,7 +204,7 @@ impl PeerReplicas<'_> {
             if !(has("members", ObjType::Map) && has("notes", ObjType::Map)) {
                 return Ok(());
             }
-            let doc = self.st.incoming.remove(&slot).expect("checked above");
+            let doc = self.take_incoming(&slot).expect("checked above");
             let index =
                 Space::from_remote(space, &self.st.actor, doc).map_err(|e| e.to_string())?;
             self.st.spaces.insert(space, OpenSpace::new(index, 0));
@@ -220,7 +215,7 @@ impl PeerReplicas<'_> {
         if !has("text", ObjType::Text) {
             return Ok(());
         }
-        let doc = self.st.incoming.remove(&slot).expect("checked above");
+        let doc = self.take_incoming(&slot).expect("checked above");
         let id: NoteId = key.parse().map_err(|e: Error| e.to_string())?;
         let note = match &arrived_whole {
             // Everything in it is in the bytes that will be stored as they came.
@@ -303,8 +298,13 @@ impl PeerReplicas<'_> {
         if let Some(open) = self.st.open.get_mut(id) {
             return (open.space == space).then(|| hashes(&open.note.heads()));
         }
-        let slot = (self.peer.clone(), space, id.to_string());
-        if let Some(doc) = self.st.incoming.get_mut(&slot) {
+        let slot = (space, id.to_string());
+        if let Some(doc) = self
+            .st
+            .incoming
+            .get_mut(&self.peer)
+            .and_then(|m| m.get_mut(&slot))
+        {
             return Some(hashes(&doc.get_heads()));
         }
         match self.st.store.space_and_heads(id.as_str()) {
@@ -371,7 +371,8 @@ impl Replicas for PeerReplicas<'_> {
             let heads = self
                 .st
                 .incoming
-                .get_mut(&(self.peer.clone(), id, key.clone()))
+                .get_mut(&self.peer)
+                .and_then(|m| m.get_mut(&(id, key.clone())))
                 .map(|doc| hashes(&doc.get_heads()))
                 .unwrap_or_default();
             docs.insert(key, heads);
