@@ -112,27 +112,19 @@ pub fn forward(
                     }
                     NodeEvent::ChunkQuarantined { id, error } => {
                         tracing::warn!(note = %id, %error, "a stored chunk was quarantined");
-                        app.emit(
-                            STORE_PROBLEM,
-                            StoreProblem {
-                                message: format!(
-                                    "Part of note “{}” could not be read and was set aside: {error}",
-                                    id.short()
-                                ),
-                            },
-                        )
+                        let message = format!(
+                            "Part of note “{}” could not be read and was set aside: {error}",
+                            id.short()
+                        );
+                        app.emit(STORE_PROBLEM, StoreProblem { message })
                     }
                     NodeEvent::NoteSetAside { id, reason } => {
                         tracing::warn!(note = %id, %reason, "a damaged note was set aside from sync");
-                        app.emit(
-                            STORE_PROBLEM,
-                            StoreProblem {
-                                message: format!(
-                                    "Note “{}” is damaged and no longer syncs; its last text is kept: {reason}",
-                                    id.short()
-                                ),
-                            },
-                        )
+                        let message = format!(
+                            "Note “{}” is damaged and no longer syncs; its last text is kept: {reason}",
+                            id.short()
+                        );
+                        app.emit(STORE_PROBLEM, StoreProblem { message })
                     }
                     // Refusals are logged by the transport, not shown: a
                     // hostile peer could flood the window with them.

@@ -4,7 +4,7 @@
 //! Each bad connection is closed by the device, and after every attack an
 //! honest member's edit still arrives: the device stays responsive.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use iroh::endpoint::Connection;
 use iroh::{Endpoint, SecretKey};
@@ -12,19 +12,12 @@ use peernotes_sync::net::NetConfig;
 use peernotes_sync::net::SYNC_ALPN;
 use peernotes_sync::protocol::frame::SpaceSummary;
 use peernotes_sync::protocol::{Frame, MAX_FRAME_BYTES, PROTOCOL_VERSION};
-use peernotes_sync::{NoteId, SpaceId};
+use peernotes_sync::SpaceId;
+use peernotes_tests::mallory::{eventually, honest_edit_arrives};
 use peernotes_tests::{device, team, Device, Rng};
 
 /// How long the device may take to close a bad connection.
 const CLOSE_WITHIN: Duration = Duration::from_secs(10);
-
-async fn eventually(what: &str, check: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// Mallory: a raw endpoint whose id Alice lists as a member of `space`.
 async fn mallory(alice: &Device, space: SpaceId) -> Endpoint {
@@ -67,20 +60,6 @@ async fn assert_closed_by_alice(conn: &Connection, attack: &str) {
     );
 }
 
-/// Bob edits; the edit must reach Alice.
-async fn bob_still_syncs(alice: &Device, bob: &Device, note: &NoteId, after: &str) {
-    let line = format!("after {after}\n");
-    bob.node.splice(note, 0, 0, &line).unwrap();
-    eventually(&format!("Bob's edit to reach Alice after {after}"), || {
-        alice
-            .node
-            .get(note)
-            .map(|n| n.text.starts_with(&line))
-            .unwrap_or(false)
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_member_is_cut_off_and_members_keep_syncing() {
     let (alice, bob) = (
@@ -91,7 +70,10 @@ async fn a_hostile_member_is_cut_off_and_members_keep_syncing() {
     let elsewhere = alice.node.create_space("Alice only").unwrap();
     let note = alice.node.create_in(space, "shared\n").unwrap();
     bob.net.keep_connected(alice.net.addr());
-    eventually("the note to reach Bob", || bob.node.get(&note).is_ok()).await;
+    eventually("the note to reach Bob", Duration::from_secs(20), || {
+        bob.node.get(&note).is_ok()
+    })
+    .await;
     let mallory = mallory(&alice, space).await;
     let (mut rng, seed) = Rng::from_time();
     println!("seed {seed}");
@@ -99,11 +81,11 @@ async fn a_hostile_member_is_cut_off_and_members_keep_syncing() {
     let garbage: Vec<u8> = (0..64 * 1024).map(|_| rng.next_u64() as u8).collect();
     let conn = send_raw(&mallory, &alice, &garbage).await;
     assert_closed_by_alice(&conn, "garbage").await;
-    bob_still_syncs(&alice, &bob, &note, "garbage").await;
+    honest_edit_arrives(&alice, &bob, &note, "garbage").await;
 
     let conn = send_raw(&mallory, &alice, &u32::MAX.to_be_bytes()).await;
     assert_closed_by_alice(&conn, "an absurd length prefix").await;
-    bob_still_syncs(&alice, &bob, &note, "an absurd length").await;
+    honest_edit_arrives(&alice, &bob, &note, "an absurd length").await;
 
     let unshared = Frame::Buckets {
         space: *elsewhere.as_bytes(),
@@ -111,7 +93,7 @@ async fn a_hostile_member_is_cut_off_and_members_keep_syncing() {
     };
     let conn = send_raw(&mallory, &alice, &frames(&[hello(space), unshared])).await;
     assert_closed_by_alice(&conn, "a frame for a space Mallory is not in").await;
-    bob_still_syncs(&alice, &bob, &note, "an unshared space").await;
+    honest_edit_arrives(&alice, &bob, &note, "an unshared space").await;
 
     let huge = vec![0x42; MAX_FRAME_BYTES - 1024];
     let bogus_sync = Frame::Sync {
@@ -121,7 +103,7 @@ async fn a_hostile_member_is_cut_off_and_members_keep_syncing() {
     };
     let conn = send_raw(&mallory, &alice, &frames(&[hello(space), bogus_sync])).await;
     assert_closed_by_alice(&conn, "a huge bogus sync message").await;
-    bob_still_syncs(&alice, &bob, &note, "a huge sync message").await;
+    honest_edit_arrives(&alice, &bob, &note, "a huge sync message").await;
 
     // A bogus whole document is ignored (the sync protocol takes over), and it
     // must not touch the note it names.
@@ -132,7 +114,7 @@ async fn a_hostile_member_is_cut_off_and_members_keep_syncing() {
         saved: huge,
     };
     let conn = send_raw(&mallory, &alice, &frames(&[hello(space), bogus_document])).await;
-    bob_still_syncs(&alice, &bob, &note, "a huge bogus document").await;
+    honest_edit_arrives(&alice, &bob, &note, "a huge bogus document").await;
     conn.close(0u32.into(), b"done");
 
     // 100 connections at once, each with a hello.
@@ -143,7 +125,7 @@ async fn a_hostile_member_is_cut_off_and_members_keep_syncing() {
         send.write_all(&frames(&[hello(space)])).await.unwrap();
         many.push((conn, send, recv));
     }
-    bob_still_syncs(&alice, &bob, &note, "100 connections").await;
+    honest_edit_arrives(&alice, &bob, &note, "100 connections").await;
     assert!(alice.node.list(peernotes_sync::ListFilter::Active).is_ok());
     for (conn, _, _) in many {
         conn.close(0u32.into(), b"done");
@@ -160,7 +142,7 @@ async fn a_hostile_member_is_cut_off_and_members_keep_syncing() {
         })
         .collect();
     send.write_all(&frames(&flood)).await.unwrap();
-    bob_still_syncs(&alice, &bob, &note, "a presence flood").await;
+    honest_edit_arrives(&alice, &bob, &note, "a presence flood").await;
     conn.close(0u32.into(), b"done");
 
     // Nothing Mallory sent changed the note: only Bob's lines and the original.

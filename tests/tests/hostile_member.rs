@@ -142,6 +142,7 @@ impl World {
         let line = honest_edit_arrives(&self.alice, &self.bob, &self.note, after).await;
         self.bob_lines.push(line);
         self.assert_intact(after);
+        assert_no_panic();
     }
 
     fn assert_intact(&self, after: &str) {
@@ -284,7 +285,6 @@ async fn the_harness_syncs_honestly_both_ways() {
 
     w.original = w.alice.node.get(&w.note).unwrap().text;
     w.still_fine("honest sync through the harness").await;
-    assert_no_panic();
 }
 
 // ---- 1, 2: bloom filters ----------------------------------------------------
@@ -357,7 +357,6 @@ async fn a_bloom_filter_with_millions_of_probes_does_not_freeze_the_device() {
 
     w.still_fine("bloom filters with millions and billions of probes")
         .await;
-    assert_no_panic();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,7 +374,6 @@ async fn a_bloom_filter_with_zero_bits_per_entry_does_not_panic() {
 
     w.still_fine("a bloom filter with zero bits per entry")
         .await;
-    assert_no_panic();
 }
 
 // ---- 3: decompression bombs -------------------------------------------------
@@ -637,7 +635,6 @@ async fn a_member_cannot_read_private_notes_by_listing_them_in_a_shared_space() 
         "Alice's private notes reached Mallory: {leaks:#?}"
     );
     w.still_fine("asking for private notes").await;
-    assert_no_panic();
 }
 
 // ---- 5: a member nobody can see ---------------------------------------------
@@ -684,7 +681,6 @@ async fn a_member_cannot_add_a_member_nobody_can_see() {
         }
     }
     w.still_fine("an invisible member").await;
-    assert_no_panic();
 }
 
 // ---- 6: one change that breaks a space or a note ----------------------------
@@ -1027,7 +1023,6 @@ async fn documents_that_never_become_whole_do_not_stop_new_notes_arriving() {
     .await;
     w.still_fine("10,000 documents that never became whole")
         .await;
-    assert_no_panic();
 }
 
 // ---- 9: presence --------------------------------------------------------------
@@ -1080,7 +1075,6 @@ async fn presence_for_notes_outside_the_shared_spaces_is_dropped() {
         "presence for a note Mallory cannot see came through: {seen:?}"
     );
     w.still_fine("presence for notes outside Team").await;
-    assert_no_panic();
 }
 
 // ---- 10: connections ----------------------------------------------------------
@@ -1111,7 +1105,6 @@ async fn a_member_cannot_keep_a_hundred_connections_open() {
     );
     assert!(open <= 8, "{open} of Mallory's 100 connections stayed open");
     w.still_fine("100 connections").await;
-    assert_no_panic();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1132,7 +1125,6 @@ async fn removing_a_member_closes_its_open_connection_within_two_seconds() {
     );
     assert!(closed, "Mallory's connection stayed open after her removal");
     w.still_fine("removing Mallory").await;
-    assert_no_panic();
 }
 
 // ---- 11: the CLI and what members wrote ----------------------------------------
