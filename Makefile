@@ -14,7 +14,7 @@ APT_PACKAGES := libwebkit2gtk-4.1-dev build-essential pkg-config xvfb xauth ipro
 TAURI_DRIVER_VERSION := 2.1.0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test soak bench deps deps-apt deps-rust deps-npm ui build lint e2e unit
+.PHONY: run test soak bench deps deps-apt deps-rust deps-npm ui build lint boundary e2e unit
 
 run: deps build
 	@if [ -z "$$DISPLAY" ] && [ -z "$$WAYLAND_DISPLAY" ]; then \
@@ -24,7 +24,7 @@ run: deps build
 	fi
 	$(APP)
 
-test: deps ui
+test: deps ui boundary
 	$(CARGO) build -p peernotes-sync -p peernotes-app
 	$(CARGO) nextest run --workspace --no-fail-fast
 	$(MAKE) e2e
@@ -53,10 +53,24 @@ e2e: deps ui
 		PEERNOTES_TRACE_NOTE=$(CARGO_TARGET_DIR)/debug/trace-note \
 		xvfb-run -a -s '-screen 0 1280x800x24' node --test --test-concurrency=1 tests/e2e/
 
-lint: deps ui
+lint: deps ui boundary
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	npm --prefix ui run typecheck
+
+# The shells (the app, the CLI) reach the library only through its façade
+# (ARCHITECTURE.md): they name neither iroh nor automerge, and the app does not
+# depend on them.
+SHELLS := src-tauri/src src-tauri/Cargo.toml sync/src/bin
+boundary:
+	@if grep -rnwE 'iroh|automerge' $(SHELLS); then \
+		echo "The shells must not name iroh or automerge: use what peernotes_sync offers (see ARCHITECTURE.md)."; \
+		exit 1; \
+	fi
+	@if $(CARGO) tree -p peernotes-app -e normal --depth 1 --prefix none | grep -E '^(iroh|automerge) '; then \
+		echo "peernotes-app must not depend on iroh or automerge directly."; \
+		exit 1; \
+	fi
 
 deps: deps-apt deps-rust deps-npm
 

@@ -1,5 +1,5 @@
 //! The Tauri commands the UI calls (`ui/src/ipc.ts` is the other side). Each
-//! maps onto `Node` (or the app's `Network`) and turns errors into
+//! maps onto `Node` (or its `Network`, or the `Window`'s note sync) and turns errors into
 //! `CommandError`, a serialisable enum the UI can branch on. No note logic.
 //!
 //! A note's document syncs between the window and the `Node` with Automerge's
@@ -9,19 +9,16 @@
 //! Commands are `async` so they run on Tauri's runtime, not the GTK main thread;
 //! a slow disk then stalls one request, not the whole window.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use automerge::sync;
+use peernotes_sync::node::Window;
 use peernotes_sync::{
-    Error, ListFilter, Member, Node, NoteId, NoteSummary, NoteView, PeerStatus, SearchHit, SpaceId,
-    SpaceInfo,
+    Error, Invitation, InviteBy, Joined, ListFilter, Member, Network, Node, NoteId, NoteSummary,
+    NoteView, PeerStatus, SearchHit, SpaceId, SpaceInfo,
 };
 use serde::Serialize;
 use tauri::ipc::{InvokeBody, Request, Response};
 use tauri::State;
-
-use crate::network::{Invitation, Joined, Network};
 
 /// Search results shown at most.
 const SEARCH_LIMIT: usize = 200;
@@ -30,8 +27,8 @@ const SEARCH_LIMIT: usize = 200;
 pub struct App {
     pub node: Arc<Node>,
     pub network: Arc<Network>,
-    /// The window's sync state for each note it has open.
-    pub windows: Mutex<HashMap<NoteId, sync::State>>,
+    /// The window's side of note sync.
+    pub window: Window,
 }
 
 /// A failed command, as the UI receives it: `{"kind": "note_not_found",
@@ -123,14 +120,7 @@ pub async fn list_notes(
         ListFilter::Active
     };
     let space = space.as_deref().map(space_id).transpose()?;
-    let notes = logged("list_notes", app.node.list(filter))?;
-    Ok(match space {
-        Some(space) => notes
-            .into_iter()
-            .filter(|n| n.space == Some(space))
-            .collect(),
-        None => notes,
-    })
+    logged("list_notes", app.node.list_in(filter, space))
 }
 
 /// One note's cached text and metadata.
@@ -156,17 +146,7 @@ pub async fn create_note(
         None => logged("create_note", app.node.private_space())?,
     };
     let id = logged("create_note", app.node.create_in(space, &text))?;
-    let note = logged("create_note", app.node.get(&id))?;
-    Ok(NoteSummary {
-        id: note.id,
-        space: note.space,
-        title: note.title,
-        snippet: String::new(),
-        created_at: note.created_at,
-        updated_at: note.updated_at,
-        updated_by: Some("you".into()),
-        trashed: note.trashed,
-    })
+    logged("create_note", app.node.summary(&id))
 }
 
 #[tauri::command]
@@ -184,8 +164,7 @@ pub async fn restore_note(app: State<'_, App>, id: String) -> Reply<()> {
 #[tauri::command]
 pub async fn load_note_doc(app: State<'_, App>, id: String) -> Reply<Response> {
     let id = note_id(&id)?;
-    let bytes = logged("load_note_doc", app.node.note_document(&id))?;
-    lock(&app.windows).insert(id, sync::State::new());
+    let bytes = logged("load_note_doc", app.window.open(&app.node, &id))?;
     Ok(Response::new(bytes))
 }
 
@@ -211,20 +190,14 @@ pub async fn sync_note(app: State<'_, App>, request: Request<'_>) -> Reply<Respo
             })
         }
     };
-    // The state leaves the map while the Node works, so other notes' syncs
-    // are not held up; a note syncs one round at a time (the window waits for
-    // each reply before sending the next message).
-    let mut state = lock(&app.windows).remove(&id).unwrap_or_default();
-    let reply = app.node.sync_window(&id, &mut state, message);
-    lock(&app.windows).insert(id, state);
-    let reply = logged("sync_note", reply)?;
+    let reply = logged("sync_note", app.window.sync(&app.node, &id, message))?;
     Ok(Response::new(reply.unwrap_or_default()))
 }
 
 /// Forgets the window's sync state for a note it closed.
 #[tauri::command]
 pub async fn close_note_doc(app: State<'_, App>, id: String) -> Reply<()> {
-    lock(&app.windows).remove(&note_id(&id)?);
+    app.window.close(&note_id(&id)?);
     Ok(())
 }
 
@@ -238,14 +211,11 @@ pub async fn set_presence(
     head: usize,
 ) -> Reply<()> {
     let id = note_id(&id)?;
-    if let Some(transport) = app.network.running() {
-        transport
-            .share_presence(&id, anchor, head)
-            .map_err(|e| CommandError::Internal {
-                message: format!("{e:#}"),
-            })?;
-    }
-    Ok(())
+    app.network
+        .share_presence(&id, anchor, head)
+        .map_err(|e| CommandError::Internal {
+            message: format!("{e:#}"),
+        })
 }
 
 /// This device's node id: the window's Automerge actor ids start with it, so
@@ -262,20 +232,8 @@ pub async fn list_spaces(app: State<'_, App>) -> Reply<Vec<SpaceInfo>> {
 
 #[tauri::command]
 pub async fn create_space(app: State<'_, App>, name: String) -> Reply<SpaceInfo> {
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(CommandError::Invalid {
-            message: "a space needs a name".into(),
-        });
-    }
-    let id = logged("create_space", app.node.create_space(name))?;
-    let spaces = logged("create_space", app.node.spaces())?;
-    spaces
-        .into_iter()
-        .find(|s| s.id == id)
-        .ok_or_else(|| CommandError::Internal {
-            message: "the new space is missing".into(),
-        })
+    let id = logged("create_space", app.node.create_space(&name))?;
+    logged("create_space", app.node.space_info(id))
 }
 
 #[tauri::command]
@@ -314,7 +272,7 @@ pub async fn network_status(app: State<'_, App>) -> Reply<NetworkStatus> {
 pub async fn invite(app: State<'_, App>, space: String, minutes: u64) -> Reply<Invitation> {
     let space = space_id(&space)?;
     app.network
-        .invite(&app.node, space, minutes.clamp(1, 24 * 60))
+        .invite(space, minutes, InviteBy::TicketAndCode)
         .map_err(CommandError::pairing)
 }
 
@@ -331,13 +289,9 @@ pub async fn join(app: State<'_, App>, invitation: String, name: Option<String>)
         .filter(|n| !n.is_empty())
         .unwrap_or_else(peernotes_sync::node::device_name);
     app.network
-        .join(&invitation, &name)
+        .join(&invitation, &name, |_| {})
         .await
         .map_err(CommandError::pairing)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -92,6 +92,11 @@ pub enum Error {
 
     #[error("{0}")]
     Invalid(String),
+
+    /// An error from the process that holds the data dir, reached over its
+    /// control socket: its message and the exit code it maps onto there.
+    #[error("{message}")]
+    Remote { message: String, exit_code: i32 },
 }
 
 /// Process exit codes, shared by the CLI's help text and its tests.
@@ -114,6 +119,7 @@ impl Error {
             | Error::NoDataDir(_) => exit_code::NOT_FOUND,
             Error::BadNoteId(_) | Error::Invalid(_) => exit_code::USAGE,
             Error::DataDirInUse { .. } => exit_code::IN_USE,
+            Error::Remote { exit_code, .. } => *exit_code,
             Error::StoreDamaged { .. } | Error::StoreTooNew { .. } | Error::NoteDamaged { .. } => {
                 exit_code::DAMAGED
             }

@@ -5,10 +5,12 @@
 //! except the types `Node` returns. See `ARCHITECTURE.md` for the map.
 
 pub mod config;
+pub mod control;
 pub mod datadir;
 pub mod error;
 pub mod identity;
 pub mod net;
+pub mod network;
 pub mod node;
 pub mod note;
 pub mod pairing;
@@ -19,6 +21,7 @@ pub mod vault;
 
 pub use datadir::{DataDir, DATA_ENV};
 pub use error::{exit_code, Error, Result};
+pub use network::{Invitation, InviteBy, Joined, Network, PeerAddr};
 pub use node::{
     Heads, ListFilter, Node, NodeEvent, NodeOptions, NoteSummary, NoteView, PairingProgress,
     PeerStatus, SearchHit, SpaceInfo,

@@ -941,6 +941,7 @@ async fn answer_pairing(
         (Ok(()), Some(offer)) => {
             let name = name.chars().take(100).collect::<String>();
             node.add_member(offer.space, &joiner, &name)?;
+            offer.joined_by(&joiner);
             let space_name = node
                 .spaces()?
                 .into_iter()

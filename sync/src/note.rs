@@ -122,7 +122,7 @@ pub struct Splice {
 }
 
 /// One change in a note's history, for `peernotes log`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChangeInfo {
     pub hash: String,
     /// Seconds since the Unix epoch, as recorded by the device that made the change.

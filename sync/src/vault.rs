@@ -23,7 +23,7 @@ pub struct ExportReport {
     pub files: Vec<(NoteId, PathBuf)>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ImportReport {
     pub imported: Vec<(PathBuf, NoteId)>,
     /// Files left out with `skip_invalid`, and why.

@@ -1,8 +1,10 @@
 //! Shared helpers for Peernotes' integration tests: editing traces, running the
 //! `peernotes` binary as a user would, measuring child processes and heaps
-//! (`heap`), a lossy UDP forwarder (`lossy`), and a hostile member speaking
-//! the sync protocol (`mallory`).
+//! (`heap`), `peernotes serve` as a test process (`daemon`), a lossy UDP
+//! forwarder (`lossy`), and a hostile member speaking the sync protocol
+//! (`mallory`).
 
+pub mod daemon;
 pub mod heap;
 pub mod lossy;
 pub mod mallory;

@@ -3,72 +3,11 @@
 //! merged text is on both and no edit is lost (they find each other again at
 //! the addresses they remembered); SIGTERM stops them cleanly.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use peernotes_tests::{cli, invite, peernotes, run_with_stdin, stdout};
-
-struct Serve {
-    child: Child,
-    listening: String,
-}
-
-fn serve(data: &Path, connect: Option<String>) -> Serve {
-    let mut cmd = peernotes(data);
-    cmd.arg("serve");
-    if let Some(peer) = connect {
-        cmd.args(["--connect", &peer]);
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let listening = loop {
-        let line = lines.next().expect("serve printed its address").unwrap();
-        if let Some(addr) = line.strip_prefix("listening ") {
-            break addr.to_string();
-        }
-    };
-    Serve { child, listening }
-}
-
-impl Drop for Serve {
-    /// A failing test must not leave daemons behind.
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn stop(mut serve: Serve) {
-    // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(serve.child.id() as i32, libc::SIGTERM) };
-    let status = serve.child.wait().unwrap();
-    assert!(status.success(), "serve did not stop cleanly: {status}");
-}
-
-/// Polls `peernotes show` (which reads while serve runs) until it prints `want`.
-fn eventually_shows(data: &Path, note: &str, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let output = peernotes(data).args(["show", note]).output().unwrap();
-        if output.status.success() && stdout(&output) == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never showed {want:?}; last: {output:?}",
-            data.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use peernotes_tests::daemon::{eventually_shows, serve, stop};
+use peernotes_tests::{cli, invite, peernotes, run_with_stdin};
 
 #[test]
 fn two_daemons_sync_and_merge_edits_made_while_both_were_stopped() {

@@ -105,6 +105,27 @@ pub struct SearchHit {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Heads(Vec<ChangeHash>);
 
+impl Serialize for Heads {
+    /// As hex hashes, so the state can travel (e.g. over the control socket).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let hex: Vec<String> = self.0.iter().map(|h| h.to_string()).collect();
+        hex.serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Heads {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Heads, D::Error> {
+        let hex = Vec::<String>::deserialize(d)?;
+        if hex.len() > crate::protocol::vet::MAX_HASHES {
+            return Err(serde::de::Error::custom("too many heads"));
+        }
+        hex.iter()
+            .map(|h| h.parse::<ChangeHash>().map_err(serde::de::Error::custom))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map(Heads)
+    }
+}
+
 impl Heads {
     /// The state that includes every one of `parts` (a merge of them).
     pub fn union<'a>(parts: impl IntoIterator<Item = &'a Heads>) -> Heads {
@@ -145,6 +166,22 @@ fn latest_author(doc: &mut AutoCommit) -> String {
 }
 
 impl State {
+    /// Who a note's latest change is shown as: "you", a member's name, or
+    /// `None` if unknown.
+    fn editor_name(
+        &self,
+        node_id: &str,
+        names: &std::collections::HashMap<String, String>,
+    ) -> Option<String> {
+        if node_id.is_empty() {
+            None
+        } else if node_id == self.node_id {
+            Some("you".to_string())
+        } else {
+            names.get(node_id).cloned()
+        }
+    }
+
     /// Display names of every member of every space, by node id.
     fn member_names(&self) -> std::collections::HashMap<String, String> {
         self.spaces
@@ -487,19 +524,19 @@ impl Node {
     }
 
     pub fn list(&self, filter: ListFilter) -> Result<Vec<NoteSummary>> {
+        self.list_in(filter, None)
+    }
+
+    /// The notes of one space (all notes for `None`), most recently edited first.
+    pub fn list_in(&self, filter: ListFilter, space: Option<SpaceId>) -> Result<Vec<NoteSummary>> {
+        let space = space.map(|s| s.to_string());
         self.with_state(|st| {
             st.flush_before_reading();
             let rows = st.store.list(filter == ListFilter::Trash)?;
             let names = st.member_names();
             rows.into_iter()
+                .filter(|r| space.as_ref().is_none_or(|s| *s == r.space_id))
                 .map(|r| {
-                    let updated_by = if r.updated_by.is_empty() {
-                        None
-                    } else if r.updated_by == st.node_id {
-                        Some("you".to_string())
-                    } else {
-                        names.get(&r.updated_by).cloned()
-                    };
                     Ok(NoteSummary {
                         id: r.id.parse()?,
                         space: r.space_id.parse().ok(),
@@ -507,11 +544,32 @@ impl Node {
                         snippet: r.snippet,
                         created_at: r.created_at,
                         updated_at: r.updated_at,
-                        updated_by,
+                        updated_by: st.editor_name(&r.updated_by, &names),
                         trashed: r.trashed_at.is_some(),
                     })
                 })
                 .collect()
+        })
+    }
+
+    /// One note as a list shows it.
+    pub fn summary(&self, id: &NoteId) -> Result<NoteSummary> {
+        let view = self.get(id)?;
+        let updated_by = self.with_state(|st| {
+            st.flush_before_reading();
+            let by = st.store.row(id.as_str())?.map(|r| r.updated_by);
+            let names = st.member_names();
+            Ok(by.and_then(|by| st.editor_name(&by, &names)))
+        })?;
+        Ok(NoteSummary {
+            snippet: snippet_of(&view.text),
+            id: view.id,
+            space: view.space,
+            title: view.title,
+            created_at: view.created_at,
+            updated_at: view.updated_at,
+            updated_by,
+            trashed: view.trashed,
         })
     }
 
@@ -1151,6 +1209,7 @@ fn encode_heads(heads: &[ChangeHash]) -> Vec<u8> {
 
 use decode::{decode_all, decode_chunk};
 pub use spaces::{device_name, SpaceInfo};
+pub use window::Window;
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()

@@ -3,7 +3,7 @@
 //! small, so all of them stay in memory; their changes go to disk in the same
 //! group commit as notes.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{now_ms, Node, NodeEvent, State};
 use crate::error::{Error, Result};
@@ -11,7 +11,7 @@ use crate::space::{Member, Space, SpaceId};
 use crate::store::SpaceWrite;
 
 /// A space as it appears in a list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpaceInfo {
     pub id: SpaceId,
     pub name: String,
@@ -64,6 +64,14 @@ impl Node {
                 })
                 .collect())
         })
+    }
+
+    /// One space as `spaces` lists it.
+    pub fn space_info(&self, space: SpaceId) -> Result<SpaceInfo> {
+        self.spaces()?
+            .into_iter()
+            .find(|s| s.id == space)
+            .ok_or_else(|| Error::SpaceNotFound(space.to_string()))
     }
 
     /// The space new notes go to by default.
@@ -150,8 +158,16 @@ impl Node {
         self.with_state(|st| Ok(st.space_mut(space)?.space.members()))
     }
 
-    /// Adds `node_id` to `space` under `name`, as this device.
+    /// Adds `node_id` (64 hex digits, any case, spaces around ignored) to
+    /// `space` under `name`, as this device.
     pub fn add_member(&self, space: SpaceId, node_id: &str, name: &str) -> Result<()> {
+        let node_id = node_id.trim().to_ascii_lowercase();
+        if node_id.len() != 64 || !node_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Invalid(format!(
+                "`{node_id}` is not a node id (64 hexadecimal digits; see `peernotes id`)"
+            )));
+        }
+        let node_id = node_id.as_str();
         self.with_state(|st| {
             st.require_writer()?;
             let by = st.node_id.clone();
@@ -166,6 +182,7 @@ impl Node {
 
     /// Removes a member: this device stops syncing the space with them.
     pub fn remove_member(&self, space: SpaceId, node_id: &str) -> Result<()> {
+        let node_id = node_id.trim();
         self.with_state(|st| {
             st.require_writer()?;
             if node_id == st.node_id {

@@ -2,7 +2,11 @@
 //! Automerge document per open note and syncs it with the `Node` by Automerge's
 //! sync protocol, exactly as a peer would — so a keystroke in the window and a
 //! change from the network meet in the same merge, with no position rebasing.
-//! The caller (the app) keeps one `sync::State` per open note.
+//! `Window` keeps the sync state of each note a window has open, so the app
+//! never handles Automerge itself.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use automerge::sync::{self, SyncDoc};
 
@@ -62,5 +66,49 @@ impl Node {
         // Wake the group commit: the window's edits are saved within its window.
         self.shared.wake.notify_one();
         reply
+    }
+}
+
+/// One window's side of note sync: a sync state per note it has open.
+#[derive(Default)]
+pub struct Window {
+    states: Mutex<HashMap<NoteId, sync::State>>,
+}
+
+impl Window {
+    pub fn new() -> Window {
+        Window::default()
+    }
+
+    /// The note's whole document for the window to load; its sync starts
+    /// afresh (the window has exactly this document now).
+    pub fn open(&self, node: &Node, id: &NoteId) -> Result<Vec<u8>> {
+        let bytes = node.note_document(id)?;
+        self.states().insert(id.clone(), sync::State::new());
+        Ok(bytes)
+    }
+
+    /// One round of sync with the window's copy of a note: its message in (if
+    /// any), the reply out (if any). A note syncs one round at a time (the
+    /// window waits for each reply); other notes' rounds are not held up.
+    pub fn sync(
+        &self,
+        node: &Node,
+        id: &NoteId,
+        message: Option<&[u8]>,
+    ) -> Result<Option<Vec<u8>>> {
+        let mut state = self.states().remove(id).unwrap_or_default();
+        let reply = node.sync_window(id, &mut state, message);
+        self.states().insert(id.clone(), state);
+        reply
+    }
+
+    /// Forgets a note the window closed.
+    pub fn close(&self, id: &NoteId) {
+        self.states().remove(id);
+    }
+
+    fn states(&self) -> std::sync::MutexGuard<'_, HashMap<NoteId, sync::State>> {
+        self.states.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

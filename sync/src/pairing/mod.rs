@@ -161,6 +161,8 @@ pub struct Offer {
     pub secret: Secret,
     expires_at: i64,
     state: Mutex<OfferState>,
+    /// The node id of the device that joined with it, once it has.
+    joiner: Mutex<Option<String>>,
 }
 
 impl Offer {
@@ -170,6 +172,7 @@ impl Offer {
             secret,
             expires_at,
             state: Mutex::new(OfferState::Open),
+            joiner: Mutex::new(None),
         }
     }
 
@@ -251,6 +254,24 @@ impl Offer {
         }
         self.take(now)?;
         Ok(code.clone())
+    }
+
+    /// Records the device that joined with this offer (it is now a member).
+    pub fn joined_by(&self, node_id: &str) {
+        *self.joiner.lock().unwrap_or_else(|e| e.into_inner()) = Some(node_id.to_string());
+    }
+
+    /// The device that joined with this offer, once one has.
+    pub fn joiner(&self) -> Option<String> {
+        self.joiner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Unix seconds after which the offer is refused.
+    pub fn expires_at(&self) -> i64 {
+        self.expires_at
     }
 
     /// Records that a short-code exchange failed: the inviter reports it.

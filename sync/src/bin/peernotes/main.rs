@@ -8,14 +8,17 @@ mod pair;
 mod serve;
 
 use std::io::{IsTerminal, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use peernotes_sync::control::{Client, Device};
+use peernotes_sync::node::device_name;
 use peernotes_sync::pairing::{ShortCode, Ticket};
 use peernotes_sync::{
-    exit_code, vault, DataDir, Error, ListFilter, Node, NodeEvent, NodeOptions, SpaceId,
+    exit_code, vault, DataDir, Error, InviteBy, ListFilter, Node, NodeEvent, NodeOptions, SpaceId,
 };
 
 const EXIT_CODES: &str = "\
@@ -281,8 +284,44 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     let mut options = NodeOptions::new(&dir);
     options.create = creates;
     options.read_only = reads_only;
-    let node = Node::open(options)?;
-    match cli.command {
+    match open_or_reach(options)? {
+        Opened::Node(node) => run_with_node(node, cli.command),
+        Opened::Holder(client) => run_through(&client, &dir, cli.command),
+    }
+}
+
+/// The data dir opened here, or the process holding it, reached over its
+/// control socket.
+enum Opened {
+    Node(Node),
+    Holder(Client),
+}
+
+/// How long a writing command waits for another short-lived command holding
+/// the data dir (one that serves no control socket) to finish.
+const WAIT_FOR_LOCK: Duration = Duration::from_secs(3);
+
+fn open_or_reach(options: NodeOptions) -> anyhow::Result<Opened> {
+    let started = Instant::now();
+    loop {
+        match Node::open(options.clone()) {
+            Ok(node) => return Ok(Opened::Node(node)),
+            Err(in_use @ Error::DataDirInUse { .. }) => {
+                if let Some(client) = Client::connect(&options.data_dir)? {
+                    return Ok(Opened::Holder(client));
+                }
+                if started.elapsed() > WAIT_FOR_LOCK {
+                    return Err(in_use.into());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn run_with_node(node: Node, command: Command) -> anyhow::Result<i32> {
+    match command {
         Command::Serve { connect } => {
             serve::run(node, connect)?;
             return Ok(exit_code::OK);
@@ -292,26 +331,19 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             code,
             minutes,
         } => {
-            let space = match space {
-                Some(typed) => node.find_space(&typed)?,
-                None => node.private_space()?,
-            };
-            pair::invite(node, space, code, minutes)?;
+            let space = space_or_private(&node, space)?;
+            pair::invite(node, space, invite_by(code), minutes)?;
             return Ok(exit_code::OK);
         }
         Command::Join { ticket, code, name } => {
-            let invitation = match (ticket, code) {
-                (_, Some(code)) => pair::Invitation::Code(ShortCode::parse(&code)?),
-                (Some(ticket), None) => pair::Invitation::Ticket(Ticket::decode(&ticket)?),
-                (None, None) => unreachable!("clap requires a ticket or a code"),
-            };
-            pair::join(node, invitation, name)?;
+            let invitation = invitation_text(ticket, code)?;
+            pair::join(node, &invitation, name)?;
             return Ok(exit_code::OK);
         }
         _ => {}
     }
     let events = node.subscribe();
-    let code = dispatch(&node, cli.command)?;
+    let code = dispatch(&node, &node, command)?;
     node.close()?;
     for event in events.try_iter() {
         if let NodeEvent::ChunkQuarantined { id, error } = event {
@@ -325,20 +357,93 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     Ok(code)
 }
 
-fn dispatch(node: &Node, command: Command) -> anyhow::Result<i32> {
+/// Runs a command through the process holding the data dir: writes go to its
+/// `Node`, so its window shows them at once and its peers get them; reads
+/// that need no writer use a read-only `Node` here.
+fn run_through(holder: &Client, dir: &Path, command: Command) -> anyhow::Result<i32> {
+    match command {
+        Command::Serve { .. } => {
+            let who = holder.holder();
+            Err(Error::DataDirInUse {
+                dir: dir.to_path_buf(),
+                pid: Some(who.pid),
+            })
+            .with_context(|| format!("the {} already syncs this data dir", who.kind))
+        }
+        Command::Invite {
+            space,
+            code,
+            minutes,
+        } => {
+            let space = space_or_private(holder, space)?;
+            let joiner = holder.invite(space, invite_by(code), minutes, &mut |invitation| {
+                pair::show_invitation(invitation, minutes)
+            })?;
+            pair::invited(&joiner);
+            Ok(exit_code::OK)
+        }
+        Command::Join { ticket, code, name } => {
+            let invitation = invitation_text(ticket, code)?;
+            let name = name.unwrap_or_else(device_name);
+            let (joined, notes) = holder.join(
+                &invitation,
+                &name,
+                &mut |line| eprintln!("{line}"),
+                &mut pair::paired,
+            )?;
+            pair::joined(&joined, notes);
+            Ok(exit_code::OK)
+        }
+        command => {
+            let mut options = NodeOptions::new(dir);
+            options.read_only = true;
+            let node = Node::open(options)?;
+            dispatch(&node, holder, command)
+        }
+    }
+}
+
+fn space_or_private(device: &dyn Device, typed: Option<String>) -> anyhow::Result<SpaceId> {
+    Ok(match typed {
+        Some(typed) => device.find_space(&typed)?,
+        None => device.private_space()?,
+    })
+}
+
+fn invite_by(code: bool) -> InviteBy {
+    if code {
+        InviteBy::Code
+    } else {
+        InviteBy::Ticket
+    }
+}
+
+/// The ticket or code given to `join`, checked before anything starts.
+fn invitation_text(ticket: Option<String>, code: Option<String>) -> anyhow::Result<String> {
+    match (ticket, code) {
+        (_, Some(code)) => Ok(ShortCode::parse(&code)?.to_string()),
+        (Some(ticket), None) => {
+            Ticket::decode(&ticket)?;
+            Ok(ticket.trim().to_string())
+        }
+        (None, None) => unreachable!("clap requires a ticket or a code"),
+    }
+}
+
+/// Runs a command that is not networked. `reader` answers reads (a read-only
+/// `Node` suffices); `device` takes writes (this process's `Node`, or the
+/// holder's through its control socket).
+fn dispatch(reader: &Node, device: &dyn Device, command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Init => {
-            println!("Peernotes data dir: {}", node.data_dir().display());
-            println!("Node id: {}", node.node_id());
+            println!("Peernotes data dir: {}", reader.data_dir().display());
+            println!("Node id: {}", reader.node_id());
         }
         Command::Id => {
-            println!("{}", node.node_id());
+            println!("{}", reader.node_id());
         }
         Command::New { text, stdin, space } => {
-            let space = match space {
-                Some(typed) => node.find_space(&typed)?,
-                None => node.private_space()?,
-            };
+            let space = space_or_private(device, space)?;
             let text = if stdin {
                 read_stdin()?
             } else if !text.is_empty() {
@@ -351,8 +456,7 @@ fn dispatch(node: &Node, command: Command) -> anyhow::Result<i32> {
                 }
                 written
             };
-            let id = node.create_in(space, &text)?;
-            node.flush()?;
+            let id = device.create_in(space, &text)?;
             println!("{id}");
         }
         Command::List { trash, json } => {
@@ -361,7 +465,7 @@ fn dispatch(node: &Node, command: Command) -> anyhow::Result<i32> {
             } else {
                 ListFilter::Active
             };
-            let notes = node.list(filter)?;
+            let notes = reader.list(filter)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&notes)?);
             } else {
@@ -369,8 +473,8 @@ fn dispatch(node: &Node, command: Command) -> anyhow::Result<i32> {
             }
         }
         Command::Show { id, json } => {
-            let id = node.find(&id)?;
-            let note = node.get(&id)?;
+            let id = reader.find(&id)?;
+            let note = reader.get(&id)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&note)?);
             } else {
@@ -378,22 +482,21 @@ fn dispatch(node: &Node, command: Command) -> anyhow::Result<i32> {
             }
         }
         Command::Edit { id, stdin } => {
-            let id = node.find(&id)?;
-            let (text, base) = node.checkout(&id)?;
+            let id = device.find(&id)?;
+            let (text, base) = device.checkout(&id)?;
             let edited = if stdin {
                 read_stdin()?
             } else {
                 editor::edit_text(&text, id.short())?
             };
-            if node.replace_text_since(&id, &base, &edited)? {
-                node.flush()?;
+            if device.replace_text_since(&id, &base, &edited)? {
                 eprintln!("Saved {}", id.short());
             } else {
                 eprintln!("No changes to {}", id.short());
             }
         }
         Command::Search { query, limit, json } => {
-            let hits = node.search(&query.join(" "), limit)?;
+            let hits = reader.search(&query.join(" "), limit)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&hits)?);
             } else {
@@ -402,33 +505,31 @@ fn dispatch(node: &Node, command: Command) -> anyhow::Result<i32> {
         }
         Command::Rm { ids } => {
             for typed in ids {
-                let id = node.find(&typed)?;
-                node.trash(&id)?;
+                let id = device.find(&typed)?;
+                device.trash(&id)?;
                 eprintln!(
                     "Moved {} to the trash (undo: peernotes restore {})",
                     id.short(),
                     id.short()
                 );
             }
-            node.flush()?;
         }
         Command::Restore { ids } => {
             for typed in ids {
-                let id = node.find(&typed)?;
-                node.restore(&id)?;
+                let id = device.find(&typed)?;
+                device.restore(&id)?;
                 eprintln!("Restored {}", id.short());
             }
-            node.flush()?;
         }
         Command::Log { id, limit } => {
-            let id = node.find(&id)?;
-            output::print_history(&node.history(&id, limit)?);
+            let id = device.find(&id)?;
+            output::print_history(&device.history(&id, limit)?);
         }
         Command::Import { dir, skip_invalid } => {
             if !dir.is_dir() {
                 bail!("{} is not a folder", dir.display());
             }
-            let report = vault::import(node, &dir, skip_invalid)?;
+            let report = device.import(&dir, skip_invalid)?;
             for (path, why) in &report.skipped {
                 eprintln!("peernotes: skipped {}: {why}", path.display());
             }
@@ -439,19 +540,20 @@ fn dispatch(node: &Node, command: Command) -> anyhow::Result<i32> {
             );
         }
         Command::Export { dir, trash } => {
-            let report = vault::export(node, &dir, trash)?;
+            let report = vault::export(reader, &dir, trash)?;
             eprintln!(
                 "Exported {} note(s) to {}",
                 report.files.len(),
                 dir.display()
             );
         }
-        Command::Space { command } => space_command(node, command)?,
+        Command::Space { command } => space_command(reader, device, command)?,
         Command::Status { json } => {
-            let status = node.status()?;
+            let status = reader.status()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
+                output::print_holder(Client::connect(reader.data_dir()).ok().flatten().as_ref());
                 output::print_status(&status);
             }
         }
@@ -459,22 +561,21 @@ fn dispatch(node: &Node, command: Command) -> anyhow::Result<i32> {
             unreachable!("networked commands are run before dispatch")
         }
         Command::Compact => {
-            let before = node.store_size();
-            node.compact_all()?;
-            eprintln!("Store: {} → {} bytes", before, node.store_size());
+            let (before, after) = device.compact()?;
+            eprintln!("Store: {before} → {after} bytes");
         }
     }
     Ok(exit_code::OK)
 }
 
-fn space_command(node: &Node, command: SpaceCommand) -> anyhow::Result<()> {
+fn space_command(reader: &Node, device: &dyn Device, command: SpaceCommand) -> anyhow::Result<()> {
     match command {
         SpaceCommand::Create { name } => {
-            let id = node.create_space(&name.join(" "))?;
+            let id = device.create_space(&name.join(" "))?;
             println!("{id}");
         }
         SpaceCommand::List { json } => {
-            let spaces = node.spaces()?;
+            let spaces = device.spaces()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&spaces)?);
             } else {
@@ -482,11 +583,11 @@ fn space_command(node: &Node, command: SpaceCommand) -> anyhow::Result<()> {
             }
         }
         SpaceCommand::Members { space, json } => {
-            let members = node.members(node.find_space(&space)?)?;
+            let members = device.members(device.find_space(&space)?)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&members)?);
             } else {
-                output::print_members(&members, node.node_id());
+                output::print_members(&members, reader.node_id());
             }
         }
         SpaceCommand::AddMember {
@@ -494,31 +595,24 @@ fn space_command(node: &Node, command: SpaceCommand) -> anyhow::Result<()> {
             node_id,
             name,
         } => {
-            let node_id = node_id.trim().to_ascii_lowercase();
-            if node_id.len() != 64 || !node_id.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(Error::Invalid(format!(
-                    "`{node_id}` is not a node id (64 hexadecimal digits; see `peernotes id`)"
-                ))
-                .into());
-            }
-            let space = node.find_space(&space)?;
-            node.add_member(space, &node_id, &name)?;
+            let space = device.find_space(&space)?;
+            device.add_member(space, &node_id, &name)?;
             eprintln!(
                 "Added {} to the space",
-                output::printable(&output::short(&node_id, 8))
+                output::printable(&output::short(node_id.trim(), 8))
             );
         }
         SpaceCommand::Join { space_id, inviter } => {
             let space: SpaceId = space_id.trim().parse()?;
-            node.join_space(space, inviter.trim())?;
+            device.join_space(space, inviter.trim())?;
             eprintln!(
                 "Joined; the space arrives when this device next syncs with {}",
                 inviter.trim()
             );
         }
         SpaceCommand::RemoveMember { space, node_id } => {
-            let space = node.find_space(&space)?;
-            node.remove_member(space, node_id.trim())?;
+            let space = device.find_space(&space)?;
+            device.remove_member(space, node_id.trim())?;
             eprintln!(
                 "Removed {}: nothing more of this space will be synced with it",
                 node_id.trim()

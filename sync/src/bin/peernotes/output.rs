@@ -206,3 +206,17 @@ fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// Names the process holding the data dir, if one answers its control socket.
+pub fn print_holder(holder: Option<&peernotes_sync::control::Client>) {
+    let Some(holder) = holder.map(|c| c.holder()) else {
+        return;
+    };
+    let _ = writeln!(
+        std::io::stdout().lock(),
+        "Held by the {} (pid {}), started {}",
+        holder.kind,
+        holder.pid,
+        ago(now_ms(), holder.since)
+    );
+}

@@ -1,50 +1,66 @@
 //! `peernotes serve`: an always-on peer. It listens for members' devices, keeps
-//! connections to the peers it is told about, syncs until SIGINT or SIGTERM, and
-//! then closes its connections and flushes the store before it exits.
+//! connections to the peers it is told about, answers CLI commands on the data
+//! dir's control socket, syncs until SIGINT or SIGTERM (or a `stop` request,
+//! when the app takes over), and then closes its connections and flushes the
+//! store before it exits.
 
 use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::Context;
-use peernotes_sync::net::{parse_peer, NetConfig, Transport};
-use peernotes_sync::Node;
+use peernotes_sync::control::{HolderKind, Hooks, Server};
+use peernotes_sync::{Network, Node, PeerAddr};
+use tokio::sync::Notify;
 
 pub fn run(node: Node, peers: Vec<String>) -> anyhow::Result<()> {
     let peers = peers
         .iter()
-        .map(|p| parse_peer(p))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let config = NetConfig::load(node.data_dir())?;
+        .map(|p| p.parse::<PeerAddr>())
+        .collect::<Result<Vec<_>, _>>()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     let node = Arc::new(node);
+    let network = Network::new(node.clone());
     runtime.block_on(async {
-        let net = Transport::bind(node.clone(), &config).await?;
-        net.spawn_accept();
-        let addr = net.addr();
+        network.start().await?;
+        let stop = Arc::new(Notify::new());
+        let hooks = Hooks {
+            focus: None,
+            stop: Some(stop.clone()),
+        };
+        let control = match Server::start(network.clone(), HolderKind::Serve, hooks) {
+            Ok(server) => Some(server),
+            Err(e) => {
+                tracing::warn!("CLI commands cannot reach this daemon: {e}");
+                None
+            }
+        };
         {
             // Machine-readable start-up lines: scripts and tests wait for them.
             let mut out = std::io::stdout().lock();
             writeln!(out, "node {}", node.node_id())?;
-            for ip in addr.ip_addrs() {
+            for ip in network.listening() {
                 writeln!(out, "listening {ip}")?;
             }
             out.flush()?;
         }
         tracing::info!(node = %node.node_id(), "serving");
-        for peer in peers {
-            net.keep_connected(peer);
+        for peer in &peers {
+            network.keep_connected(peer)?;
         }
-        // Every other member, found by mDNS or through the relay.
-        net.connect_members();
-        shutdown_signal().await?;
+        tokio::select! {
+            signal = shutdown_signal() => signal?,
+            () = stop.notified() => tracing::info!("asked to stop over the control socket"),
+        }
         tracing::info!("shutting down");
-        net.close().await;
+        drop(control);
+        network.close().await;
         anyhow::Ok(())
     })?;
     drop(runtime);
+    drop(network);
     let node = Arc::into_inner(node).context("the store is still in use at shutdown")?;
     node.close()?;
     eprintln!("peernotes: stopped; everything is saved");
