@@ -93,6 +93,10 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
+    /// A pairing that failed: refused, wrong code, expired, out of turn.
+    #[error("{0}")]
+    Pairing(String),
+
     /// An error from the process that holds the data dir, reached over its
     /// control socket: its message and the exit code it maps onto there.
     #[error("{message}")]

@@ -34,8 +34,10 @@ const STATUS_POLL: Duration = Duration::from_millis(200);
 /// How long nothing must have moved before a sync whose last acknowledgement
 /// is still owed counts as over (the other side may have hung up first).
 const QUIET: Duration = Duration::from_secs(1);
-/// How long closing waits for connections to say goodbye.
-const CLOSE_LIMIT: Duration = Duration::from_secs(2);
+/// How long closing waits for connections to say goodbye: a window closes
+/// quickly; a command that synced once can wait for its peer to acknowledge.
+pub const CLOSE_LIMIT: Duration = Duration::from_secs(2);
+pub const CLOSE_LIMIT_COMMAND: Duration = Duration::from_secs(10);
 
 /// A peer device: its node id and, where known, addresses to dial. Written
 /// `<node id>@<ip:port>`, or a bare node id (found by mDNS or a relay).
@@ -431,11 +433,18 @@ impl Network {
         }
     }
 
-    /// Stops dialling and closes every connection, waiting briefly for goodbyes.
+    /// Stops dialling and closes every connection, waiting up to `CLOSE_LIMIT`
+    /// for goodbyes.
     pub async fn close(&self) {
+        self.close_within(CLOSE_LIMIT).await
+    }
+
+    /// Stops dialling and closes every connection, waiting up to `limit` for
+    /// the peers to acknowledge.
+    pub async fn close_within(&self, limit: Duration) {
         let up = std::mem::replace(&mut *lock(&self.up), Up::Closed);
         if let Up::Running(transport) = up {
-            if tokio::time::timeout(CLOSE_LIMIT, transport.close())
+            if tokio::time::timeout(limit, transport.close())
                 .await
                 .is_err()
             {

@@ -1077,6 +1077,47 @@ async fn presence_for_notes_outside_the_shared_spaces_is_dropped() {
     w.still_fine("presence for notes outside Team").await;
 }
 
+/// A frame that breaks the protocol ends the session, and the device says why
+/// before it closes the connection: its goodbye arrives, naming the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_error_gets_a_goodbye_that_says_why() {
+    install_panic_hook();
+    let mut w = world().await;
+    let mallory = w.mallory().await;
+    let conn = mallory.connect().await;
+    conn.hello(&[w.team]).await.unwrap();
+    conn.wait_for(|f| matches!(f, Frame::Hello { .. }), Duration::from_secs(5))
+        .await
+        .expect("Alice's hello");
+    let mark = conn.mark();
+    // Heads for a bucket that does not exist.
+    conn.send(&Frame::Heads {
+        space: *w.team.as_bytes(),
+        bucket: BUCKETS as u8,
+        docs: Vec::new(),
+    })
+    .await
+    .unwrap();
+    let goodbye = conn
+        .wait_for_after(
+            mark,
+            |f| matches!(f, Frame::Goodbye { .. }),
+            Duration::from_secs(5),
+        )
+        .await;
+    match goodbye {
+        Some(Frame::Goodbye { reason }) => {
+            assert!(reason.contains("bucket out of range"), "{reason}")
+        }
+        other => panic!("no goodbye before the connection closed: {other:?}"),
+    }
+    assert!(
+        conn.closed_within(Duration::from_secs(5)).await,
+        "the connection stayed open"
+    );
+    w.still_fine("a protocol error").await;
+}
+
 // ---- 10: connections ----------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

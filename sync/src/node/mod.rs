@@ -10,10 +10,16 @@
 //!
 //! Lists, search and showing a note that is not in memory read the store's cached
 //! text and never load a document.
+//!
+//! This file holds the façade's note API and the state behind it; the rest is
+//! one idea per module: `cache` (the LRU of loaded documents), `commit` (the
+//! group commit and its flusher), `compaction` (when and how chunks fold into a
+//! snapshot), `events` (`NodeEvent` and its delivery), `spaces`, `replicas` (a
+//! peer's view), `admit`, `decode`, `status`, `window`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::note::{snippet_of, title_of, ChangeInfo, Note, NoteId, Splice};
 use crate::space::SpaceId;
-use crate::store::{Batch, Chunk, ChunkKind, NoteRow, NoteWrite, QuarantinedChunk, Store};
+use crate::store::{QuarantinedChunk, Store};
 
 /// How a `Node` is opened.
 #[derive(Debug, Clone)]
@@ -212,82 +218,6 @@ impl State {
     }
 }
 
-/// What happened, for subscribers (the app re-renders on these).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-#[non_exhaustive]
-pub enum NodeEvent {
-    /// A note's text, title or trash state changed on this device.
-    NoteChanged { id: NoteId },
-    /// Writing to the store failed; edits stay in memory and are retried.
-    StoreFailed { message: String },
-    /// Writing to the store works again after `StoreFailed`: everything
-    /// pending is saved.
-    StoreRecovered,
-    /// A space's index (members, notes) changed on this device or from a peer.
-    SpaceChanged { space: SpaceId },
-    /// A stored chunk could not be decoded and was quarantined.
-    ChunkQuarantined { id: NoteId, error: String },
-    /// A peer device connected or disconnected (its status may have changed:
-    /// ask `peer_status`).
-    PeerStatusChanged { peer: String, connected: bool },
-    /// How a pairing (by ticket or short code) is going, on either side.
-    Pairing { progress: PairingProgress },
-    /// A note's document cannot be loaded (it lost its shape, e.g. before
-    /// this version refused such changes): it is set aside from sync; its
-    /// last text is still shown.
-    NoteSetAside { id: NoteId, reason: String },
-    /// A peer sent something for a document that was refused (not applied,
-    /// not stored, not forwarded): a change that would break the document's
-    /// shape, or a document of a space it does not belong to.
-    PeerRefused {
-        peer: String,
-        doc: String,
-        reason: String,
-    },
-    /// Where a connected member's cursor is in a note (character offsets). It
-    /// vanishes when the peer disconnects (`PeerStatusChanged`).
-    PeerPresence {
-        peer: String,
-        note: NoteId,
-        anchor: u32,
-        head: u32,
-    },
-}
-
-/// Steps of a pairing, for a UI to show.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "step", rename_all = "kebab-case")]
-pub enum PairingProgress {
-    /// The joiner is looking for the inviter (mDNS, for a short code).
-    LookingForInviter,
-    /// The joiner found the inviter and is proving it was invited.
-    Exchanging { with: String },
-    /// The inviter: a device is presenting an invitation.
-    JoinerArrived { joiner: String },
-    /// Paired: the joiner is now a member of the space.
-    /// `member` is the joiner's node id, `name` the name it goes by.
-    Paired {
-        space: SpaceId,
-        member: String,
-        name: String,
-    },
-    /// Pairing failed; the reason is meant for the user.
-    Failed { reason: String },
-}
-
-/// Compaction folds a note's incremental chunks into one snapshot once there are
-/// this many of them...
-const COMPACT_AFTER_CHUNKS: usize = 128;
-/// ...or once they hold more bytes than the snapshot and at least this many...
-const COMPACT_AFTER_BYTES: usize = 64 * 1024;
-/// ...or, for small notes (whose snapshot is cheap to write), once they hold
-/// more than four times the snapshot plus this many bytes. Applying changes
-/// one by one is what makes a note slow to load and to send whole.
-const COMPACT_SMALL_AFTER_BYTES: usize = 4 * 1024;
-/// Pause before retrying a failed group commit (e.g. a full disk).
-const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
-
 /// The façade over a data dir. Internally synchronised: share it freely.
 pub struct Node {
     shared: Arc<Shared>,
@@ -336,30 +266,6 @@ struct State {
     /// Spaces this device was invited to but whose index has not arrived yet,
     /// with the inviter's node id (the one peer to sync them with).
     joining: BTreeMap<SpaceId, String>,
-}
-
-/// How a document's stored chunks add up, for compaction decisions.
-#[derive(Debug, Default, Clone, Copy)]
-struct ChunkSizes {
-    snapshot_bytes: usize,
-    incremental_bytes: usize,
-    incremental_chunks: usize,
-}
-
-/// A note's document in memory and what of it is not yet in the store.
-struct OpenNote {
-    note: Note,
-    space: SpaceId,
-    created_at: i64,
-    updated_at: i64,
-    /// Encoded changes taken from the document but not yet committed.
-    pending: Vec<Vec<u8>>,
-    /// A note that arrived whole from a peer: the bytes it came in (Automerge's
-    /// save format, already checked strictly), stored as its first snapshot.
-    arrived_whole: Option<Vec<u8>>,
-    snapshot_bytes: usize,
-    incremental_bytes: usize,
-    incremental_chunks: usize,
 }
 
 impl Node {
@@ -459,13 +365,6 @@ impl Node {
     /// This device's node id (64 hex digits): how peers know it.
     pub fn node_id(&self) -> &str {
         &self.node_id
-    }
-
-    /// Receives every event from now on.
-    pub fn subscribe(&self) -> Receiver<NodeEvent> {
-        let (tx, rx) = channel();
-        lock(&self.shared.subscribers).push(tx);
-        rx
     }
 
     /// Creates a note holding `text` in this device's private space.
@@ -695,32 +594,6 @@ impl Node {
         self.with_state(|st| Ok(st.load(id)?.note.history(limit)))
     }
 
-    /// Writes every pending edit to disk now.
-    pub fn flush(&self) -> Result<()> {
-        self.with_state(|st| st.flush())
-    }
-
-    /// Folds every note's chunks into one snapshot each.
-    pub fn compact_all(&self) -> Result<()> {
-        self.with_state(|st| {
-            st.require_writer()?;
-            st.flush()?;
-            for id in st.store.all_ids()? {
-                let id: NoteId = id.parse()?;
-                // A note that cannot be read is reported when it is opened; it
-                // must not stop every other note from being compacted.
-                match st.load(&id) {
-                    Ok(_) => st.compact(&id)?,
-                    Err(Error::NoteDamaged { detail, .. }) => {
-                        tracing::warn!(note = %id, "not compacted: {detail}");
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            st.store.checkpoint_and_vacuum()
-        })
-    }
-
     /// Chunks that failed to decode and were set aside (their bytes are kept).
     pub fn quarantined(&self) -> Result<Vec<QuarantinedChunk>> {
         self.with_state(|st| st.store.quarantined())
@@ -776,16 +649,6 @@ impl Node {
         self.send_outbox();
         result
     }
-
-    fn send_outbox(&self) {
-        send_outbox(&self.shared);
-    }
-
-    /// Publishes an event raised outside the Node (by the transport).
-    pub(crate) fn publish(&self, event: NodeEvent) {
-        lock(&self.shared.state).outbox.push(event);
-        self.send_outbox();
-    }
 }
 
 impl Drop for Node {
@@ -827,11 +690,6 @@ impl State {
         }
     }
 
-    /// Whether the group commit has anything to write.
-    fn has_pending(&self) -> bool {
-        !(self.dirty.is_empty() && self.dirty_spaces.is_empty() && self.sync_states.is_empty())
-    }
-
     fn require_writer(&self) -> Result<()> {
         if self.lock.is_some() {
             Ok(())
@@ -860,332 +718,6 @@ impl State {
         }
         space_id.parse().ok()
     }
-
-    /// Makes sure a note's document is in memory, loading it from its chunks.
-    fn load(&mut self, id: &NoteId) -> Result<&mut OpenNote> {
-        if !self.open.contains(id) {
-            let open = self.read_note(id)?;
-            self.insert_open(open)?;
-        }
-        Ok(self.open.get_mut(id).expect("just inserted"))
-    }
-
-    fn read_note(&mut self, id: &NoteId) -> Result<OpenNote> {
-        // Loading may quarantine a chunk, which writes.
-        self.require_writer()?;
-        let row = self
-            .store
-            .row(id.as_str())?
-            .ok_or_else(|| Error::NoteNotFound(id.to_string()))?;
-        let (doc, sizes) = self.read_doc(id.as_str(), Some(id))?;
-        let Some(mut doc) = doc else {
-            return Err(Error::NoteDamaged {
-                id: id.to_string(),
-                detail: "none of its stored changes could be read (they are kept in \
-                         quarantine); its last text is still shown by `peernotes show`"
-                    .into(),
-            });
-        };
-        if !doc.get_missing_deps(&[]).is_empty() {
-            tracing::warn!(note = %id, "some changes wait for history that could not be read");
-        }
-        let note = Note::from_doc(id.clone(), &self.actor, doc)?;
-        let space = self
-            .parse_space(&row.space_id)
-            .or(self.private_space)
-            .ok_or(Error::ReadOnly)?;
-        Ok(OpenNote {
-            note,
-            space,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-            pending: Vec::new(),
-            arrived_whole: None,
-            snapshot_bytes: sizes.snapshot_bytes,
-            incremental_bytes: sizes.incremental_bytes,
-            incremental_chunks: sizes.incremental_chunks,
-        })
-    }
-
-    /// Decodes a document's stored chunks (`key` is a note id or a space's doc
-    /// key), quarantining any that fail; `None` if no chunk could be read.
-    fn read_doc(
-        &mut self,
-        key: &str,
-        note: Option<&NoteId>,
-    ) -> Result<(Option<AutoCommit>, ChunkSizes)> {
-        let chunks = self.store.chunks(key)?;
-        if chunks.is_empty() {
-            return Ok((None, ChunkSizes::default()));
-        }
-        let count = |chunk: &Chunk, sizes: &mut ChunkSizes| match chunk.kind {
-            ChunkKind::Snapshot => sizes.snapshot_bytes += chunk.data.len(),
-            ChunkKind::Incremental => {
-                sizes.incremental_bytes += chunk.data.len();
-                sizes.incremental_chunks += 1;
-            }
-        };
-        let mut sizes = ChunkSizes::default();
-        if let Some(doc) = decode_all(&chunks) {
-            chunks.iter().for_each(|chunk| count(chunk, &mut sizes));
-            return Ok((Some(doc), sizes));
-        }
-        // Something is damaged: chunk by chunk, setting aside what cannot be read.
-        let mut doc: Option<AutoCommit> = None;
-        for chunk in chunks {
-            match decode_chunk(&mut doc, &chunk) {
-                Ok(()) => count(&chunk, &mut sizes),
-                Err(error) if self.lock.is_none() => {
-                    // A reader cannot move the chunk aside; the next writer will.
-                    tracing::warn!(
-                        doc = key,
-                        seq = chunk.seq,
-                        "skipping a damaged chunk: {error}"
-                    );
-                }
-                Err(error) => {
-                    tracing::error!(doc = key, seq = chunk.seq, "quarantining a chunk: {error}");
-                    self.store.quarantine(chunk.seq, &error, now_ms())?;
-                    if let Some(id) = note {
-                        self.outbox.push(NodeEvent::ChunkQuarantined {
-                            id: id.clone(),
-                            error,
-                        });
-                    }
-                }
-            }
-        }
-        Ok((doc, sizes))
-    }
-
-    /// Adds a document to the cache, evicting the least recently used clean ones.
-    fn insert_open(&mut self, open: OpenNote) -> Result<()> {
-        let id = open.note.id().clone();
-        self.open.put(id, open);
-        while self.open.len() > self.capacity {
-            let (lru_id, _) = self.open.peek_lru().expect("cache is not empty");
-            if self.dirty.contains(lru_id) {
-                self.flush()?;
-            }
-            self.open.pop_lru();
-        }
-        Ok(())
-    }
-
-    /// Before reading the store: writes what is pending, so the read is
-    /// current. If writing fails (a full disk), the read goes on with what was
-    /// saved: the failure is already reported (`StoreFailed`), and the edits
-    /// stay pending and are retried.
-    fn flush_before_reading(&mut self) {
-        if let Err(e) = self.flush() {
-            tracing::warn!("reading what was saved; saving failed: {e}");
-        }
-    }
-
-    /// The group commit, then the compactions it made due.
-    fn flush(&mut self) -> Result<()> {
-        for id in self.commit_pending()? {
-            self.compact(&id)?;
-        }
-        Ok(())
-    }
-
-    /// The group commit: every dirty note's new changes and cached text, in one
-    /// transaction. On failure nothing is lost: the changes stay pending in memory.
-    /// Returns the notes now due for compaction.
-    fn commit_pending(&mut self) -> Result<Vec<NoteId>> {
-        if !self.has_pending() {
-            return Ok(Vec::new());
-        }
-        let mut batch = Batch {
-            spaces: self.space_writes(),
-            sync_states: self
-                .sync_states
-                .iter()
-                .map(|((peer, doc), saved)| {
-                    (
-                        peer.clone(),
-                        doc.clone(),
-                        saved.state.clone(),
-                        saved.their_heads.clone(),
-                    )
-                })
-                .collect(),
-            ..Batch::default()
-        };
-        let writes = &mut batch.notes;
-        for id in &self.dirty {
-            let open = self.open.peek_mut(id).expect("dirty notes stay in memory");
-            let chunk = open.note.take_incremental();
-            if !chunk.is_empty() {
-                open.pending.push(chunk);
-            }
-            let text = open.note.text();
-            writes.push(NoteWrite {
-                row: NoteRow {
-                    id: id.to_string(),
-                    space_id: open.space.to_string(),
-                    heads: encode_heads(&open.note.heads()),
-                    title: title_of(&text),
-                    snippet: snippet_of(&text),
-                    text,
-                    created_at: open.created_at,
-                    updated_at: open.updated_at,
-                    trashed_at: open.note.trashed_at(),
-                    updated_by: latest_author(open.note.doc_mut()),
-                },
-                snapshot: open.arrived_whole.clone(),
-                chunks: open.pending.clone(),
-            });
-        }
-        if let Err(e) = self.store.commit(&batch) {
-            self.store_failing = true;
-            self.outbox.push(NodeEvent::StoreFailed {
-                message: e.to_string(),
-            });
-            return Err(e);
-        }
-        if std::mem::take(&mut self.store_failing) {
-            self.outbox.push(NodeEvent::StoreRecovered);
-        }
-        self.sync_states.clear();
-        let written_spaces = self.spaces_written();
-        let written = std::mem::take(&mut self.dirty);
-        for id in &written {
-            let open = self.open.peek_mut(id).expect("dirty notes stay in memory");
-            open.incremental_bytes += open.pending.iter().map(Vec::len).sum::<usize>();
-            open.incremental_chunks += open.pending.len();
-            open.pending.clear();
-            if let Some(snapshot) = open.arrived_whole.take() {
-                open.snapshot_bytes = snapshot.len();
-            }
-        }
-        let due = written
-            .into_iter()
-            .filter(|id| {
-                let open = self.open.peek(id).expect("dirty notes stay in memory");
-                open.incremental_chunks >= COMPACT_AFTER_CHUNKS
-                    || (open.incremental_bytes >= COMPACT_AFTER_BYTES
-                        && open.incremental_bytes > open.snapshot_bytes)
-                    || open.incremental_bytes > 4 * open.snapshot_bytes + COMPACT_SMALL_AFTER_BYTES
-            })
-            .collect();
-        self.compact_spaces(&written_spaces)?;
-        Ok(due)
-    }
-
-    /// Replaces a (clean, loaded) note's chunks by one snapshot.
-    fn compact(&mut self, id: &NoteId) -> Result<()> {
-        if let Some(mut compaction) = self.prepare_compaction(id)? {
-            let snapshot = compaction.doc.save();
-            self.finish_compaction(compaction, &snapshot)?;
-        }
-        Ok(())
-    }
-
-    /// The first half of a compaction, under the lock: a copy of the note's
-    /// document exactly as its stored chunks (through `through`) hold it. Saving
-    /// the copy, the slow part, needs no lock (copying is several times faster).
-    fn prepare_compaction(&mut self, id: &NoteId) -> Result<Option<Compaction>> {
-        let Some(open) = self.open.peek_mut(id) else {
-            return Ok(None);
-        };
-        if !open.pending.is_empty() || open.incremental_chunks == 0 {
-            return Ok(None);
-        }
-        // Changes waiting for missing history are not in a snapshot: keep their
-        // chunks rather than fold them away.
-        if !open.note.doc_mut().get_missing_deps(&[]).is_empty() {
-            return Ok(None);
-        }
-        let Some(through) = self.store.last_chunk_seq(id.as_str())? else {
-            return Ok(None);
-        };
-        Ok(Some(Compaction {
-            id: id.clone(),
-            doc: open.note.doc_mut().clone(),
-            through,
-            incremental_bytes: open.incremental_bytes,
-            incremental_chunks: open.incremental_chunks,
-        }))
-    }
-
-    /// The second half: the snapshot replaces the chunks it covers. Chunks
-    /// written since the copy was taken stay.
-    fn finish_compaction(&mut self, compaction: Compaction, snapshot: &[u8]) -> Result<()> {
-        let id = compaction.id;
-        self.store
-            .compact(id.as_str(), snapshot, compaction.through)?;
-        if let Some(open) = self.open.peek_mut(&id) {
-            open.snapshot_bytes = snapshot.len();
-            open.incremental_bytes = open
-                .incremental_bytes
-                .saturating_sub(compaction.incremental_bytes);
-            open.incremental_chunks = open
-                .incremental_chunks
-                .saturating_sub(compaction.incremental_chunks);
-        }
-        Ok(())
-    }
-}
-
-/// A compaction between its two halves (see `State::prepare_compaction`).
-struct Compaction {
-    id: NoteId,
-    doc: AutoCommit,
-    through: i64,
-    incremental_bytes: usize,
-    incremental_chunks: usize,
-}
-
-fn run_flusher(shared: &Shared, window: Duration) {
-    let mut st = lock(&shared.state);
-    loop {
-        while !st.has_pending() && !st.shutdown {
-            st = shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
-        }
-        if st.shutdown {
-            return;
-        }
-        drop(st);
-        std::thread::sleep(window);
-        st = lock(&shared.state);
-        let committed = st.commit_pending();
-        let failed = committed.is_err();
-        // Compactions save a copy of the document with the lock released, so
-        // editing goes on meanwhile.
-        for id in committed.unwrap_or_default() {
-            let mut compaction = match st.prepare_compaction(&id) {
-                Ok(Some(compaction)) => compaction,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(note = %id, "not compacted: {e}");
-                    continue;
-                }
-            };
-            drop(st);
-            let snapshot = compaction.doc.save();
-            st = lock(&shared.state);
-            if let Err(e) = st.finish_compaction(compaction, &snapshot) {
-                tracing::warn!(note = %id, "not compacted: {e}");
-            }
-        }
-        drop(st);
-        send_outbox(shared);
-        if failed {
-            std::thread::sleep(RETRY_AFTER_FAILURE);
-        }
-        st = lock(&shared.state);
-    }
-}
-
-fn send_outbox(shared: &Shared) {
-    let events = std::mem::take(&mut lock(&shared.state).outbox);
-    if events.is_empty() {
-        return;
-    }
-    let mut subscribers = lock(&shared.subscribers);
-    subscribers.retain(|tx| events.iter().all(|e| tx.send(e.clone()).is_ok()));
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -1193,12 +725,20 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 mod admit;
+mod cache;
+mod commit;
+mod compaction;
+mod events;
+
+use cache::OpenNote;
+use commit::run_flusher;
 mod decode;
 mod replicas;
 mod spaces;
 mod status;
 mod window;
 
+pub use events::{NodeEvent, PairingProgress};
 pub use replicas::PeerReplicas;
 pub use status::PeerStatus;
 
@@ -1207,7 +747,6 @@ fn encode_heads(heads: &[ChangeHash]) -> Vec<u8> {
     heads.iter().flat_map(|h| h.0).collect()
 }
 
-use decode::{decode_all, decode_chunk};
 pub use spaces::{device_name, SpaceInfo};
 pub use window::Window;
 
@@ -1260,7 +799,7 @@ mod tests {
         let id = {
             let node = Node::open(NodeOptions::new(dir.path())).unwrap();
             let id = node.create("start\n").unwrap();
-            for i in 0..(COMPACT_AFTER_CHUNKS + 20) {
+            for i in 0..(compaction::COMPACT_AFTER_CHUNKS + 20) {
                 let end = node.get(&id).unwrap().text.chars().count();
                 node.splice(&id, end, 0, &format!("line {i}\n")).unwrap();
                 node.flush().unwrap();

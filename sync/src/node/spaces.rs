@@ -306,7 +306,7 @@ impl State {
     pub(super) fn compact_spaces(&mut self, ids: &[SpaceId]) -> Result<()> {
         for id in ids {
             let open = self.spaces.get_mut(id).expect("written spaces are loaded");
-            if open.incremental_chunks < super::COMPACT_AFTER_CHUNKS {
+            if open.incremental_chunks < super::compaction::COMPACT_AFTER_CHUNKS {
                 continue;
             }
             let key = id.doc_key();

@@ -124,7 +124,7 @@ impl JoinerExchange {
     /// inviter; on failure the code was wrong (or the peer is not the inviter).
     pub fn finish(self, inviter_message: &[u8], inviter_proof: &[u8; 32]) -> Result<[u8; 32]> {
         let wrong = || {
-            Error::Invalid("the code is wrong, or it was already used: ask for a new one".into())
+            Error::Pairing("the code is wrong, or it was already used: ask for a new one".into())
         };
         let key = self.spake.finish(inviter_message).map_err(|_| wrong())?;
         if !verify(&key, INVITER_LABEL, inviter_proof) {
@@ -150,7 +150,7 @@ impl InviterExchange {
         );
         let key = spake
             .finish(joiner_message)
-            .map_err(|_| Error::Invalid("the joiner's pairing message is malformed".into()))?;
+            .map_err(|_| Error::Pairing("the joiner's pairing message is malformed".into()))?;
         let proof = proof(&key, INVITER_LABEL);
         Ok((InviterExchange { key }, message, proof))
     }

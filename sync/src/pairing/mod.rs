@@ -22,7 +22,9 @@ use crate::error::{Error, Result};
 use crate::space::SpaceId;
 
 mod code;
+mod exchange;
 pub use code::{InviterExchange, JoinerExchange, ShortCode};
+pub use exchange::{Inviter, InviterNext, Joiner, JoinerNext};
 
 /// ALPN of the pairing exchange.
 pub const PAIR_ALPN: &[u8] = b"peernotes/pair/1";

@@ -307,189 +307,250 @@ impl Session {
         self.events.pop_front()
     }
 
+    /// Handles one frame: one method per kind.
     fn dispatch(&mut self, frame: Frame, replicas: &mut impl Replicas) -> Result<(), SessionError> {
         match frame {
-            Frame::Hello { version, spaces } => {
-                if version != PROTOCOL_VERSION {
-                    return Err(SessionError::VersionMismatch(version));
-                }
-                // One hello per session, each space once: otherwise a peer could
-                // make us rescan every document again and again.
-                if self.phase == Phase::Open {
-                    return Err(SessionError::Malformed("a second hello"));
-                }
-                let distinct: BTreeSet<SpaceKey> = spaces.iter().map(|s| s.space).collect();
-                if distinct.len() != spaces.len() {
-                    return Err(SessionError::Malformed("a space listed twice in hello"));
-                }
-                self.start(replicas);
-                let ours = replicas.shared_spaces();
-                self.shared = spaces
-                    .iter()
-                    .map(|s| s.space)
-                    .filter(|s| ours.contains(s))
-                    .collect();
-                self.phase = Phase::Open;
-                for summary in spaces {
-                    if !self.shared.contains(&summary.space) {
-                        continue;
-                    }
-                    let docs = replicas.docs(&summary.space);
-                    if summary_hash(&docs) != summary.hash {
-                        let hashes = buckets(&docs).iter().map(summary_hash).collect();
-                        self.outbox.push_back(Frame::Buckets {
-                            space: summary.space,
-                            hashes,
-                        });
-                    }
-                }
-            }
-            Frame::Buckets { space, hashes } => {
-                self.require_open("buckets")?;
-                if !self.shared.contains(&space) {
-                    return Err(SessionError::UnsharedSpace);
-                }
-                if hashes.len() != BUCKETS {
-                    return Err(SessionError::Malformed("wrong number of buckets"));
-                }
-                if !self.buckets_seen.insert(space) {
-                    return Err(SessionError::Malformed("buckets sent twice for a space"));
-                }
-                let ours = buckets(&replicas.docs(&space));
-                for (i, (docs, theirs)) in ours.into_iter().zip(hashes).enumerate() {
-                    if summary_hash(&docs) != theirs {
-                        let docs = docs
-                            .into_iter()
-                            .map(|(doc, heads)| DocHeads { doc, heads })
-                            .collect();
-                        self.outbox.push_back(Frame::Heads {
-                            space,
-                            bucket: i as u8,
-                            docs,
-                        });
-                    }
-                }
-            }
+            Frame::Hello { version, spaces } => self.on_hello(version, spaces, replicas),
+            Frame::Buckets { space, hashes } => self.on_buckets(space, hashes, replicas),
             Frame::Heads {
                 space,
                 bucket,
                 docs,
-            } => {
-                self.require_open("heads")?;
-                if !self.shared.contains(&space) {
-                    return Err(SessionError::UnsharedSpace);
-                }
-                if usize::from(bucket) >= BUCKETS {
-                    return Err(SessionError::Malformed("bucket out of range"));
-                }
-                // Once per bucket: heads cost a scan of the space to answer.
-                if !self.heads_seen.insert((space, bucket)) {
-                    return Err(SessionError::Malformed("heads sent twice for a bucket"));
-                }
-                let bucket = usize::from(bucket);
-                let ours = buckets(&replicas.docs(&space)).swap_remove(bucket);
-                let theirs: BTreeMap<DocKey, Vec<Hash>> = docs
-                    .into_iter()
-                    .filter(|d| bucket_of(&d.doc) == bucket)
-                    .map(|d| (d.doc, d.heads))
-                    .collect();
-                let all: BTreeSet<&DocKey> = ours.keys().chain(theirs.keys()).collect();
-                let lacks = |heads: Option<&Vec<Hash>>| heads.is_none_or(|h| h.is_empty());
-                for doc in all {
-                    let (our_heads, their_heads) = (ours.get(doc), theirs.get(doc));
-                    if our_heads == their_heads || (lacks(our_heads) && lacks(their_heads)) {
-                        continue;
-                    }
-                    if lacks(their_heads) {
-                        self.make_due(&space, doc, Due::Whole);
-                    } else if !lacks(our_heads) {
-                        self.make_due(&space, doc, Due::Sync);
-                    }
-                    // Else we have none of it: the peer sends it whole (or starts
-                    // the sync protocol if it cannot).
-                }
-            }
+            } => self.on_heads(space, bucket, docs, replicas),
             Frame::Sync {
                 space,
                 doc,
                 message,
-            } => {
-                self.require_open("sync")?;
-                if !self.shared.contains(&space) {
-                    return Err(SessionError::UnsharedSpace);
-                }
-                let message = sync::Message::decode(&message)
-                    .map_err(|e| SessionError::BadSyncMessage(e.to_string()))?;
-                let changes = !message.changes.is_empty();
-                let state = self.state(&space, &doc, replicas);
-                if let Err(reason) = replicas.receive_sync_message(&space, &doc, state, message) {
-                    self.events
-                        .push_back(SessionEvent::Refused { space, doc, reason });
-                    return Ok(());
-                }
-                replicas.save_sync_state(&space, &doc, state);
-                if changes {
-                    self.events.push_back(SessionEvent::RemoteChange {
-                        space,
-                        doc: doc.clone(),
-                    });
-                }
-                self.make_due(&space, &doc, Due::Sync);
-            }
+            } => self.on_sync(space, doc, &message, replicas),
             Frame::Document {
                 space,
                 doc,
                 heads,
                 saved,
-            } => {
-                self.require_open("document")?;
-                if !self.shared.contains(&space) {
-                    return Err(SessionError::UnsharedSpace);
-                }
-                // A document that does not load or is refused is not fatal:
-                // the sync below (from our heads, perhaps none) fetches it
-                // change by change.
-                let ours = match replicas.receive_document(&space, &doc, &saved) {
-                    Ok(ours) => ours,
-                    Err(reason) => {
-                        self.events.push_back(SessionEvent::Refused {
-                            space,
-                            doc: doc.clone(),
-                            reason,
-                        });
-                        None
-                    }
-                };
-                if ours.is_some() {
-                    self.events.push_back(SessionEvent::RemoteChange {
-                        space,
-                        doc: doc.clone(),
-                    });
-                }
-                if ours.is_some_and(|ours| same_heads(&ours, &heads)) {
-                    // Both now have exactly this: nothing to say until it changes.
-                    self.assume_in_sync(&space, &doc, &heads, replicas);
-                } else {
-                    self.make_due(&space, &doc, Due::Sync);
-                }
-            }
-            Frame::Presence { doc, payload } => {
-                self.require_open("presence")?;
-                if payload.len() > MAX_PRESENCE_BYTES {
-                    return Err(SessionError::Malformed("presence too large"));
-                }
-                // Only the newest presence per document matters.
-                self.events
-                    .retain(|e| !matches!(e, SessionEvent::Presence { doc: d, .. } if *d == doc));
-                self.events
-                    .push_back(SessionEvent::Presence { doc, payload });
-            }
+            } => self.on_document(space, doc, &heads, &saved, replicas),
+            Frame::Presence { doc, payload } => self.on_presence(doc, payload),
             Frame::Goodbye { reason } => {
-                self.events.push_back(SessionEvent::Closed { reason });
-                self.phase = Phase::Closed;
+                self.on_goodbye(reason);
+                Ok(())
+            }
+        }
+    }
+
+    /// The peer's hello: the spaces both list are shared; buckets for each whose summary differs.
+    fn on_hello(
+        &mut self,
+        version: u16,
+        spaces: Vec<SpaceSummary>,
+        replicas: &mut impl Replicas,
+    ) -> Result<(), SessionError> {
+        if version != PROTOCOL_VERSION {
+            return Err(SessionError::VersionMismatch(version));
+        }
+        // One hello per session, each space once: otherwise a peer could
+        // make us rescan every document again and again.
+        if self.phase == Phase::Open {
+            return Err(SessionError::Malformed("a second hello"));
+        }
+        let distinct: BTreeSet<SpaceKey> = spaces.iter().map(|s| s.space).collect();
+        if distinct.len() != spaces.len() {
+            return Err(SessionError::Malformed("a space listed twice in hello"));
+        }
+        self.start(replicas);
+        let ours = replicas.shared_spaces();
+        self.shared = spaces
+            .iter()
+            .map(|s| s.space)
+            .filter(|s| ours.contains(s))
+            .collect();
+        self.phase = Phase::Open;
+        for summary in spaces {
+            if !self.shared.contains(&summary.space) {
+                continue;
+            }
+            let docs = replicas.docs(&summary.space);
+            if summary_hash(&docs) != summary.hash {
+                let hashes = buckets(&docs).iter().map(summary_hash).collect();
+                self.outbox.push_back(Frame::Buckets {
+                    space: summary.space,
+                    hashes,
+                });
             }
         }
         Ok(())
+    }
+
+    /// The peer's bucket hashes for a space: heads for each bucket that differs.
+    fn on_buckets(
+        &mut self,
+        space: SpaceKey,
+        hashes: Vec<Hash>,
+        replicas: &mut impl Replicas,
+    ) -> Result<(), SessionError> {
+        self.require_open("buckets")?;
+        if !self.shared.contains(&space) {
+            return Err(SessionError::UnsharedSpace);
+        }
+        if hashes.len() != BUCKETS {
+            return Err(SessionError::Malformed("wrong number of buckets"));
+        }
+        if !self.buckets_seen.insert(space) {
+            return Err(SessionError::Malformed("buckets sent twice for a space"));
+        }
+        let ours = buckets(&replicas.docs(&space));
+        for (i, (docs, theirs)) in ours.into_iter().zip(hashes).enumerate() {
+            if summary_hash(&docs) != theirs {
+                let docs = docs
+                    .into_iter()
+                    .map(|(doc, heads)| DocHeads { doc, heads })
+                    .collect();
+                self.outbox.push_back(Frame::Heads {
+                    space,
+                    bucket: i as u8,
+                    docs,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The peer's heads for one bucket: each document that differs becomes due.
+    fn on_heads(
+        &mut self,
+        space: SpaceKey,
+        bucket: u8,
+        docs: Vec<DocHeads>,
+        replicas: &mut impl Replicas,
+    ) -> Result<(), SessionError> {
+        self.require_open("heads")?;
+        if !self.shared.contains(&space) {
+            return Err(SessionError::UnsharedSpace);
+        }
+        if usize::from(bucket) >= BUCKETS {
+            return Err(SessionError::Malformed("bucket out of range"));
+        }
+        // Once per bucket: heads cost a scan of the space to answer.
+        if !self.heads_seen.insert((space, bucket)) {
+            return Err(SessionError::Malformed("heads sent twice for a bucket"));
+        }
+        let bucket = usize::from(bucket);
+        let ours = buckets(&replicas.docs(&space)).swap_remove(bucket);
+        let theirs: BTreeMap<DocKey, Vec<Hash>> = docs
+            .into_iter()
+            .filter(|d| bucket_of(&d.doc) == bucket)
+            .map(|d| (d.doc, d.heads))
+            .collect();
+        let all: BTreeSet<&DocKey> = ours.keys().chain(theirs.keys()).collect();
+        let lacks = |heads: Option<&Vec<Hash>>| heads.is_none_or(|h| h.is_empty());
+        for doc in all {
+            let (our_heads, their_heads) = (ours.get(doc), theirs.get(doc));
+            if our_heads == their_heads || (lacks(our_heads) && lacks(their_heads)) {
+                continue;
+            }
+            if lacks(their_heads) {
+                self.make_due(&space, doc, Due::Whole);
+            } else if !lacks(our_heads) {
+                self.make_due(&space, doc, Due::Sync);
+            }
+            // Else we have none of it: the peer sends it whole (or starts
+            // the sync protocol if it cannot).
+        }
+        Ok(())
+    }
+
+    /// An Automerge sync message for one document; a refused one is an event, not the end.
+    fn on_sync(
+        &mut self,
+        space: SpaceKey,
+        doc: DocKey,
+        message: &[u8],
+        replicas: &mut impl Replicas,
+    ) -> Result<(), SessionError> {
+        self.require_open("sync")?;
+        if !self.shared.contains(&space) {
+            return Err(SessionError::UnsharedSpace);
+        }
+        let message = sync::Message::decode(message)
+            .map_err(|e| SessionError::BadSyncMessage(e.to_string()))?;
+        let changes = !message.changes.is_empty();
+        let state = self.state(&space, &doc, replicas);
+        if let Err(reason) = replicas.receive_sync_message(&space, &doc, state, message) {
+            self.events
+                .push_back(SessionEvent::Refused { space, doc, reason });
+            return Ok(());
+        }
+        replicas.save_sync_state(&space, &doc, state);
+        if changes {
+            self.events.push_back(SessionEvent::RemoteChange {
+                space,
+                doc: doc.clone(),
+            });
+        }
+        self.make_due(&space, &doc, Due::Sync);
+        Ok(())
+    }
+
+    /// A whole document the peer thinks we lack.
+    fn on_document(
+        &mut self,
+        space: SpaceKey,
+        doc: DocKey,
+        heads: &[Hash],
+        saved: &[u8],
+        replicas: &mut impl Replicas,
+    ) -> Result<(), SessionError> {
+        self.require_open("document")?;
+        if !self.shared.contains(&space) {
+            return Err(SessionError::UnsharedSpace);
+        }
+        // A document that does not load or is refused is not fatal:
+        // the sync below (from our heads, perhaps none) fetches it
+        // change by change.
+        let ours = match replicas.receive_document(&space, &doc, saved) {
+            Ok(ours) => ours,
+            Err(reason) => {
+                self.events.push_back(SessionEvent::Refused {
+                    space,
+                    doc: doc.clone(),
+                    reason,
+                });
+                None
+            }
+        };
+        if ours.is_some() {
+            self.events.push_back(SessionEvent::RemoteChange {
+                space,
+                doc: doc.clone(),
+            });
+        }
+        if ours.is_some_and(|ours| same_heads(&ours, heads)) {
+            // Both now have exactly this: nothing to say until it changes.
+            self.assume_in_sync(&space, &doc, heads, replicas);
+        } else {
+            self.make_due(&space, &doc, Due::Sync);
+        }
+        Ok(())
+    }
+
+    /// Where the peer's cursor is in a document.
+    fn on_presence(&mut self, doc: DocKey, payload: Vec<u8>) -> Result<(), SessionError> {
+        self.require_open("presence")?;
+        if payload.len() > MAX_PRESENCE_BYTES {
+            return Err(SessionError::Malformed("presence too large"));
+        }
+        // Only the newest presence per document matters.
+        self.events
+            .retain(|e| !matches!(e, SessionEvent::Presence { doc: d, .. } if *d == doc));
+        self.events
+            .push_back(SessionEvent::Presence { doc, payload });
+        Ok(())
+    }
+
+    /// The peer ends the session.
+    fn on_goodbye(&mut self, reason: String) {
+        self.events.push_back(SessionEvent::Closed {
+            reason: format!("the peer said goodbye: {reason}"),
+        });
+        self.phase = Phase::Closed;
     }
 
     fn require_open(&self, what: &'static str) -> Result<(), SessionError> {

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::Context;
-use peernotes_sync::network::Until;
+use peernotes_sync::network::{Until, CLOSE_LIMIT_COMMAND};
 use peernotes_sync::node::device_name;
 use peernotes_sync::{Invitation, InviteBy, Joined, Network, Node, SpaceId};
 
@@ -22,7 +22,7 @@ pub fn invite(node: Node, space: SpaceId, by: InviteBy, minutes: u64) -> anyhow:
             network.wait_for_joiner().await
         }
         .await;
-        network.close().await;
+        network.close_within(CLOSE_LIMIT_COMMAND).await;
         invited(&result?);
         anyhow::Ok(())
     })?;
@@ -47,7 +47,7 @@ pub fn join(node: Node, invitation: &str, name: Option<String>) -> anyhow::Resul
             anyhow::Ok(joined)
         }
         .await;
-        network.close().await;
+        network.close_within(CLOSE_LIMIT_COMMAND).await;
         result
     })?;
     drop(network);

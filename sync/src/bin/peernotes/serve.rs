@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use peernotes_sync::control::{HolderKind, Hooks, Server};
+use peernotes_sync::network::CLOSE_LIMIT_COMMAND;
 use peernotes_sync::{Network, Node, PeerAddr};
 use tokio::sync::Notify;
 
@@ -56,7 +57,7 @@ pub fn run(node: Node, peers: Vec<String>) -> anyhow::Result<()> {
         }
         tracing::info!("shutting down");
         drop(control);
-        network.close().await;
+        network.close_within(CLOSE_LIMIT_COMMAND).await;
         anyhow::Ok(())
     })?;
     drop(runtime);

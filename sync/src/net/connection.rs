@@ -1,0 +1,378 @@
+//! One sync connection: the membership check before anything is written, a
+//! `Session` fed by frames read from the stream (each vetted before the
+//! Node's lock is taken), a writer task that sends what the session queues
+//! (bounded by `MAX_QUEUED_BYTES`), local changes and presence pushed as they
+//! happen, the membership re-checked every `MEMBERSHIP_CHECK`, and at the end
+//! the session's last frames (its `Goodbye` included) flushed before the
+//! connection closes. Also the per-peer connection count and who connected.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use iroh::endpoint::{Connection, SendStream};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use super::{
+    Activity, Connected, Cursor, Outgoing, MAX_CONNECTIONS_PER_PEER, MAX_QUEUED_BYTES,
+    MEMBERSHIP_CHECK, READ_BUFFER,
+};
+use crate::node::{Node, NodeEvent};
+use crate::note::NoteId;
+use crate::protocol::{FrameDecoder, Replicas, Session, SessionEvent, Vetted};
+
+/// Numbers connections, so a guard can find its own.
+static CONNECTION_NUMBER: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a connection, overall and per peer, for as long as it lives, and
+/// tells the Node when a peer's first connection opens and its last one closes
+/// (forgetting what that peer was still sending). A peer's connections beyond
+/// `MAX_CONNECTIONS_PER_PEER` close, oldest first.
+struct ConnectionGuard {
+    node: Arc<Node>,
+    activity: Arc<Activity>,
+    connected: Connected,
+    peer: String,
+    number: u64,
+}
+
+impl ConnectionGuard {
+    fn new(
+        node: Arc<Node>,
+        activity: Arc<Activity>,
+        connected: Connected,
+        conn: &Connection,
+        addrs: &[SocketAddr],
+    ) -> ConnectionGuard {
+        let peer = conn.remote_id().to_string();
+        let number = CONNECTION_NUMBER.fetch_add(1, Ordering::SeqCst);
+        activity.connections.fetch_add(1, Ordering::SeqCst);
+        activity.touch();
+        let (first, replaced) = {
+            let mut open = connected.lock().unwrap_or_else(|e| e.into_inner());
+            let conns = open.entry(peer.clone()).or_default();
+            conns.push((number, conn.clone()));
+            let excess = conns.len().saturating_sub(MAX_CONNECTIONS_PER_PEER);
+            let replaced: Vec<Connection> = conns.drain(..excess).map(|(_, c)| c).collect();
+            (conns.len() == 1, replaced)
+        };
+        for old in replaced {
+            old.close(4u32.into(), b"replaced by a newer connection");
+        }
+        if first {
+            if let Err(e) = node.peer_connected(&peer, true, addrs) {
+                tracing::warn!("cannot record the connection: {e}");
+            }
+        }
+        ConnectionGuard {
+            node,
+            activity,
+            connected,
+            peer,
+            number,
+        }
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.activity.connections.fetch_sub(1, Ordering::SeqCst);
+        let last = {
+            let mut open = self.connected.lock().unwrap_or_else(|e| e.into_inner());
+            match open.get_mut(&self.peer) {
+                Some(conns) => {
+                    conns.retain(|(n, _)| *n != self.number);
+                    if conns.is_empty() {
+                        open.remove(&self.peer);
+                        true
+                    } else {
+                        false
+                    }
+                }
+                None => false,
+            }
+        };
+        if last {
+            self.node.drop_incoming_from(&self.peer);
+            if let Err(e) = self.node.peer_connected(&self.peer, false, &[]) {
+                tracing::warn!("cannot record the disconnection: {e}");
+            }
+        }
+    }
+}
+
+/// Runs one connection: membership check, then frames in, frames out. Logged
+/// under the peer's short id, from "connected" to what was synced.
+pub(super) async fn drive(
+    node: Arc<Node>,
+    conn: Connection,
+    initiator: bool,
+    changes: broadcast::Receiver<Outgoing>,
+    activity: Arc<Activity>,
+    connected: Connected,
+) -> anyhow::Result<()> {
+    let span = tracing::info_span!("peer", peer = %conn.remote_id().fmt_short());
+    run(node, conn, initiator, changes, activity, connected)
+        .instrument(span)
+        .await
+}
+
+/// What one connection moved, for its last log line.
+#[derive(Debug, Default)]
+struct Moved {
+    bytes_received: u64,
+    /// Documents the peer's frames changed here (counted once per frame).
+    changed_here: u64,
+}
+
+async fn run(
+    node: Arc<Node>,
+    conn: Connection,
+    initiator: bool,
+    mut changes: broadcast::Receiver<Outgoing>,
+    activity: Arc<Activity>,
+    connected: Connected,
+) -> anyhow::Result<()> {
+    let peer = conn.remote_id().to_string();
+    if node.with_peer(&peer, |r| r.shared_spaces().is_empty()) {
+        tracing::info!("closing: shares no space with us");
+        conn.close(1u32.into(), b"not a member of a shared space");
+        return Ok(());
+    }
+    let (send, mut recv) = if initiator {
+        conn.open_bi().await?
+    } else {
+        conn.accept_bi().await?
+    };
+    let addrs: Vec<SocketAddr> = conn
+        .paths()
+        .iter()
+        .filter_map(|path| match path.remote_addr() {
+            iroh::TransportAddr::Ip(addr) => Some(*addr),
+            _ => None,
+        })
+        .collect();
+    let _counted = ConnectionGuard::new(node.clone(), activity.clone(), connected, &conn, &addrs);
+    tracing::info!(?addrs, initiator, "connected");
+    // Writing has its own task, so this loop always keeps reading: two peers that
+    // both have more to send than the stream window cannot block each other.
+    // What waits for the writer is bounded (`MAX_QUEUED_BYTES`): past it the
+    // session makes no more frames until the writer has room.
+    let out = spawn_writer(send, activity.clone());
+    let mut moved = Moved::default();
+    let mut session = Session::new();
+    node.with_peer(&peer, |r| session.start(r));
+    queue_out(&mut session, &out, &node, &peer, &mut moved)?;
+    let mut decoder = FrameDecoder::new();
+    let mut buf = vec![0u8; READ_BUFFER];
+    let mut membership = tokio::time::interval(MEMBERSHIP_CHECK);
+    let mut peer_hung_up = false;
+    loop {
+        tokio::select! {
+            read = recv.read(&mut buf) => {
+                let Some(n) = read? else {
+                    peer_hung_up = true;
+                    break;
+                };
+                activity.touch();
+                activity.bytes_received.fetch_add(n as u64, Ordering::SeqCst);
+                moved.bytes_received += n as u64;
+                decoder.push(&buf[..n]);
+                // A protocol error closes the session, which queues a
+                // goodbye saying why; it is sent below before the
+                // connection closes.
+                loop {
+                    let frame = match decoder.next_frame() {
+                        Ok(Some(frame)) => frame,
+                        Ok(None) => break,
+                        Err(e) => {
+                            session.close(e.to_string());
+                            break;
+                        }
+                    };
+                    // Vetted here, before the Node's lock is taken.
+                    let frame = match Vetted::check(frame) {
+                        Ok(frame) => frame,
+                        Err(e) => {
+                            session.close(e.to_string());
+                            break;
+                        }
+                    };
+                    if node.with_peer(&peer, |r| session.handle_vetted(frame, r)).is_err() {
+                        break;
+                    }
+                }
+            }
+            () = out.room.notified(), if session.wants_to_transmit() => {}
+            _ = membership.tick() => {
+                if node.with_peer(&peer, |r| r.shared_spaces().is_empty()) {
+                    session.close("no longer a member of a space we share".into());
+                }
+            }
+            change = changes.recv() => match change {
+                Ok(Outgoing::Change(space, doc)) => {
+                    session.local_change(space.as_bytes(), &doc);
+                }
+                Ok(Outgoing::Presence(space, doc, payload)) => {
+                    let shared = node.with_peer(&peer, |r| r.shared_spaces().contains(space.as_bytes()));
+                    if shared {
+                        session.send_presence(doc, payload);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    session.close(format!("fell {missed} changes behind; reconnect"));
+                }
+                Err(broadcast::error::RecvError::Closed) => session.close("shutting down".into()),
+            },
+        }
+        queue_out(&mut session, &out, &node, &peer, &mut moved)?;
+        if session.is_closed() {
+            break;
+        }
+    }
+    // Let the peer read our last frames: the writer finishes the stream once it
+    // has sent everything; wait (briefly) for the peer's end, then close.
+    let sent = out.sent.clone();
+    let writer = out.close();
+    let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
+    if !peer_hung_up {
+        let drain = async { while let Ok(Some(_)) = recv.read(&mut buf).await {} };
+        let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    }
+    conn.close(0u32.into(), b"done");
+    tracing::info!(
+        bytes_sent = sent.load(Ordering::SeqCst),
+        bytes_received = moved.bytes_received,
+        documents_changed_here = moved.changed_here,
+        "disconnected"
+    );
+    Ok(())
+}
+
+/// Acts on the session's events — the peer's presence goes to the Node's
+/// subscribers, only for a note in use here in a space both share (other
+/// events need nothing: the Node raises its own change events), a refusal is
+/// logged and published — then queues frames for the writer while it has
+/// room.
+fn queue_out(
+    session: &mut Session,
+    out: &Writer,
+    node: &Node,
+    peer: &str,
+    moved: &mut Moved,
+) -> anyhow::Result<()> {
+    while let Some(event) = session.poll_event() {
+        match event {
+            SessionEvent::Presence { doc, payload } => {
+                let Ok(note) = doc.parse::<NoteId>() else {
+                    continue;
+                };
+                let Ok((cursor, _)) = postcard::take_from_bytes::<Cursor>(&payload) else {
+                    continue;
+                };
+                if node.shares_open_note(peer, &note) {
+                    node.publish(NodeEvent::PeerPresence {
+                        peer: peer.to_string(),
+                        note,
+                        anchor: cursor.anchor,
+                        head: cursor.head,
+                    });
+                }
+            }
+            SessionEvent::Refused { doc, reason, .. } => {
+                tracing::warn!(doc, "refused what the peer sent: {reason}");
+                node.publish(NodeEvent::PeerRefused {
+                    peer: peer.to_string(),
+                    doc,
+                    reason,
+                });
+            }
+            SessionEvent::RemoteChange { .. } => moved.changed_here += 1,
+            // The reason may be the peer's words: logged quoted, never raw.
+            SessionEvent::Closed { reason } => tracing::info!(?reason, "session closed"),
+        }
+    }
+    if !session.wants_to_transmit() {
+        return Ok(());
+    }
+    let frames = node.with_peer(peer, |r| {
+        let mut frames = Vec::new();
+        let mut queued = out.queued.load(Ordering::SeqCst);
+        while queued < MAX_QUEUED_BYTES {
+            let Some(frame) = session.poll_transmit(r) else {
+                break;
+            };
+            let bytes = frame.encode()?;
+            queued += bytes.len();
+            frames.push(bytes);
+        }
+        anyhow::Ok(frames)
+    })?;
+    for bytes in frames {
+        out.send(bytes)?;
+    }
+    Ok(())
+}
+
+/// The queue to a connection's writer task: frames in order, and how many
+/// bytes wait in it.
+struct Writer {
+    queue: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+    /// Bytes this connection's writer has sent.
+    sent: Arc<AtomicU64>,
+    /// Notified each time the writer has written a frame.
+    room: Arc<tokio::sync::Notify>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Writer {
+    fn send(&self, bytes: Vec<u8>) -> anyhow::Result<()> {
+        self.queued.fetch_add(bytes.len(), Ordering::SeqCst);
+        self.queue
+            .send(bytes)
+            .map_err(|_| anyhow::anyhow!("the connection's writer stopped"))
+    }
+
+    /// Closes the queue: the writer sends what is in it, then finishes the
+    /// stream.
+    fn close(self) -> JoinHandle<anyhow::Result<()>> {
+        self.task
+    }
+}
+
+/// Writes queued frames to the stream in order; finishes it when the queue
+/// closes.
+fn spawn_writer(mut send: SendStream, activity: Arc<Activity>) -> Writer {
+    let (queue, mut frames) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+    let room = Arc::new(tokio::sync::Notify::new());
+    let task = {
+        let (queued, room, sent) = (queued.clone(), room.clone(), sent.clone());
+        tokio::spawn(async move {
+            while let Some(bytes) = frames.recv().await {
+                send.write_all(&bytes).await?;
+                queued.fetch_sub(bytes.len(), Ordering::SeqCst);
+                room.notify_one();
+                sent.fetch_add(bytes.len() as u64, Ordering::SeqCst);
+                activity
+                    .bytes_sent
+                    .fetch_add(bytes.len() as u64, Ordering::SeqCst);
+                activity.touch();
+            }
+            send.finish().ok();
+            Ok(())
+        })
+    };
+    Writer {
+        queue,
+        queued,
+        sent,
+        room,
+        task,
+    }
+}

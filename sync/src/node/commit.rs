@@ -1,0 +1,169 @@
+//! Group commit: edits change documents in memory at once; every dirty
+//! note's new changes, its cached text, the space indexes and the sync states
+//! go to the store in one SQLite transaction within the group-commit window,
+//! written by a background flusher thread (or at once by `flush`). A failed
+//! write keeps everything pending and is retried; the compactions a commit
+//! makes due are done by the flusher with the lock released.
+
+use std::time::Duration;
+
+use super::compaction::is_due;
+use super::events::send_outbox;
+use super::{encode_heads, latest_author, lock, Node, NodeEvent, Shared, State};
+use crate::error::Result;
+use crate::note::{snippet_of, title_of, NoteId};
+use crate::store::{Batch, NoteRow, NoteWrite};
+
+/// Pause before retrying a failed group commit (e.g. a full disk).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+
+impl Node {
+    /// Writes every pending edit to disk now.
+    pub fn flush(&self) -> Result<()> {
+        self.with_state(|st| st.flush())
+    }
+}
+
+impl State {
+    /// Whether the group commit has anything to write.
+    pub(super) fn has_pending(&self) -> bool {
+        !(self.dirty.is_empty() && self.dirty_spaces.is_empty() && self.sync_states.is_empty())
+    }
+
+    /// Before reading the store: writes what is pending, so the read is
+    /// current. If writing fails (a full disk), the read goes on with what was
+    /// saved: the failure is already reported (`StoreFailed`), and the edits
+    /// stay pending and are retried.
+    pub(super) fn flush_before_reading(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::warn!("reading what was saved; saving failed: {e}");
+        }
+    }
+
+    /// The group commit, then the compactions it made due.
+    pub(super) fn flush(&mut self) -> Result<()> {
+        for id in self.commit_pending()? {
+            self.compact(&id)?;
+        }
+        Ok(())
+    }
+
+    /// The group commit: every dirty note's new changes and cached text, in one
+    /// transaction. On failure nothing is lost: the changes stay pending in memory.
+    /// Returns the notes now due for compaction.
+    fn commit_pending(&mut self) -> Result<Vec<NoteId>> {
+        if !self.has_pending() {
+            return Ok(Vec::new());
+        }
+        let mut batch = Batch {
+            spaces: self.space_writes(),
+            sync_states: self
+                .sync_states
+                .iter()
+                .map(|((peer, doc), saved)| {
+                    (
+                        peer.clone(),
+                        doc.clone(),
+                        saved.state.clone(),
+                        saved.their_heads.clone(),
+                    )
+                })
+                .collect(),
+            ..Batch::default()
+        };
+        let writes = &mut batch.notes;
+        for id in &self.dirty {
+            let open = self.open.peek_mut(id).expect("dirty notes stay in memory");
+            let chunk = open.note.take_incremental();
+            if !chunk.is_empty() {
+                open.pending.push(chunk);
+            }
+            let text = open.note.text();
+            writes.push(NoteWrite {
+                row: NoteRow {
+                    id: id.to_string(),
+                    space_id: open.space.to_string(),
+                    heads: encode_heads(&open.note.heads()),
+                    title: title_of(&text),
+                    snippet: snippet_of(&text),
+                    text,
+                    created_at: open.created_at,
+                    updated_at: open.updated_at,
+                    trashed_at: open.note.trashed_at(),
+                    updated_by: latest_author(open.note.doc_mut()),
+                },
+                snapshot: open.arrived_whole.clone(),
+                chunks: open.pending.clone(),
+            });
+        }
+        if let Err(e) = self.store.commit(&batch) {
+            self.store_failing = true;
+            self.outbox.push(NodeEvent::StoreFailed {
+                message: e.to_string(),
+            });
+            return Err(e);
+        }
+        if std::mem::take(&mut self.store_failing) {
+            self.outbox.push(NodeEvent::StoreRecovered);
+        }
+        self.sync_states.clear();
+        let written_spaces = self.spaces_written();
+        let written = std::mem::take(&mut self.dirty);
+        for id in &written {
+            let open = self.open.peek_mut(id).expect("dirty notes stay in memory");
+            open.incremental_bytes += open.pending.iter().map(Vec::len).sum::<usize>();
+            open.incremental_chunks += open.pending.len();
+            open.pending.clear();
+            if let Some(snapshot) = open.arrived_whole.take() {
+                open.snapshot_bytes = snapshot.len();
+            }
+        }
+        let due = written
+            .into_iter()
+            .filter(|id| is_due(self.open.peek(id).expect("dirty notes stay in memory")))
+            .collect();
+        self.compact_spaces(&written_spaces)?;
+        Ok(due)
+    }
+}
+
+pub(super) fn run_flusher(shared: &Shared, window: Duration) {
+    let mut st = lock(&shared.state);
+    loop {
+        while !st.has_pending() && !st.shutdown {
+            st = shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if st.shutdown {
+            return;
+        }
+        drop(st);
+        std::thread::sleep(window);
+        st = lock(&shared.state);
+        let committed = st.commit_pending();
+        let failed = committed.is_err();
+        // Compactions save a copy of the document with the lock released, so
+        // editing goes on meanwhile.
+        for id in committed.unwrap_or_default() {
+            let mut compaction = match st.prepare_compaction(&id) {
+                Ok(Some(compaction)) => compaction,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(note = %id, "not compacted: {e}");
+                    continue;
+                }
+            };
+            drop(st);
+            let snapshot = compaction.doc.save();
+            st = lock(&shared.state);
+            if let Err(e) = st.finish_compaction(compaction, &snapshot) {
+                tracing::warn!(note = %id, "not compacted: {e}");
+            }
+        }
+        drop(st);
+        send_outbox(shared);
+        if failed {
+            std::thread::sleep(RETRY_AFTER_FAILURE);
+        }
+        st = lock(&shared.state);
+    }
+}
