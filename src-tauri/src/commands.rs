@@ -9,8 +9,10 @@
 //! Commands are `async` so they run on Tauri's runtime, not the GTK main thread;
 //! a slow disk then stalls one request, not the whole window.
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 
+use peernotes_sync::control::Holder;
 use peernotes_sync::node::Window;
 use peernotes_sync::{
     Error, Invitation, InviteBy, Joined, ListFilter, Member, Network, Node, NoteId, NoteSummary,
@@ -25,10 +27,70 @@ const SEARCH_LIMIT: usize = 200;
 
 /// What the commands share.
 pub struct App {
-    pub node: Arc<Node>,
-    pub network: Arc<Network>,
+    /// The data dir once this process holds it (at start, or after taking it
+    /// over from a daemon).
+    opened: OnceLock<Opened>,
+    /// Who held the data dir when the app started, while it still does.
+    held_by: Mutex<Option<Holder>>,
     /// The window's side of note sync.
     pub window: Window,
+    data_dir: PathBuf,
+}
+
+/// The data dir's `Node` and its network, held by this process.
+pub struct Opened {
+    pub node: Arc<Node>,
+    pub network: Arc<Network>,
+}
+
+impl App {
+    /// An app that holds the data dir, or one waiting to take it over from
+    /// `held_by`.
+    pub fn new(data_dir: PathBuf, held_by: Option<Holder>) -> App {
+        App {
+            opened: OnceLock::new(),
+            held_by: Mutex::new(held_by),
+            window: Window::new(),
+            data_dir,
+        }
+    }
+
+    /// Records that this process now holds the data dir.
+    pub fn set_opened(&self, opened: Opened) {
+        *self.held_by.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        if self.opened.set(opened).is_err() {
+            tracing::warn!("the data dir was opened twice; keeping the first");
+        }
+    }
+
+    pub fn opened(&self) -> Option<&Opened> {
+        self.opened.get()
+    }
+
+    fn node(&self) -> Reply<&Arc<Node>> {
+        self.opened()
+            .map(|o| &o.node)
+            .ok_or_else(|| self.not_open())
+    }
+
+    fn network(&self) -> Reply<&Arc<Network>> {
+        self.opened()
+            .map(|o| &o.network)
+            .ok_or_else(|| self.not_open())
+    }
+
+    fn not_open(&self) -> CommandError {
+        CommandError::Held {
+            message: "another Peernotes process holds this data dir; take it over first".into(),
+        }
+    }
+
+    pub fn held_by(&self) -> Option<Holder> {
+        self.held_by
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// A failed command, as the UI receives it: `{"kind": "note_not_found",
@@ -44,6 +106,8 @@ pub enum CommandError {
     Invalid { message: String },
     /// Pairing failed: wrong code, expired ticket, inviter unreachable...
     Pairing { message: String },
+    /// Another process (a `peernotes serve` daemon) holds the data dir.
+    Held { message: String },
     /// The store could not be read or written (disk full, damaged, ...).
     Storage { message: String },
     /// Anything else; a bug rather than a user problem.
@@ -107,6 +171,40 @@ fn space_id(id: &str) -> Reply<SpaceId> {
     })
 }
 
+/// Whether this window holds the data dir (mirrors `DeviceState` in `ui/src/ipc.ts`).
+#[derive(Debug, Serialize)]
+pub struct DeviceState {
+    /// The process holding the data dir instead, while it does.
+    held_by: Option<Holder>,
+}
+
+#[tauri::command]
+pub async fn device_state(app: State<'_, App>) -> Reply<DeviceState> {
+    Ok(DeviceState {
+        held_by: app.opened().is_none().then(|| app.held_by()).flatten(),
+    })
+}
+
+/// Asks the daemon holding the data dir to save and stop, then holds it here.
+#[tauri::command]
+pub async fn take_over(handle: tauri::AppHandle, app: State<'_, App>) -> Reply<()> {
+    if app.opened().is_some() {
+        return Ok(());
+    }
+    let dir = app.data_dir.clone();
+    let node = tauri::async_runtime::spawn_blocking(move || crate::holding::take_over_from(&dir))
+        .await
+        .map_err(|e| CommandError::Internal {
+            message: format!("taking over failed: {e}"),
+        })?
+        .map_err(|e| CommandError::Held {
+            message: format!("{e:#}"),
+        })?;
+    crate::holding::hold(&handle, node).map_err(|e| CommandError::Internal {
+        message: format!("{e:#}"),
+    })
+}
+
 /// Notes of one space (or all), most recently edited first.
 #[tauri::command]
 pub async fn list_notes(
@@ -120,18 +218,18 @@ pub async fn list_notes(
         ListFilter::Active
     };
     let space = space.as_deref().map(space_id).transpose()?;
-    logged("list_notes", app.node.list_in(filter, space))
+    logged("list_notes", app.node()?.list_in(filter, space))
 }
 
 /// One note's cached text and metadata.
 #[tauri::command]
 pub async fn get_note(app: State<'_, App>, id: String) -> Reply<NoteView> {
-    logged("get_note", app.node.get(&note_id(&id)?))
+    logged("get_note", app.node()?.get(&note_id(&id)?))
 }
 
 #[tauri::command]
 pub async fn search_notes(app: State<'_, App>, query: String) -> Reply<Vec<SearchHit>> {
-    logged("search_notes", app.node.search(&query, SEARCH_LIMIT))
+    logged("search_notes", app.node()?.search(&query, SEARCH_LIMIT))
 }
 
 /// Creates a note in `space` (the private space if none) and returns its row.
@@ -143,20 +241,20 @@ pub async fn create_note(
 ) -> Reply<NoteSummary> {
     let space = match space.as_deref().map(space_id).transpose()? {
         Some(space) => space,
-        None => logged("create_note", app.node.private_space())?,
+        None => logged("create_note", app.node()?.private_space())?,
     };
-    let id = logged("create_note", app.node.create_in(space, &text))?;
-    logged("create_note", app.node.summary(&id))
+    let id = logged("create_note", app.node()?.create_in(space, &text))?;
+    logged("create_note", app.node()?.summary(&id))
 }
 
 #[tauri::command]
 pub async fn trash_note(app: State<'_, App>, id: String) -> Reply<()> {
-    logged("trash_note", app.node.trash(&note_id(&id)?))
+    logged("trash_note", app.node()?.trash(&note_id(&id)?))
 }
 
 #[tauri::command]
 pub async fn restore_note(app: State<'_, App>, id: String) -> Reply<()> {
-    logged("restore_note", app.node.restore(&note_id(&id)?))
+    logged("restore_note", app.node()?.restore(&note_id(&id)?))
 }
 
 /// The note's whole document, as raw bytes, for the window's replica. Starts a
@@ -164,7 +262,7 @@ pub async fn restore_note(app: State<'_, App>, id: String) -> Reply<()> {
 #[tauri::command]
 pub async fn load_note_doc(app: State<'_, App>, id: String) -> Reply<Response> {
     let id = note_id(&id)?;
-    let bytes = logged("load_note_doc", app.window.open(&app.node, &id))?;
+    let bytes = logged("load_note_doc", app.window.open(app.node()?, &id))?;
     Ok(Response::new(bytes))
 }
 
@@ -190,7 +288,7 @@ pub async fn sync_note(app: State<'_, App>, request: Request<'_>) -> Reply<Respo
             })
         }
     };
-    let reply = logged("sync_note", app.window.sync(&app.node, &id, message))?;
+    let reply = logged("sync_note", app.window.sync(app.node()?, &id, message))?;
     Ok(Response::new(reply.unwrap_or_default()))
 }
 
@@ -211,7 +309,7 @@ pub async fn set_presence(
     head: usize,
 ) -> Reply<()> {
     let id = note_id(&id)?;
-    app.network
+    app.network()?
         .share_presence(&id, anchor, head)
         .map_err(|e| CommandError::Internal {
             message: format!("{e:#}"),
@@ -222,30 +320,30 @@ pub async fn set_presence(
 /// its edits are attributed to this device.
 #[tauri::command]
 pub async fn device_id(app: State<'_, App>) -> Reply<String> {
-    Ok(app.node.node_id().to_string())
+    Ok(app.node()?.node_id().to_string())
 }
 
 #[tauri::command]
 pub async fn list_spaces(app: State<'_, App>) -> Reply<Vec<SpaceInfo>> {
-    logged("list_spaces", app.node.spaces())
+    logged("list_spaces", app.node()?.spaces())
 }
 
 #[tauri::command]
 pub async fn create_space(app: State<'_, App>, name: String) -> Reply<SpaceInfo> {
-    let id = logged("create_space", app.node.create_space(&name))?;
-    logged("create_space", app.node.space_info(id))
+    let id = logged("create_space", app.node()?.create_space(&name))?;
+    logged("create_space", app.node()?.space_info(id))
 }
 
 #[tauri::command]
 pub async fn list_members(app: State<'_, App>, space: String) -> Reply<Vec<Member>> {
-    logged("list_members", app.node.members(space_id(&space)?))
+    logged("list_members", app.node()?.members(space_id(&space)?))
 }
 
 #[tauri::command]
 pub async fn remove_member(app: State<'_, App>, space: String, node_id: String) -> Reply<()> {
     logged(
         "remove_member",
-        app.node.remove_member(space_id(&space)?, node_id.trim()),
+        app.node()?.remove_member(space_id(&space)?, node_id.trim()),
     )
 }
 
@@ -261,24 +359,24 @@ pub struct NetworkStatus {
 #[tauri::command]
 pub async fn network_status(app: State<'_, App>) -> Reply<NetworkStatus> {
     Ok(NetworkStatus {
-        node_id: app.node.node_id().to_string(),
-        online: app.network.is_online(),
-        problem: app.network.problem(),
-        peers: logged("network_status", app.node.status())?,
+        node_id: app.node()?.node_id().to_string(),
+        online: app.network()?.is_online(),
+        problem: app.network()?.problem(),
+        peers: logged("network_status", app.node()?.status())?,
     })
 }
 
 #[tauri::command]
 pub async fn invite(app: State<'_, App>, space: String, minutes: u64) -> Reply<Invitation> {
     let space = space_id(&space)?;
-    app.network
+    app.network()?
         .invite(space, minutes, InviteBy::TicketAndCode)
         .map_err(CommandError::pairing)
 }
 
 #[tauri::command]
 pub async fn cancel_invite(app: State<'_, App>) -> Reply<()> {
-    app.network.cancel_invite();
+    app.network()?.cancel_invite();
     Ok(())
 }
 
@@ -288,7 +386,7 @@ pub async fn join(app: State<'_, App>, invitation: String, name: Option<String>)
         .map(|n| n.trim().to_string())
         .filter(|n| !n.is_empty())
         .unwrap_or_else(peernotes_sync::node::device_name);
-    app.network
+    app.network()?
         .join(&invitation, &name, |_| {})
         .await
         .map_err(CommandError::pairing)

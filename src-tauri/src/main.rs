@@ -4,32 +4,25 @@
 //! lives in `peernotes-sync`, so the app and the CLI behave alike.
 //!
 //! Start-up order matters: the `Node` is opened *before* the window exists, so a
-//! command can never run against a half-open store. One app per data dir: a
-//! second launch finds the first on the data dir's control socket, brings its
-//! window to the front and exits. A `peernotes serve` daemon holding the data
-//! dir is named, and with `--take-over` asked to flush and stop so the window
-//! can open. If the data dir cannot be opened otherwise (the store is damaged,
-//! ...) the reason goes to stderr and the process exits non-zero.
-//!
-//! Once the window exists the app starts the `Network` in the background (the
-//! window never waits for it) and serves the control socket, so every CLI
-//! command works while the window is open.
+//! command can never run against a half-open store. One app per data dir, and
+//! the hand-over from a `peernotes serve` daemon, are `holding`'s. If the data
+//! dir cannot be opened (the store is damaged, ...) the reason goes to stderr
+//! and the process exits non-zero.
 
 // No console window on Windows release builds.
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
 mod commands;
 mod events;
+mod holding;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
 
 use anyhow::{bail, Context};
-use peernotes_sync::control::{Client, HolderKind, Hooks, Server};
-use peernotes_sync::node::Window;
-use peernotes_sync::{DataDir, Error, Network, Node, NodeOptions};
+use holding::{ControlSocket, Launch};
+use peernotes_sync::DataDir;
 use tauri::Manager;
 use tracing_subscriber::EnvFilter;
 
@@ -39,16 +32,9 @@ Usage: peernotes-app [--data-dir DIR] [--take-over]
 Opens the Peernotes window on the notes in DIR. Without --data-dir the data dir
 is $PEERNOTES_DATA, else the platform default (the same one `peernotes` uses).
 If the app is already open on DIR, its window comes to the front instead.
---take-over: if a `peernotes serve` daemon holds DIR, ask it to save and stop,
-and sync in the window instead.";
-
-/// How long a launch waits for a short-lived command holding the data dir.
-const WAIT_FOR_LOCK: Duration = Duration::from_secs(5);
-/// How long a daemon asked to stop may take to save and let go.
-const WAIT_FOR_HANDOVER: Duration = Duration::from_secs(30);
-
-/// The control socket while the window is open.
-struct ControlSocket(Mutex<Option<Server>>);
+If a `peernotes serve` daemon holds DIR, the window offers to take over.
+--take-over: take over from such a daemon at once (it saves and stops, and
+sync continues in the window).";
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -74,22 +60,19 @@ fn run() -> anyhow::Result<()> {
     };
     let data_dir = DataDir::resolve(args.data_dir)?;
     tracing::info!(data_dir = %data_dir.display(), "opening node");
-    let Some(node) = open_or_hand_over(&data_dir, args.take_over)? else {
-        return Ok(());
+    let (node, held_by) = match holding::launch(&data_dir, args.take_over)? {
+        Launch::Open(node) => (Some(node), None),
+        Launch::Focused => return Ok(()),
+        Launch::HeldBy(holder) => (None, Some(holder)),
     };
-    let node = Arc::new(node);
-    let node_events = node.subscribe();
-    let network = Network::new(node.clone());
-    let app_state = commands::App {
-        node: node.clone(),
-        network: network.clone(),
-        window: Window::new(),
-    };
+    let node = Mutex::new(node);
 
     tauri::Builder::default()
-        .manage(app_state)
-        .manage(ControlSocket(Mutex::new(None)))
+        .manage(commands::App::new(data_dir, held_by))
+        .manage(ControlSocket::default())
         .invoke_handler(tauri::generate_handler![
+            commands::device_state,
+            commands::take_over,
             commands::list_notes,
             commands::get_note,
             commands::search_notes,
@@ -111,30 +94,9 @@ fn run() -> anyhow::Result<()> {
             commands::set_presence,
         ])
         .setup(move |app| {
-            events::forward(app.handle().clone(), node.clone(), node_events)?;
-            // Sync starts once the window exists: it never delays the notes.
-            let starting = network.clone();
-            tauri::async_runtime::spawn(async move {
-                if let Err(e) = starting.start().await {
-                    tracing::warn!("sync could not start: {e:#}");
-                }
-            });
-            let handle = app.handle().clone();
-            let hooks = Hooks {
-                focus: Some(Arc::new(move || focus_window(&handle))),
-                stop: None,
-            };
-            let server = tauri::async_runtime::block_on(async {
-                Server::start(network.clone(), HolderKind::App, hooks)
-            });
-            match server {
-                Ok(server) => {
-                    *app.state::<ControlSocket>()
-                        .0
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner()) = Some(server)
-                }
-                Err(e) => tracing::warn!("CLI commands cannot reach this window: {e}"),
+            let opened = node.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(node) = opened {
+                holding::hold(app.handle(), node)?;
             }
             Ok(())
         })
@@ -144,85 +106,16 @@ fn run() -> anyhow::Result<()> {
             // Tauri ends the process without dropping managed state, so flush here:
             // an edit made just before closing the window must not wait for a timer.
             if let tauri::RunEvent::Exit = event {
-                let control = app.state::<ControlSocket>();
-                drop(control.0.lock().unwrap_or_else(|e| e.into_inner()).take());
-                let state = app.state::<commands::App>();
-                tauri::async_runtime::block_on(state.network.close());
-                if let Err(err) = state.node.flush() {
-                    eprintln!("peernotes-app: the last edits could not be saved: {err}");
+                app.state::<ControlSocket>().close();
+                if let Some(opened) = app.state::<commands::App>().opened() {
+                    tauri::async_runtime::block_on(opened.network.close());
+                    if let Err(err) = opened.node.flush() {
+                        eprintln!("peernotes-app: the last edits could not be saved: {err}");
+                    }
                 }
             }
         });
     Ok(())
-}
-
-/// Opens the data dir, unless the app already has it open (its window is
-/// brought to the front: `Ok(None)`) or a daemon holds it (named; with
-/// `take_over` asked to stop first).
-fn open_or_hand_over(dir: &Path, take_over: bool) -> anyhow::Result<Option<Node>> {
-    let mut deadline = Instant::now() + WAIT_FOR_LOCK;
-    let mut asked_to_stop = false;
-    loop {
-        let in_use = match Node::open(NodeOptions::new(dir)) {
-            Ok(node) => {
-                if asked_to_stop {
-                    eprintln!(
-                        "peernotes-app: took over from the daemon; sync continues in this window"
-                    );
-                }
-                return Ok(Some(node));
-            }
-            Err(in_use @ Error::DataDirInUse { .. }) => in_use,
-            Err(e) => return Err(e.into()),
-        };
-        if let Some(client) = Client::connect(dir)? {
-            let holder = client.holder().clone();
-            match holder.kind {
-                HolderKind::App => {
-                    client.focus()?;
-                    eprintln!(
-                        "peernotes-app: Peernotes is already open on {} (pid {}); \
-                         its window was brought to the front",
-                        dir.display(),
-                        holder.pid
-                    );
-                    return Ok(None);
-                }
-                HolderKind::Serve if take_over => {
-                    if !asked_to_stop {
-                        client.stop()?;
-                        asked_to_stop = true;
-                        deadline = Instant::now() + WAIT_FOR_HANDOVER;
-                    }
-                }
-                kind => bail!(
-                    "{} is held by the {kind} (pid {}), which syncs it in the background; \
-                     run `peernotes-app --take-over` to have it save and stop and sync \
-                     in the window instead",
-                    dir.display(),
-                    holder.pid
-                ),
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(in_use.into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Brings the window to the front (a second launch asked for it).
-fn focus_window(app: &tauri::AppHandle) {
-    let Some(window) = app.get_webview_window("main") else {
-        return;
-    };
-    let shown = window
-        .unminimize()
-        .and_then(|()| window.show())
-        .and_then(|()| window.set_focus());
-    if let Err(e) = shown {
-        tracing::warn!("cannot bring the window to the front: {e}");
-    }
 }
 
 /// What the command line asks for.

@@ -116,7 +116,7 @@ export interface Joined {
 }
 
 /** Error kinds the backend reports (mirrors `commands::CommandError`). */
-export type ErrorKind = "invalid_note_id" | "note_not_found" | "invalid" | "pairing" | "storage" | "internal";
+export type ErrorKind = "invalid_note_id" | "note_not_found" | "invalid" | "pairing" | "held" | "storage" | "internal";
 
 /** A failed command: `kind` to branch on, `message` to show a person. */
 export class CommandError extends Error {
@@ -129,7 +129,7 @@ export class CommandError extends Error {
   }
 }
 
-const ERROR_KINDS: readonly ErrorKind[] = ["invalid_note_id", "note_not_found", "invalid", "pairing", "storage", "internal"];
+const ERROR_KINDS: readonly ErrorKind[] = ["invalid_note_id", "note_not_found", "invalid", "pairing", "held", "storage", "internal"];
 
 function toCommandError(raw: unknown): CommandError {
   if (typeof raw === "object" && raw !== null && "kind" in raw && "message" in raw) {
@@ -149,6 +149,32 @@ async function call<T>(command: string, args?: Record<string, unknown>): Promise
   } catch (raw) {
     throw toCommandError(raw);
   }
+}
+
+// ---- holding the data dir ----
+
+/** The process holding a data dir (mirrors `control::Holder`). */
+export interface Holder {
+  kind: "app" | "serve" | "unknown";
+  pid: number;
+  /** Unix milliseconds it started holding the data dir. */
+  since: number;
+  node_id: string;
+}
+
+/** Whether this window holds its data dir (mirrors `commands::DeviceState`). */
+export interface DeviceState {
+  /** The process holding it instead, while it does. */
+  held_by: Holder | null;
+}
+
+export function deviceState(): Promise<DeviceState> {
+  return call<DeviceState>("device_state");
+}
+
+/** Asks the daemon holding the data dir to save and stop; this window holds it after. */
+export function takeOver(): Promise<void> {
+  return call<void>("take_over");
 }
 
 // ---- notes ----

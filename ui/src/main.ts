@@ -42,6 +42,7 @@ import { SearchBox } from "./search";
 import { Sidebar, spaceLabel, type View } from "./sidebar";
 import { StatusBar } from "./statusbar";
 import { Switcher } from "./switcher";
+import { holdDataDir } from "./takeover";
 import { refreshTimes } from "./time";
 import { Toast } from "./toast";
 
@@ -477,10 +478,13 @@ localiseShortcutTitles(document);
 window.setInterval(() => refreshTimes(document, Date.now()), 30_000);
 
 async function start(): Promise<void> {
+  // A daemon holding the data dir hands it over first (the dialog says so).
+  const tookOver = await holdDataDir();
   // Subscribe before the first load so no change falls between the two.
   await subscribe();
   network.start();
   await Promise.all([loadSpaces(), loadNotes("view")]);
+  if (tookOver) toast.show("Took over from the daemon: sync continues in this window.");
 }
 
 void start();
