@@ -3,9 +3,11 @@
 //! (`events`). It owns no note state and no logic: everything a note is or does
 //! lives in `peernotes-sync`, so the app and the CLI behave alike.
 //!
-//! Start-up order matters: the `Node` is opened *before* the window exists, so a
-//! command can never run against a half-open store. One app per data dir, and
-//! the hand-over from a `peernotes serve` daemon, are `holding`'s. If the data
+//! Start-up order matters: the data dir is opened (by `holding::launch`)
+//! *before* the window exists, so a command never runs against a half-open
+//! store. When a `peernotes serve` daemon holds it instead, the window opens
+//! first and commands answer `held` until the user takes over. One app per
+//! data dir, and the hand-over, are `holding`'s. If the data
 //! dir cannot be opened (the store is damaged, ...) the reason goes to stderr
 //! and the process exits non-zero.
 

@@ -685,19 +685,26 @@ impl Store {
 
     /// Notes in the trash (`trashed`) or not, most recently edited first.
     pub fn list(&self, trashed: bool) -> Result<Vec<NoteListing>> {
+        self.list_in(trashed, None)
+    }
+
+    /// Like `list`, only the notes filed under `space_id` when one is given.
+    pub fn list_in(&self, trashed: bool, space_id: Option<&str>) -> Result<Vec<NoteListing>> {
         let sql = if trashed {
             "SELECT id, title, snippet, created_at, updated_at, trashed_at, space_id, updated_by FROM notes
-             WHERE trashed_at IS NOT NULL ORDER BY updated_at DESC, id"
+             WHERE trashed_at IS NOT NULL AND (?1 IS NULL OR space_id = ?1)
+             ORDER BY updated_at DESC, id"
         } else {
             "SELECT id, title, snippet, created_at, updated_at, trashed_at, space_id, updated_by FROM notes
-             WHERE trashed_at IS NULL ORDER BY updated_at DESC, id"
+             WHERE trashed_at IS NULL AND (?1 IS NULL OR space_id = ?1)
+             ORDER BY updated_at DESC, id"
         };
         let mut stmt = self
             .conn
             .prepare_cached(sql)
             .map_err(|e| classify(&self.path, e))?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map([space_id], |r| {
                 Ok(NoteListing {
                     id: r.get(0)?,
                     title: r.get(1)?,

@@ -248,9 +248,16 @@ fn a_stale_socket_from_a_killed_daemon_is_no_obstacle() {
         "the socket was left behind"
     );
 
-    // Nobody answers on it: the CLI opens the data dir itself.
+    // Nobody answers on it: the CLI opens the data dir itself, and, holding
+    // the lock, removes the socket.
     let id = cli(&data, &["new", "after the crash"]);
     assert_eq!(cli(&data, &["show", &id]), "after the crash");
+    assert!(
+        !control::socket_path(&data).exists(),
+        "the stale socket stayed"
+    );
+    // A stale socket is also no obstacle to the next daemon.
+    std::os::unix::net::UnixListener::bind(control::socket_path(&data)).unwrap();
     // The next daemon replaces it and serves.
     let daemon = serve(&data, None);
     cli(&data, &["rm", &id]);

@@ -3,7 +3,9 @@
 //! flight, partitions, frames from different connections delivered in any order,
 //! and frames duplicated or swapped within a connection. A session that rejects
 //! what it receives is closed, as the real driver does. After healing, every
-//! replica of every document must be identical.
+//! replica of every document must be identical. Also the pairing exchange,
+//! both sides sans-io, with a meddler replaying, dropping and replacing its
+//! messages.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -311,4 +313,182 @@ fn replicas_converge_after_faults_heal() {
     let seeds = peernotes_tests::count_from_env("PEERNOTES_SIM_SEEDS", DEFAULT_SEEDS);
     let frames: usize = (1..=seeds).map(run).sum();
     println!("{seeds} seeds converged; {frames} frames delivered");
+}
+
+// ---- pairing ------------------------------------------------------------------
+
+/// What the meddler between a joiner and an inviter does to one message.
+#[derive(Debug, Clone, Copy)]
+enum Meddle {
+    Deliver,
+    /// Delivered twice (a replay).
+    Twice,
+    /// Replaced by a message of another step.
+    OutOfTurn,
+    /// Never delivered: the exchange ends there.
+    Drop,
+}
+
+fn meddle(rng: &mut Rng) -> Meddle {
+    match rng.below(10) {
+        0 => Meddle::Twice,
+        1 => Meddle::OutOfTurn,
+        2 => Meddle::Drop,
+        _ => Meddle::Deliver,
+    }
+}
+
+/// One pairing exchange, both sides sans-io, with a meddler in between. The
+/// joiner presents a ticket or a code, right or wrong. Whatever happens: no
+/// panic; a joiner is admitted only with the right secret, to the offer's
+/// space, at most once per offer, and only by spending the offer; a ticket
+/// offer survives a wrong secret. (A joiner believes
+/// a welcome from its inviter, whose identity QUIC proves; with responses
+/// forged in between, only the inviter's side is checked.)
+fn pairing_run(seed: u64) {
+    use peernotes_sync::pairing::{
+        Inviter, InviterNext, Joiner, JoinerNext, Offer, PairRequest, PairResponse, ShortCode,
+    };
+    use peernotes_sync::SpaceId;
+    use std::sync::Arc;
+
+    const INVITER: [u8; 32] = [1; 32];
+    const JOINER: [u8; 32] = [2; 32];
+    const NOW: i64 = 1_000;
+    let mut rng = Rng::new(seed);
+    let space = SpaceId::from_bytes([seed as u8; 16]);
+    let by_code = rng.below(2) == 0;
+    let right = rng.below(3) != 0;
+    let offer = Arc::new(if by_code {
+        Offer::generate_code(space, NOW + 60).unwrap()
+    } else {
+        Offer::generate(space, NOW + 60).unwrap()
+    });
+    let (mut joiner, first) = if by_code {
+        let code = offer.code().unwrap().clone();
+        let presented = if right {
+            code.clone()
+        } else {
+            loop {
+                let other = ShortCode::generate().unwrap().to_string();
+                let words = other.split_once('-').unwrap().1;
+                let wrong = ShortCode::parse(&format!("{}-{words}", code.nameplate)).unwrap();
+                if wrong != code {
+                    break wrong;
+                }
+            }
+        };
+        Joiner::with_code(&presented, "Bee", &JOINER, &INVITER)
+    } else {
+        let mut ticket = offer.ticket(INVITER, Vec::new(), None).unwrap();
+        if !right {
+            ticket.secret[rng.below(16) as usize] ^= 1 << rng.below(8);
+        }
+        Joiner::with_ticket(&ticket, "Bee", NOW).unwrap()
+    };
+    let mut inviter = Inviter::new(vec![offer.clone()], INVITER, JOINER, NOW);
+    let junk_request = |rng: &mut Rng| match rng.below(3) {
+        0 => PairRequest::Ticket {
+            secret: [rng.below(256) as u8; 16],
+            name: "x".into(),
+        },
+        1 => PairRequest::CodeStart {
+            nameplate: rng.below(1000) as u16,
+            message: vec![rng.below(256) as u8; 33],
+        },
+        _ => PairRequest::CodeConfirm {
+            proof: [rng.below(256) as u8; 32],
+            name: "x".into(),
+        },
+    };
+    let junk_response = |rng: &mut Rng| match rng.below(3) {
+        0 => PairResponse::Welcome {
+            space: [9; 16],
+            space_name: "Elsewhere".into(),
+        },
+        1 => PairResponse::CodeChallenge {
+            message: vec![rng.below(256) as u8; 33],
+            proof: [0; 32],
+        },
+        _ => PairResponse::Refused {
+            reason: "no".into(),
+        },
+    };
+
+    let mut admitted = 0;
+    let mut joined = None;
+    let mut forged = false;
+    let mut request = Some(first);
+    'exchange: for _ in 0..8 {
+        let Some(sent) = request.take() else { break };
+        let deliveries = match meddle(&mut rng) {
+            Meddle::Deliver => vec![sent],
+            Meddle::Twice => vec![sent.clone(), sent],
+            Meddle::OutOfTurn => vec![junk_request(&mut rng)],
+            Meddle::Drop => break,
+        };
+        let mut response = None;
+        for delivered in deliveries {
+            match inviter.receive(delivered) {
+                Ok(InviterNext::Send(r)) | Ok(InviterNext::Refuse(r)) => response = Some(r),
+                Ok(InviterNext::Admit { space: s, .. }) => {
+                    assert_eq!(s, space, "seed {seed}: admitted to another space");
+                    admitted += 1;
+                    response = Some(inviter.welcome(s, "Team".into()));
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(response) = response else { break };
+        let responses = match meddle(&mut rng) {
+            Meddle::Deliver => vec![response],
+            Meddle::Twice => vec![response.clone(), response],
+            Meddle::OutOfTurn => {
+                forged = true;
+                vec![junk_response(&mut rng)]
+            }
+            Meddle::Drop => break,
+        };
+        for delivered in responses {
+            match joiner.receive(delivered) {
+                Ok(JoinerNext::Send(next)) => request = Some(next),
+                Ok(JoinerNext::Joined { space: s, .. }) => {
+                    joined = Some(s);
+                    break 'exchange;
+                }
+                Err(_) => break 'exchange,
+            }
+        }
+    }
+    assert!(admitted <= 1, "seed {seed}: admitted {admitted} times");
+    if !right {
+        assert_eq!(admitted, 0, "seed {seed}: admitted with a wrong secret");
+        if !forged {
+            assert_eq!(joined, None, "seed {seed}: joined with a wrong secret");
+        }
+        if !by_code {
+            assert!(
+                !offer.is_used(),
+                "seed {seed}: a wrong secret spent the ticket"
+            );
+        }
+    }
+    if let Some(s) = joined.filter(|_| !forged) {
+        assert_eq!(s, space, "seed {seed}: joined another space");
+        assert_eq!(admitted, 1, "seed {seed}: joined without being admitted");
+    }
+    if admitted == 1 {
+        assert!(
+            offer.is_used(),
+            "seed {seed}: admitted without spending the offer"
+        );
+    }
+}
+
+#[test]
+fn pairing_exchanges_hold_up_against_replays_drops_and_messages_out_of_turn() {
+    let seeds = peernotes_tests::count_from_env("PEERNOTES_SIM_SEEDS", DEFAULT_SEEDS);
+    for seed in 1..=seeds {
+        pairing_run(seed);
+    }
 }

@@ -13,9 +13,9 @@
 //! garbage, oversized or half-written requests cost the holder one
 //! connection's worth and nothing else.
 //!
-//! Answers: zero or more `Response::Progress` lines (for a person) and one
-//! intermediate `Response::Invitation` for an invite, then exactly one
-//! `Response::Done` or `Response::Failed`.
+//! Answers: zero or more `Response::Progress` lines (for a person), one
+//! intermediate `Response::Invitation` for an invite or `Response::Paired` for
+//! a join, then exactly one `Response::Done` or `Response::Failed`.
 //!
 //! `Device` (in `device`) is what a shell may ask of a device's notes either
 //! way: `Node` implements it for the process holding the data dir, `Client`
@@ -55,6 +55,16 @@ pub const MAX_CLIENTS: usize = 32;
 /// Where the control socket of `data_dir` is.
 pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join(SOCKET_FILE)
+}
+
+/// Removes a control socket left by a process that was killed: call only
+/// while holding the data dir's lock (then nobody can be listening on it).
+pub fn remove_stale_socket(data_dir: &Path) {
+    match std::fs::remove_file(socket_path(data_dir)) {
+        Ok(()) => tracing::info!("removed a stale control socket"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("cannot remove a stale control socket: {e}"),
+    }
 }
 
 /// What a client sends: the version it speaks and one request.

@@ -95,11 +95,7 @@ impl Server {
                 e,
             )
         };
-        match std::fs::remove_file(&path) {
-            Ok(()) => tracing::info!("removed a stale control socket"),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(unusable(e)),
-        }
+        super::remove_stale_socket(node.data_dir());
         let listener = UnixListener::bind(&path).map_err(unusable)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
             .map_err(unusable)?;
@@ -157,6 +153,7 @@ impl Context {
             return;
         };
         // The socket file is 0600 in a 0700 dir; check the uid all the same.
+        // SAFETY: geteuid has no preconditions and cannot fail.
         let ours = unsafe { libc::geteuid() };
         match stream.peer_cred() {
             Ok(cred) if cred.uid() == ours => {}

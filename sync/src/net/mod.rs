@@ -1,23 +1,26 @@
-//! The transport: an iroh endpoint speaking `peernotes/1`, one connection per
-//! remote device, each driving a `protocol::Session` against the `Node`. It moves
+//! The transport: an iroh endpoint speaking `peernotes/1`, with connections to
+//! remote devices (a few per peer at most), each driving a `protocol::Session`
+//! against the `Node`. It moves
 //! bytes and nothing else: what to send is the session's business.
 //!
 //! This module binds the endpoint (relays, mDNS and the address as
-//! `NetConfig` says), accepts connections, holds the open invitations and
+//! `NetConfig` says; port 0 reuses the port of last time, so members'
+//! remembered addresses stay right), counts activity (`Activity`: open
+//! connections, bytes, time since the last frame), accepts connections, holds the open invitations and
 //! relays local changes to every connection. `connection` runs one sync
 //! connection, `dial` keeps members connected, `pair` runs pairing over QUIC.
 //!
 //! A connection from a device that shares no space with us is closed before a
 //! single frame is written. Local changes are pushed to every open session as
-//! they happen. Endpoints are configured explicitly: no relays and no address
-//! lookups unless asked for, so nothing is sent anywhere but to the peers dialled.
+//! they happen. Endpoints are configured explicitly: no relays unless asked for,
+//! and no address lookups beyond mDNS on the LAN (which `config.toml` can turn
+//! off).
 
 mod connection;
 mod dial;
 mod pair;
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -381,20 +384,6 @@ enum Outgoing {
 struct Cursor {
     anchor: u32,
     head: u32,
-}
-
-/// Parses a peer written as `<node id>@<ip:port>`.
-pub fn parse_peer(s: &str) -> anyhow::Result<EndpointAddr> {
-    let (id, addr) = s
-        .split_once('@')
-        .with_context(|| format!("`{s}` is not a peer: write it as <node id>@<ip:port>"))?;
-    let id: iroh::EndpointId = id
-        .parse()
-        .with_context(|| format!("`{id}` is not a node id (64 hexadecimal digits)"))?;
-    let addr: SocketAddr = addr
-        .parse()
-        .with_context(|| format!("`{addr}` is not an address like 192.168.1.20:4433"))?;
-    Ok(EndpointAddr::new(id).with_ip_addr(addr))
 }
 
 /// Relays the Node's change events to the connections as `(space, doc key)`,

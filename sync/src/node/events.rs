@@ -28,7 +28,7 @@ pub enum NodeEvent {
     /// A stored chunk could not be decoded and was quarantined.
     ChunkQuarantined { id: NoteId, error: String },
     /// A peer device connected or disconnected (its status may have changed:
-    /// ask `peer_status`).
+    /// ask `Node::status`).
     PeerStatusChanged { peer: String, connected: bool },
     /// How a pairing (by ticket or short code) is going, on either side.
     Pairing { progress: PairingProgress },

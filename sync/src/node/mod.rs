@@ -431,10 +431,11 @@ impl Node {
         let space = space.map(|s| s.to_string());
         self.with_state(|st| {
             st.flush_before_reading();
-            let rows = st.store.list(filter == ListFilter::Trash)?;
+            let rows = st
+                .store
+                .list_in(filter == ListFilter::Trash, space.as_deref())?;
             let names = st.member_names();
             rows.into_iter()
-                .filter(|r| space.as_ref().is_none_or(|s| *s == r.space_id))
                 .map(|r| {
                     Ok(NoteSummary {
                         id: r.id.parse()?,
@@ -761,6 +762,28 @@ pub(crate) fn now_ms() -> i64 {
 mod tests {
     use super::decode::split_changes;
     use super::*;
+
+    #[test]
+    fn listing_one_space_shows_only_its_notes_and_a_summary_matches_the_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::open(NodeOptions::new(dir.path())).unwrap();
+        let team = node.create_space("Team").unwrap();
+        let mine = node.create("# Mine\nprivate").unwrap();
+        let shared = node.create_in(team, "# Shared\nfor the team").unwrap();
+        node.trash(&shared).unwrap();
+        let ids = |filter, space| -> Vec<NoteId> {
+            let notes = node.list_in(filter, space).unwrap();
+            notes.into_iter().map(|n| n.id).collect()
+        };
+        assert_eq!(ids(ListFilter::Active, Some(team)), Vec::<NoteId>::new());
+        assert_eq!(ids(ListFilter::Trash, Some(team)), vec![shared.clone()]);
+        let private = node.private_space().unwrap();
+        assert_eq!(ids(ListFilter::Active, Some(private)), vec![mine.clone()]);
+        assert_eq!(ids(ListFilter::Active, None), vec![mine.clone()]);
+        let listed = node.list(ListFilter::Active).unwrap().remove(0);
+        assert_eq!(node.summary(&mine).unwrap(), listed);
+        assert_eq!(listed.updated_by.as_deref(), Some("you"));
+    }
 
     #[test]
     fn edits_committed_while_a_compaction_is_saved_are_kept() {

@@ -5,8 +5,9 @@
 //! bound to both devices' node ids (which QUIC has already authenticated), and
 //! each side proves it derived the same key before anything else is said. A
 //! wrong code therefore fails on both sides and teaches an attacker nothing but
-//! that one guess was wrong — and the inviter burns the code after any failed
-//! exchange, so there is no second guess. Everything here is sans-io.
+//! that one guess was wrong — and a code offer is spent by the first exchange
+//! that starts (`Offer::begin_code_exchange`), so there is no second guess.
+//! Everything here is sans-io.
 
 use std::fmt;
 

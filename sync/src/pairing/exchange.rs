@@ -1,8 +1,9 @@
 //! The pairing exchange as two sans-io state machines, `Joiner` and
 //! `Inviter`: each takes the other's message and says what to send next or
 //! how the exchange ended. No socket, clock or store: the transport moves the
-//! messages (`net::pair`), the caller adds the member, and tests and the
-//! simulation drive both sides in memory.
+//! messages (`net::pair`), the caller adds the member, and this module's tests
+//! and the protocol simulation (`tests/tests/simulation.rs`) drive both sides
+//! in memory.
 //!
 //! The sequences:
 //! - ticket: joiner `Ticket` → inviter `Welcome` | `Refused`;

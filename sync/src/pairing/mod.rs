@@ -1,11 +1,14 @@
-//! Pairing by ticket: how a device joins a space without a server.
+//! Pairing: how a device joins a space without a server — tickets, short-code
+//! offers, the pairing messages, and (in `exchange`) the sans-io state machines
+//! that sequence them.
 //!
 //! A member runs `peernotes invite`, which makes an `Offer` — the space, a
 //! one-time secret and an expiry — and prints it as a `Ticket` (text and QR code)
 //! that also carries the inviter's node id and addresses. The joiner dials the
 //! inviter on ALPN `peernotes/pair/1` and sends a `PairRequest` with the secret
 //! and its display name; the inviter checks the secret (in constant time), the
-//! expiry and that the offer is unused, adds the joiner as a member and answers.
+//! expiry and that the offer is unused; the transport (`net::pair`) then adds the
+//! joiner as a member and answers.
 //! Then both sync as usual. A wrong or reused secret, or an expired offer, gets a
 //! refusal that says which — and nothing of the space.
 //!

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use peernotes_sync::control::{Client, Device};
+use peernotes_sync::control::{self, Client, Device};
 use peernotes_sync::node::device_name;
 use peernotes_sync::pairing::{ShortCode, Ticket};
 use peernotes_sync::{
@@ -305,7 +305,13 @@ fn open_or_reach(options: NodeOptions) -> anyhow::Result<Opened> {
     let started = Instant::now();
     loop {
         match Node::open(options.clone()) {
-            Ok(node) => return Ok(Opened::Node(node)),
+            Ok(node) => {
+                if node.is_writer() {
+                    // Holding the lock: a socket here is a killed holder's.
+                    control::remove_stale_socket(&options.data_dir);
+                }
+                return Ok(Opened::Node(node));
+            }
             Err(in_use @ Error::DataDirInUse { .. }) => {
                 if let Some(client) = Client::connect(&options.data_dir)? {
                     return Ok(Opened::Holder(client));

@@ -1,4 +1,5 @@
-//! How the CLI prints notes, search hits and history for people. Whatever a
+//! How the CLI prints notes, search hits, history, spaces, members, sync
+//! status and the process holding the data dir, for people. Whatever a
 //! peer may have written (titles, snippets, names) is printed through
 //! `printable`, so it can never drive the terminal; ids are shortened by
 //! characters, never by byte index.
