@@ -29,13 +29,14 @@ test: deps ui boundary
 	$(CARGO) nextest run --workspace --no-fail-fast
 	$(MAKE) e2e
 
-# The long runs: many more crash kills, simulation seeds and fuzz cases than `make test`.
+# The long runs: many more crash kills, simulation seeds (sync, pairing and
+# membership) and fuzz cases than `make test`.
 soak: deps
 	$(CARGO) build -p peernotes-sync
 	PEERNOTES_CRASH_RUNS=200 PEERNOTES_SIM_SEEDS=5000 PROPTEST_CASES=10000 \
 		$(CARGO) nextest run -p peernotes-tests --no-fail-fast --no-capture \
 		--test crash --test simulation --test fuzz --test hostile --test hostile_member --test member_fuzz \
-		--test full_disk --test network_faults
+		--test membership --test full_disk --test network_faults
 
 # Speed and memory beside baselines from the same run (release build; ~10 min).
 bench: deps

@@ -9,6 +9,7 @@ pub mod control;
 pub mod datadir;
 pub mod error;
 pub mod identity;
+pub mod membership;
 pub mod net;
 pub mod network;
 pub mod node;

@@ -1,0 +1,893 @@
+//! A space's membership as signed authority: a log of signed operations
+//! (create, add with a role, change a role, remove, leave) forming a causal
+//! graph, and the deterministic rules every device uses to compute the member
+//! list from it. No I/O: ops arrive from anywhere, in any order, and every
+//! device that has the same ops computes the same members.
+//!
+//! Each op names its author (a device's node id, its Ed25519 public key), the
+//! heads of the log its author had seen (`parents`), and is signed by the
+//! author's device key. An op whose signature fails is never inserted.
+//!
+//! **Roles.** `Owner` (adds, removes, changes roles), `Editor` (edits notes),
+//! `Viewer` (reads). Anyone may leave.
+//!
+//! **The rules.** Ops are put in one canonical order (a topological order of
+//! the graph, concurrent ops by hash). An op is valid when:
+//! 1. *Authority from its past*: its author holds the role it needs in the
+//!    membership computed from the op's causal past (its ancestors) — never
+//!    from ops it did not know of.
+//! 2. *Seniority*: owners are ranked by when they became owner (the creator
+//!    first); an owner may remove or demote only owners junior to it. So two
+//!    owners removing each other concurrently cannot both succeed: the senior
+//!    one's removal stands, the junior one's is refused.
+//! 3. *Removal is strong*: once a device is removed (or demoted from owner),
+//!    every op it authored that did not come before that removal — concurrent
+//!    with it or after it — is invalid, whoever forwards it. What it did
+//!    before still counts.
+//! 4. *The last owner stays*: an op that would leave the space without an
+//!    owner is invalid; if concurrent ops still do, the one latest in the
+//!    canonical order is set aside until an owner remains.
+//!
+//! A device is a member when some valid op granted it a role after every
+//! valid removal of it (a removal beats a concurrent re-add); its role is the
+//! lowest among its latest concurrent grants.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// A device: its node id's 32 bytes.
+pub type DeviceKey = [u8; 32];
+/// An op's hash: SHA-256 of its signed encoding.
+pub type OpHash = [u8; 32];
+
+/// Most ops one space's log holds; more are refused.
+pub const MAX_OPS: usize = 10_000;
+/// Most parents one op may name.
+pub const MAX_PARENTS: usize = 64;
+/// Longest member name, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+
+const SIGNING_CONTEXT: &[u8] = b"peernotes membership op v1\0";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Viewer,
+    Editor,
+    Owner,
+}
+
+/// What an op does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Action {
+    /// The root of a space's log: its author is the first owner.
+    Create {
+        name: String,
+    },
+    Add {
+        member: DeviceKey,
+        role: Role,
+        name: String,
+    },
+    SetRole {
+        member: DeviceKey,
+        role: Role,
+    },
+    Remove {
+        member: DeviceKey,
+    },
+    Leave,
+}
+
+/// The signed part of an op.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Body {
+    space: [u8; 16],
+    author: DeviceKey,
+    parents: Vec<OpHash>,
+    action: Action,
+}
+
+/// One signed membership operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Op {
+    body: Body,
+    #[serde(with = "signature_bytes")]
+    signature: [u8; 64],
+}
+
+mod signature_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
+        let bytes = <Vec<u8>>::deserialize(d)?;
+        bytes
+            .try_into()
+            .map_err(|_| serde::de::Error::custom("a signature is 64 bytes"))
+    }
+}
+
+impl Op {
+    /// Makes and signs an op with the author's device key.
+    pub fn sign(space: [u8; 16], key: &[u8; 32], parents: Vec<OpHash>, action: Action) -> Op {
+        let signing = SigningKey::from_bytes(key);
+        let body = Body {
+            space,
+            author: signing.verifying_key().to_bytes(),
+            parents,
+            action,
+        };
+        let signature = signing.sign(&signed_bytes(&body)).to_bytes();
+        Op { body, signature }
+    }
+
+    pub fn author(&self) -> &DeviceKey {
+        &self.body.author
+    }
+
+    pub fn parents(&self) -> &[OpHash] {
+        &self.body.parents
+    }
+
+    pub fn action(&self) -> &Action {
+        &self.body.action
+    }
+
+    pub fn space(&self) -> &[u8; 16] {
+        &self.body.space
+    }
+
+    /// SHA-256 of the signed encoding: the op's identity.
+    pub fn hash(&self) -> OpHash {
+        let mut hasher = Sha256::new();
+        hasher.update(signed_bytes(&self.body));
+        hasher.update(self.signature);
+        hasher.finalize().into()
+    }
+
+    /// Checks the signature against the author's key and the op's bounds.
+    pub fn verify(&self) -> Result<()> {
+        if self.body.parents.len() > MAX_PARENTS {
+            return Err(Error::Invalid(
+                "a membership op names too many parents".into(),
+            ));
+        }
+        let name = match &self.body.action {
+            Action::Create { name } | Action::Add { name, .. } => name.len(),
+            _ => 0,
+        };
+        if name > MAX_NAME_BYTES {
+            return Err(Error::Invalid("a membership op's name is too long".into()));
+        }
+        let key = VerifyingKey::from_bytes(&self.body.author)
+            .map_err(|_| Error::Invalid("a membership op's author is not a device key".into()))?;
+        key.verify(
+            &signed_bytes(&self.body),
+            &Signature::from_bytes(&self.signature),
+        )
+        .map_err(|_| Error::Invalid("a membership op's signature does not verify".into()))
+    }
+}
+
+fn signed_bytes(body: &Body) -> Vec<u8> {
+    let mut bytes = SIGNING_CONTEXT.to_vec();
+    bytes.extend(postcard::to_stdvec(body).expect("a membership op encodes"));
+    bytes
+}
+
+/// A member as the rules compute it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub device: DeviceKey,
+    pub role: Role,
+    pub name: String,
+    /// For owners, their seniority: lower is more senior (the creator is 0).
+    pub rank: Option<usize>,
+}
+
+/// The outcome of the rules over a log.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Membership {
+    pub members: BTreeMap<DeviceKey, Member>,
+    /// Ops that are in the log but do not count, with why.
+    pub refused: BTreeMap<OpHash, String>,
+}
+
+impl Membership {
+    pub fn role(&self, device: &DeviceKey) -> Option<Role> {
+        self.members.get(device).map(|m| m.role)
+    }
+
+    pub fn owners(&self) -> impl Iterator<Item = &Member> {
+        self.members.values().filter(|m| m.role == Role::Owner)
+    }
+}
+
+/// A space's membership log. Ops are inserted once their parents are here.
+#[derive(Debug, Clone)]
+pub struct Log {
+    space: [u8; 16],
+    ops: HashMap<OpHash, Op>,
+    /// Canonical order (see the module's rules); rebuilt on insert.
+    order: Vec<OpHash>,
+    /// Each op's ancestors, as indexes into `order`.
+    ancestors: HashMap<OpHash, BTreeSet<OpHash>>,
+}
+
+impl Log {
+    pub fn new(space: [u8; 16]) -> Log {
+        Log {
+            space,
+            ops: HashMap::new(),
+            order: Vec::new(),
+            ancestors: HashMap::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn contains(&self, hash: &OpHash) -> bool {
+        self.ops.contains_key(hash)
+    }
+
+    /// Every op, in canonical order.
+    pub fn ops(&self) -> impl Iterator<Item = &Op> {
+        self.order.iter().map(|h| &self.ops[h])
+    }
+
+    /// The ops no other op names as a parent: what a new op's parents are.
+    pub fn heads(&self) -> Vec<OpHash> {
+        let named: BTreeSet<&OpHash> = self.ops.values().flat_map(|op| op.parents()).collect();
+        let mut heads: Vec<OpHash> = self
+            .ops
+            .keys()
+            .filter(|h| !named.contains(h))
+            .copied()
+            .collect();
+        heads.sort();
+        heads
+    }
+
+    /// Adds a verified op whose parents are all here. `Ok(false)` if it was
+    /// here already.
+    pub fn insert(&mut self, op: Op) -> Result<bool> {
+        if op.space() != &self.space {
+            return Err(Error::Invalid("a membership op for another space".into()));
+        }
+        op.verify()?;
+        let hash = op.hash();
+        if self.ops.contains_key(&hash) {
+            return Ok(false);
+        }
+        if self.ops.len() >= MAX_OPS {
+            return Err(Error::Invalid("the space's membership log is full".into()));
+        }
+        let is_root = matches!(op.action(), Action::Create { .. });
+        if is_root != op.parents().is_empty() {
+            return Err(Error::Invalid(
+                "only the op creating a space has no parents".into(),
+            ));
+        }
+        if is_root && !self.ops.is_empty() {
+            return Err(Error::Invalid("a space is created once".into()));
+        }
+        if let Some(missing) = op.parents().iter().find(|p| !self.ops.contains_key(*p)) {
+            return Err(Error::Invalid(format!(
+                "a membership op's parent {} is not here yet",
+                short(missing)
+            )));
+        }
+        let mut ancestors = BTreeSet::new();
+        for parent in op.parents() {
+            ancestors.insert(*parent);
+            ancestors.extend(self.ancestors[parent].iter().copied());
+        }
+        self.ancestors.insert(hash, ancestors);
+        self.ops.insert(hash, op);
+        self.order = canonical_order(&self.ops);
+        Ok(true)
+    }
+
+    /// The members, by the module's rules.
+    pub fn membership(&self) -> Membership {
+        Resolver::new(self).resolve_all()
+    }
+}
+
+fn short(hash: &OpHash) -> String {
+    hash[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Kahn's algorithm, always taking the ready op with the smallest hash: every
+/// device with the same ops gets the same order, and the order of any
+/// down-closed subset is this order restricted to it.
+fn canonical_order(ops: &HashMap<OpHash, Op>) -> Vec<OpHash> {
+    let mut waiting: HashMap<OpHash, usize> = HashMap::new();
+    let mut children: HashMap<OpHash, Vec<OpHash>> = HashMap::new();
+    let mut ready = BTreeSet::new();
+    for (hash, op) in ops {
+        let parents: BTreeSet<&OpHash> = op.parents().iter().collect();
+        waiting.insert(*hash, parents.len());
+        for parent in parents {
+            children.entry(*parent).or_default().push(*hash);
+        }
+        if op.parents().is_empty() {
+            ready.insert(*hash);
+        }
+    }
+    let mut order = Vec::with_capacity(ops.len());
+    while let Some(next) = ready.pop_first() {
+        order.push(next);
+        for child in children.get(&next).into_iter().flatten() {
+            let count = waiting.get_mut(child).expect("every op is counted");
+            *count -= 1;
+            if *count == 0 {
+                ready.insert(*child);
+            }
+        }
+    }
+    order
+}
+
+/// Evaluates the rules, memoising each op's state before it.
+struct Resolver<'a> {
+    log: &'a Log,
+    position: HashMap<OpHash, usize>,
+    /// The membership of each op's causal past.
+    before: HashMap<OpHash, Membership>,
+}
+
+impl<'a> Resolver<'a> {
+    fn new(log: &'a Log) -> Resolver<'a> {
+        let position = log.order.iter().enumerate().map(|(i, h)| (*h, i)).collect();
+        Resolver {
+            log,
+            position,
+            before: HashMap::new(),
+        }
+    }
+
+    fn resolve_all(&mut self) -> Membership {
+        let all: Vec<OpHash> = self.log.order.clone();
+        self.resolve(&all)
+    }
+
+    /// The membership of a down-closed set of ops, given in canonical order.
+    fn resolve(&mut self, set: &[OpHash]) -> Membership {
+        let mut refused = BTreeMap::new();
+        // Rules 1, 2 and 4 against each op's own past.
+        let mut candidates: Vec<OpHash> = Vec::new();
+        for hash in set {
+            let past = self.before(hash);
+            match check(&self.log.ops[hash], &past) {
+                Ok(()) => candidates.push(*hash),
+                Err(why) => {
+                    refused.insert(*hash, why);
+                }
+            }
+        }
+        // Rule 3 (strong removal), then authority again: an op whose author's
+        // role came from an op now refused fails too. Repeat until stable;
+        // what failed for authority stays refused.
+        let mut lost_authority: BTreeSet<OpHash> = BTreeSet::new();
+        let mut valid = loop {
+            let start: Vec<OpHash> = candidates
+                .iter()
+                .filter(|h| !lost_authority.contains(*h))
+                .copied()
+                .collect();
+            let (valid, beaten) = self.strong_removal(&start);
+            let kept: BTreeSet<OpHash> = valid.iter().copied().collect();
+            let mut failed = Vec::new();
+            for h in &valid {
+                let mut past: Vec<OpHash> = self.log.ancestors[h]
+                    .iter()
+                    .filter(|a| kept.contains(*a))
+                    .copied()
+                    .collect();
+                past.sort_by_key(|a| self.position[a]);
+                let members = Membership {
+                    members: self.members_of(&past),
+                    refused: BTreeMap::new(),
+                };
+                if let Err(why) = check(&self.log.ops[h], &members) {
+                    failed.push((*h, why));
+                }
+            }
+            if failed.is_empty() {
+                for h in beaten {
+                    refused.insert(
+                        h,
+                        "its author was removed or demoted before it or concurrently".into(),
+                    );
+                }
+                break valid;
+            }
+            for (h, why) in failed {
+                lost_authority.insert(h);
+                refused.insert(h, why);
+            }
+        };
+        // Rule 4: an owner remains.
+        loop {
+            let members = self.members_of(&valid);
+            let had_owner = valid.iter().any(|h| grants_owner(self.log.ops[h].action()));
+            if !had_owner || members.values().any(|m| m.role == Role::Owner) {
+                return Membership { members, refused };
+            }
+            let last = valid
+                .iter()
+                .rev()
+                .find(|h| ends_ownership(&self.log.ops[*h]))
+                .copied();
+            match last {
+                Some(h) => {
+                    valid.retain(|v| *v != h);
+                    refused.insert(h, "it would leave the space without an owner".into());
+                }
+                None => return Membership { members, refused },
+            }
+        }
+    }
+
+    /// Rule 3: removals (and demotions from owner) are confirmed from the
+    /// most senior remover down, each unless a confirmed one already took its
+    /// author's standing; then every op by a removed device that did not come
+    /// before its removal goes. Returns the ops kept and those that went.
+    fn strong_removal(&mut self, set: &[OpHash]) -> (Vec<OpHash>, Vec<OpHash>) {
+        let mut removals: Vec<(Option<usize>, usize, OpHash)> = Vec::new();
+        for h in set {
+            if takes_standing(&self.log.ops[h]).is_none() {
+                continue;
+            }
+            let author = *self.log.ops[h].author();
+            let rank = self.before(h).members.get(&author).and_then(|m| m.rank);
+            removals.push((rank, self.position[h], *h));
+        }
+        // Owners by seniority, then everyone else; ties in canonical order.
+        removals.sort_by_key(|(rank, position, _)| (rank.unwrap_or(usize::MAX), *position));
+        let mut confirmed: Vec<OpHash> = Vec::new();
+        for (_, _, r) in &removals {
+            if !self.beaten(r, &confirmed, set) {
+                confirmed.push(*r);
+            }
+        }
+        let (mut kept, mut gone) = (Vec::new(), Vec::new());
+        for h in set {
+            if self.beaten(h, &confirmed, set) {
+                gone.push(*h);
+            } else {
+                kept.push(*h);
+            }
+        }
+        (kept, gone)
+    }
+
+    /// Whether a confirmed removal or demotion of `hash`'s author, that
+    /// `hash` did not come before, takes the standing `hash` needs — unless
+    /// the author was granted it again (by an op in `set`) between the two.
+    fn beaten(&self, hash: &OpHash, confirmed: &[OpHash], set: &[OpHash]) -> bool {
+        let op = &self.log.ops[hash];
+        let author = *op.author();
+        let ancestors = &self.log.ancestors;
+        confirmed.iter().any(|r| {
+            let Some((target, removal)) = takes_standing(&self.log.ops[r]) else {
+                return false;
+            };
+            let takes = r != hash
+                && target == author
+                && !ancestors[r].contains(hash)
+                && (removal || needs(op.action()) == Role::Owner);
+            let granted_again = || {
+                set.iter().any(|g| {
+                    grants(&self.log.ops[g]) == Some(author)
+                        && ancestors[g].contains(r)
+                        && ancestors[hash].contains(g)
+                })
+            };
+            takes && !granted_again()
+        })
+    }
+
+    /// The membership of an op's causal past (memoised).
+    fn before(&mut self, hash: &OpHash) -> Membership {
+        if let Some(known) = self.before.get(hash) {
+            return known.clone();
+        }
+        let mut past: Vec<OpHash> = self.log.ancestors[hash].iter().copied().collect();
+        past.sort_by_key(|h| self.position[h]);
+        let membership = self.resolve(&past);
+        self.before.insert(*hash, membership.clone());
+        membership
+    }
+
+    /// Who is a member after the valid ops (in canonical order).
+    fn members_of(&self, valid: &[OpHash]) -> BTreeMap<DeviceKey, Member> {
+        let mut grants: BTreeMap<DeviceKey, Vec<OpHash>> = BTreeMap::new();
+        let mut removals: BTreeMap<DeviceKey, Vec<OpHash>> = BTreeMap::new();
+        for h in valid {
+            let op = &self.log.ops[h];
+            match op.action() {
+                Action::Create { .. } => grants.entry(*op.author()).or_default().push(*h),
+                Action::Add { member, .. } | Action::SetRole { member, .. } => {
+                    grants.entry(*member).or_default().push(*h)
+                }
+                Action::Remove { member } => removals.entry(*member).or_default().push(*h),
+                Action::Leave => removals.entry(*op.author()).or_default().push(*h),
+            }
+        }
+        let before = |a: &OpHash, b: &OpHash| self.log.ancestors[b].contains(a);
+        let mut members = BTreeMap::new();
+        for (device, device_grants) in grants {
+            let removed = removals.get(&device).cloned().unwrap_or_default();
+            // Grants that came after every removal: a removal beats a
+            // concurrent grant.
+            let effective: Vec<OpHash> = device_grants
+                .iter()
+                .filter(|g| removed.iter().all(|r| before(r, g)))
+                .copied()
+                .collect();
+            if effective.is_empty() {
+                continue;
+            }
+            let latest: Vec<OpHash> = effective
+                .iter()
+                .filter(|g| !effective.iter().any(|other| before(g, other)))
+                .copied()
+                .collect();
+            let role = latest
+                .iter()
+                .map(|g| granted_role(self.log.ops[g].action()))
+                .min()
+                .expect("at least one latest grant");
+            let name = effective
+                .iter()
+                .rev()
+                .find_map(|g| match self.log.ops[g].action() {
+                    Action::Add { name, .. } => Some(name.clone()),
+                    Action::Create { .. } => Some(String::new()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            let rank = (role == Role::Owner).then(|| {
+                // Owner since the first owner grant with no demotion after it.
+                effective
+                    .iter()
+                    .filter(|g| granted_role(self.log.ops[*g].action()) == Role::Owner)
+                    .filter(|g| {
+                        !effective.iter().any(|d| {
+                            granted_role(self.log.ops[d].action()) < Role::Owner && before(g, d)
+                        })
+                    })
+                    .map(|g| self.position[g])
+                    .min()
+                    .unwrap_or(usize::MAX)
+            });
+            members.insert(
+                device,
+                Member {
+                    device,
+                    role,
+                    name,
+                    rank,
+                },
+            );
+        }
+        members
+    }
+}
+
+/// Rules 1, 2 and 4 for one op, against the membership of its past.
+fn check(op: &Op, past: &Membership) -> std::result::Result<(), String> {
+    if let Action::Create { .. } = op.action() {
+        return Ok(());
+    }
+    let author = op.author();
+    let needed = needs(op.action());
+    if past.role(author).is_none_or(|r| r < needed) {
+        return Err(format!(
+            "its author is not {} here",
+            match needed {
+                Role::Owner => "an owner",
+                Role::Editor => "an editor",
+                Role::Viewer => "a member",
+            }
+        ));
+    }
+    if let Action::Add { member, .. } = op.action() {
+        if past.members.contains_key(member) {
+            return Err(
+                "it adds a device that is a member already (change its role instead)".into(),
+            );
+        }
+    }
+    let target = match op.action() {
+        Action::Remove { member } | Action::SetRole { member, .. } => Some(*member),
+        Action::Leave => Some(*author),
+        _ => None,
+    };
+    if let Some(target) = target {
+        let target_member = past.members.get(&target);
+        if let (Some(t), Some(a)) = (target_member, past.members.get(author)) {
+            if t.role == Role::Owner && target != *author && t.rank < a.rank {
+                return Err("an owner may remove or demote only owners junior to it".into());
+            }
+        }
+        if matches!(op.action(), Action::Remove { .. } | Action::SetRole { .. })
+            && target_member.is_none()
+        {
+            return Err("it names a device that is not a member".into());
+        }
+        let ends = ends_ownership(op) && target_member.is_some_and(|t| t.role == Role::Owner);
+        if ends && past.owners().filter(|o| o.device != target).count() == 0 {
+            return Err("it would leave the space without an owner".into());
+        }
+    }
+    Ok(())
+}
+
+/// The device an op takes standing from, and whether it removes it (rather
+/// than demoting it from owner).
+fn takes_standing(op: &Op) -> Option<(DeviceKey, bool)> {
+    match op.action() {
+        Action::Remove { member } => Some((*member, true)),
+        Action::Leave => Some((*op.author(), true)),
+        Action::SetRole { member, role } if *role < Role::Owner => Some((*member, false)),
+        _ => None,
+    }
+}
+
+/// The device an op grants a role to, if it does.
+fn grants(op: &Op) -> Option<DeviceKey> {
+    match op.action() {
+        Action::Create { .. } => Some(*op.author()),
+        Action::Add { member, .. } | Action::SetRole { member, .. } => Some(*member),
+        _ => None,
+    }
+}
+
+/// The role an op's author needs.
+fn needs(action: &Action) -> Role {
+    match action {
+        Action::Create { .. } | Action::Leave => Role::Viewer,
+        Action::Add { .. } | Action::SetRole { .. } | Action::Remove { .. } => Role::Owner,
+    }
+}
+
+fn granted_role(action: &Action) -> Role {
+    match action {
+        Action::Create { .. } => Role::Owner,
+        Action::Add { role, .. } | Action::SetRole { role, .. } => *role,
+        _ => Role::Viewer,
+    }
+}
+
+fn grants_owner(action: &Action) -> bool {
+    granted_role(action) == Role::Owner
+        && matches!(
+            action,
+            Action::Create { .. } | Action::Add { .. } | Action::SetRole { .. }
+        )
+}
+
+/// Whether an op takes a device's ownership away (if it was an owner).
+fn ends_ownership(op: &Op) -> bool {
+    match op.action() {
+        Action::Remove { .. } | Action::Leave => true,
+        Action::SetRole { role, .. } => *role < Role::Owner,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPACE: [u8; 16] = [5; 16];
+
+    fn key(n: u8) -> [u8; 32] {
+        [n; 32]
+    }
+
+    fn device(n: u8) -> DeviceKey {
+        SigningKey::from_bytes(&key(n)).verifying_key().to_bytes()
+    }
+
+    /// Signs `action` by device `n` on top of `parents`, inserts it, returns its hash.
+    fn op(log: &mut Log, n: u8, parents: &[OpHash], action: Action) -> OpHash {
+        let op = Op::sign(SPACE, &key(n), parents.to_vec(), action);
+        let hash = op.hash();
+        log.insert(op).unwrap();
+        hash
+    }
+
+    fn add(member: u8, role: Role) -> Action {
+        Action::Add {
+            member: device(member),
+            role,
+            name: format!("d{member}"),
+        }
+    }
+
+    /// A space created by 1, with 2 an owner and 3 an editor, all in a line.
+    fn team() -> (Log, OpHash) {
+        let mut log = Log::new(SPACE);
+        let root = op(
+            &mut log,
+            1,
+            &[],
+            Action::Create {
+                name: "Team".into(),
+            },
+        );
+        let two = op(&mut log, 1, &[root], add(2, Role::Owner));
+        let three = op(&mut log, 1, &[two], add(3, Role::Editor));
+        (log, three)
+    }
+
+    fn roles(log: &Log) -> Vec<(u8, Role)> {
+        let m = log.membership();
+        (1..=9)
+            .filter_map(|n| m.role(&device(n)).map(|r| (n, r)))
+            .collect()
+    }
+
+    #[test]
+    fn only_owners_change_membership_and_forged_or_foreign_ops_are_refused() {
+        let (mut log, head) = team();
+        assert_eq!(
+            roles(&log),
+            vec![(1, Role::Owner), (2, Role::Owner), (3, Role::Editor)]
+        );
+        // An editor adds a stranger and removes the creator: both refused.
+        let a = op(&mut log, 3, &[head], add(9, Role::Owner));
+        let b = op(&mut log, 3, &[a], Action::Remove { member: device(1) });
+        let m = log.membership();
+        assert!(m.refused.contains_key(&a) && m.refused.contains_key(&b));
+        assert_eq!(m.role(&device(9)), None);
+        // A forged signature never gets in.
+        let mut forged = Op::sign(SPACE, &key(3), vec![b], add(8, Role::Owner));
+        forged.body.author = device(1);
+        assert!(log.insert(forged).is_err());
+        let other = Op::sign([6; 16], &key(1), vec![b], add(8, Role::Owner));
+        assert!(log.insert(other).is_err());
+    }
+
+    #[test]
+    fn a_removal_beats_a_concurrent_re_add_and_whatever_the_removed_device_does_after() {
+        let (mut log, head) = team();
+        // 2 (owner) is removed by 1; concurrently 2 adds 4 and re-adds itself.
+        let removal = op(&mut log, 1, &[head], Action::Remove { member: device(2) });
+        let adds_four = op(&mut log, 2, &[head], add(4, Role::Editor));
+        let re_adds = op(&mut log, 2, &[adds_four], add(2, Role::Owner));
+        // And 4, added by the removed device, acts too.
+        let four_acts = op(&mut log, 4, &[re_adds], Action::Leave);
+        let m = log.membership();
+        assert_eq!(m.role(&device(2)), None, "{m:?}");
+        assert_eq!(m.role(&device(4)), None);
+        for refused in [adds_four, re_adds, four_acts] {
+            assert!(m.refused.contains_key(&refused));
+        }
+        assert!(!m.refused.contains_key(&removal));
+        // An owner may deliberately add it back afterwards.
+        let merged = op(&mut log, 1, &[removal, four_acts], add(2, Role::Editor));
+        assert_eq!(log.membership().role(&device(2)), Some(Role::Editor));
+        let after = op(&mut log, 2, &[merged], Action::Leave);
+        assert!(!log.membership().refused.contains_key(&after));
+    }
+
+    #[test]
+    fn adding_a_member_again_cannot_demote_it_and_roles_change_only_for_members() {
+        let (mut log, head) = team();
+        // 2 (a junior owner) "adds" the creator as a viewer: refused.
+        let sneaky = op(&mut log, 2, &[head], add(1, Role::Viewer));
+        let stranger = op(
+            &mut log,
+            1,
+            &[sneaky],
+            Action::SetRole {
+                member: device(7),
+                role: Role::Owner,
+            },
+        );
+        let m = log.membership();
+        assert!(m.refused.contains_key(&sneaky) && m.refused.contains_key(&stranger));
+        assert_eq!(m.role(&device(1)), Some(Role::Owner));
+        assert_eq!(m.role(&device(7)), None);
+        // The creator may demote the junior owner; the junior may not demote it.
+        let demote = op(
+            &mut log,
+            1,
+            &[stranger],
+            Action::SetRole {
+                member: device(2),
+                role: Role::Editor,
+            },
+        );
+        let back = op(
+            &mut log,
+            2,
+            &[demote],
+            Action::SetRole {
+                member: device(2),
+                role: Role::Owner,
+            },
+        );
+        let m = log.membership();
+        assert_eq!(m.role(&device(2)), Some(Role::Editor));
+        assert!(m.refused.contains_key(&back));
+    }
+
+    #[test]
+    fn what_a_removed_device_did_before_its_removal_still_counts() {
+        let (mut log, head) = team();
+        let adds_five = op(&mut log, 2, &[head], add(5, Role::Viewer));
+        op(
+            &mut log,
+            1,
+            &[adds_five],
+            Action::Remove { member: device(2) },
+        );
+        assert_eq!(log.membership().role(&device(5)), Some(Role::Viewer));
+    }
+
+    #[test]
+    fn of_two_owners_removing_each_other_the_senior_one_wins() {
+        let (mut log, head) = team();
+        let one_removes_two = op(&mut log, 1, &[head], Action::Remove { member: device(2) });
+        let two_removes_one = op(&mut log, 2, &[head], Action::Remove { member: device(1) });
+        let m = log.membership();
+        assert_eq!(m.role(&device(1)), Some(Role::Owner));
+        assert_eq!(m.role(&device(2)), None);
+        assert!(!m.refused.contains_key(&one_removes_two));
+        assert!(m.refused.contains_key(&two_removes_one));
+    }
+
+    #[test]
+    fn the_last_owner_cannot_leave_even_when_two_leave_at_once() {
+        let (mut log, head) = team();
+        let one = op(&mut log, 1, &[head], Action::Leave);
+        let two = op(&mut log, 2, &[head], Action::Leave);
+        let m = log.membership();
+        assert_eq!(m.owners().count(), 1, "{m:?}");
+        assert!(m.refused.contains_key(&one) != m.refused.contains_key(&two));
+        // Alone, the last owner's leave is refused outright.
+        let mut solo = Log::new(SPACE);
+        let root = op(&mut solo, 1, &[], Action::Create { name: "Me".into() });
+        let leave = op(&mut solo, 1, &[root], Action::Leave);
+        assert!(solo.membership().refused.contains_key(&leave));
+        assert_eq!(solo.membership().role(&device(1)), Some(Role::Owner));
+    }
+
+    #[test]
+    fn the_same_ops_in_any_order_give_the_same_members() {
+        let (mut log, head) = team();
+        let a = op(&mut log, 1, &[head], Action::Remove { member: device(2) });
+        let b = op(&mut log, 2, &[head], add(6, Role::Editor));
+        op(&mut log, 3, &[a, b], Action::Leave);
+        let expected = log.membership();
+        let ops: Vec<Op> = log.ops().cloned().collect();
+        let mut again = Log::new(SPACE);
+        let mut pending = ops.clone();
+        pending.reverse();
+        while !pending.is_empty() {
+            pending.retain(|op| again.insert(op.clone()).is_err());
+        }
+        assert_eq!(again.membership(), expected);
+    }
+}
