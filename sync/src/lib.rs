@@ -4,6 +4,7 @@
 //! shells over [`Node`]; nothing else in this crate is meant for them directly
 //! except the types `Node` returns. See `ARCHITECTURE.md` for the map.
 
+pub mod authorship;
 pub mod config;
 pub mod control;
 pub mod datadir;
