@@ -392,6 +392,11 @@ impl<'a> Resolver<'a> {
                 .copied()
                 .collect();
             let (valid, beaten) = self.strong_removal(&start);
+            if beaten.is_empty() {
+                // Nothing fell, so each op's past here is the past it was
+                // checked against: no authority was lost.
+                break valid;
+            }
             let kept: BTreeSet<OpHash> = valid.iter().copied().collect();
             let mut failed = Vec::new();
             for h in &valid {
@@ -511,7 +516,12 @@ impl<'a> Resolver<'a> {
         }
         let mut past: Vec<OpHash> = self.log.ancestors[hash].iter().copied().collect();
         past.sort_by_key(|h| self.position[h]);
-        let membership = self.resolve(&past);
+        // Only the members are needed later: what was refused in the past is
+        // reported by the resolution of the whole log.
+        let membership = Membership {
+            members: self.resolve(&past).members,
+            refused: BTreeMap::new(),
+        };
         self.before.insert(*hash, membership.clone());
         membership
     }
