@@ -36,23 +36,8 @@ pub struct Attestation {
     pub doc: String,
     pub author: DeviceKey,
     pub heads: Vec<ChangeHash>,
-    #[serde(with = "signature_bytes")]
+    #[serde(with = "crate::signature")]
     signature: [u8; 64],
-}
-
-mod signature_bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(bytes)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
-        let bytes = <Vec<u8>>::deserialize(d)?;
-        bytes
-            .try_into()
-            .map_err(|_| serde::de::Error::custom("a signature is 64 bytes"))
-    }
 }
 
 impl Attestation {

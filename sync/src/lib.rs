@@ -17,6 +17,7 @@ pub mod node;
 pub mod note;
 pub mod pairing;
 pub mod protocol;
+mod signature;
 pub mod space;
 pub mod store;
 pub mod vault;

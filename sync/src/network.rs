@@ -221,11 +221,6 @@ impl Network {
             .unwrap_or_default()
     }
 
-    /// This device as a peer others can dial (its first address).
-    pub fn peer_addr(&self) -> anyhow::Result<PeerAddr> {
-        Ok(PeerAddr(self.transport()?.addr()))
-    }
-
     /// Keeps `peer` connected (redialling with backoff) while it shares a space.
     pub fn keep_connected(&self, peer: &PeerAddr) -> anyhow::Result<()> {
         self.transport()?.keep_connected(peer.endpoint());
@@ -239,13 +234,6 @@ impl Network {
             Ok(transport) => transport.share_presence(note, anchor, head),
             Err(_) => Ok(()),
         }
-    }
-
-    /// Sync connections open now.
-    pub fn connections(&self) -> usize {
-        self.transport()
-            .map(|t| t.activity().connections())
-            .unwrap_or(0)
     }
 
     /// Opens an invitation into `space` for `minutes`, replacing any open one.
