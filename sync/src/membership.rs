@@ -202,9 +202,7 @@ impl Membership {
 pub struct Log {
     space: [u8; 16],
     ops: HashMap<OpHash, Op>,
-    /// Canonical order (see the module's rules); rebuilt on insert.
-    order: Vec<OpHash>,
-    /// Each op's ancestors, as indexes into `order`.
+    /// Each op's ancestors.
     ancestors: HashMap<OpHash, BTreeSet<OpHash>>,
 }
 
@@ -213,7 +211,6 @@ impl Log {
         Log {
             space,
             ops: HashMap::new(),
-            order: Vec::new(),
             ancestors: HashMap::new(),
         }
     }
@@ -232,7 +229,9 @@ impl Log {
 
     /// Every op, in canonical order.
     pub fn ops(&self) -> impl Iterator<Item = &Op> {
-        self.order.iter().map(|h| &self.ops[h])
+        canonical_order(&self.ops)
+            .into_iter()
+            .map(move |h| &self.ops[&h])
     }
 
     /// The ops no other op names as a parent: what a new op's parents are.
@@ -284,7 +283,6 @@ impl Log {
         }
         self.ancestors.insert(hash, ancestors);
         self.ops.insert(hash, op);
-        self.order = canonical_order(&self.ops);
         Ok(true)
     }
 
@@ -332,6 +330,8 @@ fn canonical_order(ops: &HashMap<OpHash, Op>) -> Vec<OpHash> {
 /// Evaluates the rules, memoising each op's state before it.
 struct Resolver<'a> {
     log: &'a Log,
+    /// The log's ops in canonical order, and each op's place in it.
+    order: Vec<OpHash>,
     position: HashMap<OpHash, usize>,
     /// The membership of each op's causal past.
     before: HashMap<OpHash, Membership>,
@@ -339,16 +339,18 @@ struct Resolver<'a> {
 
 impl<'a> Resolver<'a> {
     fn new(log: &'a Log) -> Resolver<'a> {
-        let position = log.order.iter().enumerate().map(|(i, h)| (*h, i)).collect();
+        let order = canonical_order(&log.ops);
+        let position = order.iter().enumerate().map(|(i, h)| (*h, i)).collect();
         Resolver {
             log,
+            order,
             position,
             before: HashMap::new(),
         }
     }
 
     fn resolve_all(&mut self) -> Membership {
-        let all: Vec<OpHash> = self.log.order.clone();
+        let all = self.order.clone();
         self.resolve(&all)
     }
 

@@ -317,7 +317,7 @@ impl Network {
     /// short-code exchange fails.
     pub async fn wait_for_joiner(&self) -> anyhow::Result<String> {
         let offers = lock(&self.offers).clone();
-        let (Some(first), false) = (offers.first(), offers.is_empty()) else {
+        let Some(first) = offers.first() else {
             anyhow::bail!("no invitation is open");
         };
         let space = first.space;

@@ -386,10 +386,7 @@ impl Session {
         hashes: Vec<Hash>,
         replicas: &mut impl Replicas,
     ) -> Result<(), SessionError> {
-        self.require_open("buckets")?;
-        if !self.shared.contains(&space) {
-            return Err(SessionError::UnsharedSpace);
-        }
+        self.require_shared(&space, "buckets")?;
         if hashes.len() != BUCKETS {
             return Err(SessionError::Malformed("wrong number of buckets"));
         }
@@ -421,10 +418,7 @@ impl Session {
         docs: Vec<DocHeads>,
         replicas: &mut impl Replicas,
     ) -> Result<(), SessionError> {
-        self.require_open("heads")?;
-        if !self.shared.contains(&space) {
-            return Err(SessionError::UnsharedSpace);
-        }
+        self.require_shared(&space, "heads")?;
         if usize::from(bucket) >= BUCKETS {
             return Err(SessionError::Malformed("bucket out of range"));
         }
@@ -465,10 +459,7 @@ impl Session {
         message: &[u8],
         replicas: &mut impl Replicas,
     ) -> Result<(), SessionError> {
-        self.require_open("sync")?;
-        if !self.shared.contains(&space) {
-            return Err(SessionError::UnsharedSpace);
-        }
+        self.require_shared(&space, "sync")?;
         let message = sync::Message::decode(message)
             .map_err(|e| SessionError::BadSyncMessage(e.to_string()))?;
         let changes = !message.changes.is_empty();
@@ -498,10 +489,7 @@ impl Session {
         saved: &[u8],
         replicas: &mut impl Replicas,
     ) -> Result<(), SessionError> {
-        self.require_open("document")?;
-        if !self.shared.contains(&space) {
-            return Err(SessionError::UnsharedSpace);
-        }
+        self.require_shared(&space, "document")?;
         // A document that does not load or is refused is not fatal:
         // the sync below (from our heads, perhaps none) fetches it
         // change by change.
@@ -551,6 +539,16 @@ impl Session {
             reason: format!("the peer said goodbye: {reason}"),
         });
         self.phase = Phase::Closed;
+    }
+
+    /// The session is open and both sides share `space`.
+    fn require_shared(&self, space: &SpaceKey, what: &'static str) -> Result<(), SessionError> {
+        self.require_open(what)?;
+        if self.shared.contains(space) {
+            Ok(())
+        } else {
+            Err(SessionError::UnsharedSpace)
+        }
     }
 
     fn require_open(&self, what: &'static str) -> Result<(), SessionError> {
