@@ -6,7 +6,12 @@
 //!
 //! Each op names its author (a device's node id, its Ed25519 public key), the
 //! heads of the log its author had seen (`parents`), and is signed by the
-//! author's device key. An op whose signature fails is never inserted.
+//! author's device key. An op whose signature fails is never inserted, and
+//! neither is one its own causal past already refuses (rules 1, 2 and 4
+//! below): its author was no member with the role it needs there. That
+//! depends on the op alone, so every device refuses it alike, never stores or
+//! forwards it, and a member that tries what it may not costs the others one
+//! check and nothing more.
 //!
 //! **Roles.** `Owner` (adds, removes, changes roles), `Editor` (edits notes),
 //! `Viewer` (reads). Anyone may leave.
@@ -32,6 +37,7 @@
 //! valid removal of it (a removal beats a concurrent re-add); its role is the
 //! lowest among its latest concurrent grants.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
@@ -46,7 +52,11 @@ pub type DeviceKey = [u8; 32];
 pub type OpHash = [u8; 32];
 
 /// Most ops one space's log holds; more are refused.
-pub const MAX_OPS: usize = 10_000;
+pub const MAX_OPS: usize = 4_096;
+/// Most ops one device may author in one space's log.
+pub const MAX_OPS_PER_AUTHOR: usize = 1_024;
+/// Longest encoded op accepted, in bytes.
+pub const MAX_OP_BYTES: usize = 4_096;
 /// Most parents one op may name.
 pub const MAX_PARENTS: usize = 64;
 /// Longest member name, in bytes.
@@ -65,7 +75,8 @@ pub enum Role {
 /// What an op does.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Action {
-    /// The root of a space's log: its author is the first owner.
+    /// The root of a space's log: its author is the first owner, under
+    /// `name` (its display name).
     Create {
         name: String,
     },
@@ -131,6 +142,22 @@ impl Op {
         &self.body.space
     }
 
+    /// The op as it is stored and sent.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("a membership op encodes")
+    }
+
+    /// Decodes and verifies an op.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Op> {
+        if bytes.len() > MAX_OP_BYTES {
+            return Err(Error::Invalid("a membership op is too large".into()));
+        }
+        let op: Op = postcard::from_bytes(bytes)
+            .map_err(|_| Error::Invalid("a membership op that does not decode".into()))?;
+        op.verify()?;
+        Ok(op)
+    }
+
     /// SHA-256 of the signed encoding: the op's identity.
     pub fn hash(&self) -> OpHash {
         let mut hasher = Sha256::new();
@@ -175,6 +202,8 @@ pub struct Member {
     pub device: DeviceKey,
     pub role: Role,
     pub name: String,
+    /// Who granted the role it has now (itself, for the creator).
+    pub granted_by: DeviceKey,
     /// For owners, their seniority: lower is more senior (the creator is 0).
     pub rank: Option<usize>,
 }
@@ -204,6 +233,14 @@ pub struct Log {
     ops: HashMap<OpHash, Op>,
     /// Each op's ancestors.
     ancestors: HashMap<OpHash, BTreeSet<OpHash>>,
+    /// The members of each causal past the log has met, by its heads (an
+    /// op's sorted parents). A past never changes once its ops are here, so
+    /// this is computed once per past.
+    pasts: HashMap<Vec<OpHash>, BTreeMap<DeviceKey, Member>>,
+    /// How many ops each device authored here.
+    by_author: HashMap<DeviceKey, usize>,
+    /// The membership of the whole log, until the next insert.
+    current: OnceCell<Membership>,
 }
 
 impl Log {
@@ -212,7 +249,14 @@ impl Log {
             space,
             ops: HashMap::new(),
             ancestors: HashMap::new(),
+            pasts: HashMap::new(),
+            by_author: HashMap::new(),
+            current: OnceCell::new(),
         }
+    }
+
+    pub fn space(&self) -> &[u8; 16] {
+        &self.space
     }
 
     pub fn len(&self) -> usize {
@@ -225,6 +269,17 @@ impl Log {
 
     pub fn contains(&self, hash: &OpHash) -> bool {
         self.ops.contains_key(hash)
+    }
+
+    pub fn get(&self, hash: &OpHash) -> Option<&Op> {
+        self.ops.get(hash)
+    }
+
+    /// The op that created the space, if it is here.
+    pub fn root(&self) -> Option<&Op> {
+        self.ops
+            .values()
+            .find(|op| matches!(op.action(), Action::Create { .. }))
     }
 
     /// Every op, in canonical order.
@@ -247,8 +302,8 @@ impl Log {
         heads
     }
 
-    /// Adds a verified op whose parents are all here. `Ok(false)` if it was
-    /// here already.
+    /// Adds a verified op whose parents are all here, unless its own causal
+    /// past refuses it. `Ok(false)` if it was here already.
     pub fn insert(&mut self, op: Op) -> Result<bool> {
         if op.space() != &self.space {
             return Err(Error::Invalid("a membership op for another space".into()));
@@ -260,6 +315,11 @@ impl Log {
         }
         if self.ops.len() >= MAX_OPS {
             return Err(Error::Invalid("the space's membership log is full".into()));
+        }
+        if self.by_author.get(op.author()).copied().unwrap_or(0) >= MAX_OPS_PER_AUTHOR {
+            return Err(Error::Invalid(
+                "one device authored too many of the space's membership ops".into(),
+            ));
         }
         let is_root = matches!(op.action(), Action::Create { .. });
         if is_root != op.parents().is_empty() {
@@ -281,15 +341,85 @@ impl Log {
             ancestors.insert(*parent);
             ancestors.extend(self.ancestors[parent].iter().copied());
         }
+        let past = past_key(op.parents());
+        if !self.pasts.contains_key(&past) {
+            let members = self.members_of_past(&ancestors);
+            self.pasts.insert(past.clone(), members);
+        }
+        let before = Membership {
+            members: self.pasts[&past].clone(),
+            refused: BTreeMap::new(),
+        };
+        check(&op, &before)
+            .map_err(|why| Error::Invalid(format!("a membership op refused: {why}")))?;
+        *self.by_author.entry(*op.author()).or_default() += 1;
         self.ancestors.insert(hash, ancestors);
         self.ops.insert(hash, op);
+        self.current = OnceCell::new();
         Ok(true)
     }
 
     /// The members, by the module's rules.
-    pub fn membership(&self) -> Membership {
-        Resolver::new(self).resolve_all()
+    pub fn membership(&self) -> &Membership {
+        self.current
+            .get_or_init(|| Resolver::new(self).resolve_all())
     }
+
+    /// Who removed `device`, if a counted removal of it stands (its own
+    /// leave names itself).
+    pub fn removed_by(&self, device: &DeviceKey) -> Option<DeviceKey> {
+        let membership = self.membership();
+        if membership.members.contains_key(device) {
+            return None;
+        }
+        self.ops()
+            .filter(|op| !membership.refused.contains_key(&op.hash()))
+            .filter(|op| match op.action() {
+                Action::Remove { member } => member == device,
+                Action::Leave => op.author() == device,
+                _ => false,
+            })
+            .last()
+            .map(|op| *op.author())
+    }
+
+    /// The members of a down-closed set of this log's ops.
+    fn members_of_past(&self, past: &BTreeSet<OpHash>) -> BTreeMap<DeviceKey, Member> {
+        let mut resolver = Resolver::new(self);
+        let mut set: Vec<OpHash> = past.iter().copied().collect();
+        set.sort_by_key(|h| resolver.position[h]);
+        resolver.resolve(&set).members
+    }
+}
+
+/// The key a causal past is remembered by: its heads, sorted, once each.
+fn past_key(parents: &[OpHash]) -> Vec<OpHash> {
+    let mut key = parents.to_vec();
+    key.sort();
+    key.dedup();
+    key
+}
+
+/// A node id (64 hex digits) as the log records devices.
+pub fn device_key(node_id: &str) -> Option<DeviceKey> {
+    if node_id.len() != 64 || !node_id.is_ascii() {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&node_id[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(key)
+}
+
+/// A device as its node id: 64 lowercase hex digits.
+pub fn node_id(device: &DeviceKey) -> String {
+    hex(device)
+}
+
+/// A hash or key as lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn short(hash: &OpHash) -> String {
@@ -333,8 +463,6 @@ struct Resolver<'a> {
     /// The log's ops in canonical order, and each op's place in it.
     order: Vec<OpHash>,
     position: HashMap<OpHash, usize>,
-    /// The membership of each op's causal past.
-    before: HashMap<OpHash, Membership>,
 }
 
 impl<'a> Resolver<'a> {
@@ -345,11 +473,10 @@ impl<'a> Resolver<'a> {
             log,
             order,
             position,
-            before: HashMap::new(),
         }
     }
 
-    fn resolve_all(&mut self) -> Membership {
+    fn resolve_all(mut self) -> Membership {
         let all = self.order.clone();
         self.resolve(&all)
     }
@@ -496,21 +623,14 @@ impl<'a> Resolver<'a> {
         })
     }
 
-    /// The membership of an op's causal past (memoised).
-    fn before(&mut self, hash: &OpHash) -> Membership {
-        if let Some(known) = self.before.get(hash) {
-            return known.clone();
-        }
-        let mut past: Vec<OpHash> = self.log.ancestors[hash].iter().copied().collect();
-        past.sort_by_key(|h| self.position[h]);
-        // Only the members are needed later: what was refused in the past is
-        // reported by the resolution of the whole log.
-        let membership = Membership {
-            members: self.resolve(&past).members,
+    /// The membership of an op's causal past, as the log remembered it when
+    /// the op went in.
+    fn before(&self, hash: &OpHash) -> Membership {
+        let past = past_key(self.log.ops[hash].parents());
+        Membership {
+            members: self.log.pasts.get(&past).cloned().unwrap_or_default(),
             refused: BTreeMap::new(),
-        };
-        self.before.insert(*hash, membership.clone());
-        membership
+        }
     }
 
     /// Who is a member after the valid ops (in canonical order).
@@ -557,7 +677,7 @@ impl<'a> Resolver<'a> {
                 .rev()
                 .find_map(|g| match self.log.ops[g].action() {
                     Action::Add { name, .. } => Some(name.clone()),
-                    Action::Create { .. } => Some(String::new()),
+                    Action::Create { name } => Some(name.clone()),
                     _ => None,
                 })
                 .unwrap_or_default();
@@ -575,12 +695,18 @@ impl<'a> Resolver<'a> {
                     .min()
                     .unwrap_or(usize::MAX)
             });
+            let granted_by = *self.log.ops[latest
+                .iter()
+                .max_by_key(|g| self.position[*g])
+                .expect("at least one latest grant")]
+            .author();
             members.insert(
                 device,
                 Member {
                     device,
                     role,
                     name,
+                    granted_by,
                     rank,
                 },
             );
@@ -737,6 +863,12 @@ mod tests {
         (log, three)
     }
 
+    /// Whether `action` by device `n` on top of `parents` is refused at insert.
+    fn refused_at_insert(log: &mut Log, n: u8, parents: &[OpHash], action: Action) -> bool {
+        let op = Op::sign(SPACE, &key(n), parents.to_vec(), action);
+        log.insert(op).is_err()
+    }
+
     fn roles(log: &Log) -> Vec<(u8, Role)> {
         let m = log.membership();
         (1..=9)
@@ -751,27 +883,46 @@ mod tests {
             roles(&log),
             vec![(1, Role::Owner), (2, Role::Owner), (3, Role::Editor)]
         );
-        // An editor adds a stranger and removes the creator: both refused.
-        let a = op(&mut log, 3, &[head], add(9, Role::Owner));
-        let b = op(&mut log, 3, &[a], Action::Remove { member: device(1) });
-        let m = log.membership();
-        assert!(m.refused.contains_key(&a) && m.refused.contains_key(&b));
-        assert_eq!(m.role(&device(9)), None);
+        // An editor adds a stranger, removes the creator or changes a role:
+        // refused before they go in, so they are never stored or forwarded.
+        assert!(refused_at_insert(&mut log, 3, &[head], add(9, Role::Owner)));
+        let removes_creator = Action::Remove { member: device(1) };
+        assert!(refused_at_insert(&mut log, 3, &[head], removes_creator));
+        let promotes = Action::SetRole {
+            member: device(3),
+            role: Role::Owner,
+        };
+        assert!(refused_at_insert(&mut log, 3, &[head], promotes));
+        assert_eq!(log.len(), 3);
+        assert_eq!(log.membership().role(&device(9)), None);
         // A forged signature never gets in.
-        let mut forged = Op::sign(SPACE, &key(3), vec![b], add(8, Role::Owner));
+        let mut forged = Op::sign(SPACE, &key(3), vec![head], add(8, Role::Owner));
         forged.body.author = device(1);
         assert!(log.insert(forged).is_err());
-        let other = Op::sign([6; 16], &key(1), vec![b], add(8, Role::Owner));
+        let other = Op::sign([6; 16], &key(1), vec![head], add(8, Role::Owner));
         assert!(log.insert(other).is_err());
+        // Nor does one that does not decode.
+        assert!(Op::from_bytes(&[1, 2, 3]).is_err());
+        let good = Op::sign(SPACE, &key(1), vec![head], add(8, Role::Viewer));
+        assert_eq!(Op::from_bytes(&good.to_bytes()).unwrap(), good);
     }
 
     #[test]
     fn a_removal_beats_a_concurrent_re_add_and_whatever_the_removed_device_does_after() {
         let (mut log, head) = team();
-        // 2 (owner) is removed by 1; concurrently 2 adds 4 and re-adds itself.
+        // 2 (owner) is removed by 1; concurrently 2 adds 4 and grants
+        // itself its role again.
         let removal = op(&mut log, 1, &[head], Action::Remove { member: device(2) });
         let adds_four = op(&mut log, 2, &[head], add(4, Role::Editor));
-        let re_adds = op(&mut log, 2, &[adds_four], add(2, Role::Owner));
+        let re_adds = op(
+            &mut log,
+            2,
+            &[adds_four],
+            Action::SetRole {
+                member: device(2),
+                role: Role::Owner,
+            },
+        );
         // And 4, added by the removed device, acts too.
         let four_acts = op(&mut log, 4, &[re_adds], Action::Leave);
         let m = log.membership();
@@ -781,6 +932,13 @@ mod tests {
             assert!(m.refused.contains_key(&refused));
         }
         assert!(!m.refused.contains_key(&removal));
+        // Re-adding itself after seeing the removal is refused outright.
+        assert!(refused_at_insert(
+            &mut log,
+            2,
+            &[removal, four_acts],
+            add(2, Role::Owner)
+        ));
         // An owner may deliberately add it back afterwards.
         let merged = op(&mut log, 1, &[removal, four_acts], add(2, Role::Editor));
         assert_eq!(log.membership().role(&device(2)), Some(Role::Editor));
@@ -792,42 +950,36 @@ mod tests {
     fn adding_a_member_again_cannot_demote_it_and_roles_change_only_for_members() {
         let (mut log, head) = team();
         // 2 (a junior owner) "adds" the creator as a viewer: refused.
-        let sneaky = op(&mut log, 2, &[head], add(1, Role::Viewer));
-        let stranger = op(
+        assert!(refused_at_insert(
             &mut log,
-            1,
-            &[sneaky],
-            Action::SetRole {
-                member: device(7),
-                role: Role::Owner,
-            },
-        );
+            2,
+            &[head],
+            add(1, Role::Viewer)
+        ));
+        let stranger = Action::SetRole {
+            member: device(7),
+            role: Role::Owner,
+        };
+        assert!(refused_at_insert(&mut log, 1, &[head], stranger));
         let m = log.membership();
-        assert!(m.refused.contains_key(&sneaky) && m.refused.contains_key(&stranger));
         assert_eq!(m.role(&device(1)), Some(Role::Owner));
         assert_eq!(m.role(&device(7)), None);
         // The creator may demote the junior owner; the junior may not demote it.
         let demote = op(
             &mut log,
             1,
-            &[stranger],
+            &[head],
             Action::SetRole {
                 member: device(2),
                 role: Role::Editor,
             },
         );
-        let back = op(
-            &mut log,
-            2,
-            &[demote],
-            Action::SetRole {
-                member: device(2),
-                role: Role::Owner,
-            },
-        );
-        let m = log.membership();
-        assert_eq!(m.role(&device(2)), Some(Role::Editor));
-        assert!(m.refused.contains_key(&back));
+        let back = Action::SetRole {
+            member: device(2),
+            role: Role::Owner,
+        };
+        assert!(refused_at_insert(&mut log, 2, &[demote], back));
+        assert_eq!(log.membership().role(&device(2)), Some(Role::Editor));
     }
 
     #[test]
@@ -847,12 +999,13 @@ mod tests {
     fn of_two_owners_removing_each_other_the_senior_one_wins() {
         let (mut log, head) = team();
         let one_removes_two = op(&mut log, 1, &[head], Action::Remove { member: device(2) });
-        let two_removes_one = op(&mut log, 2, &[head], Action::Remove { member: device(1) });
+        // The junior one's removal of the senior is refused by its own past.
+        let removes_senior = Action::Remove { member: device(1) };
+        assert!(refused_at_insert(&mut log, 2, &[head], removes_senior));
         let m = log.membership();
         assert_eq!(m.role(&device(1)), Some(Role::Owner));
         assert_eq!(m.role(&device(2)), None);
         assert!(!m.refused.contains_key(&one_removes_two));
-        assert!(m.refused.contains_key(&two_removes_one));
     }
 
     #[test]
@@ -866,8 +1019,7 @@ mod tests {
         // Alone, the last owner's leave is refused outright.
         let mut solo = Log::new(SPACE);
         let root = op(&mut solo, 1, &[], Action::Create { name: "Me".into() });
-        let leave = op(&mut solo, 1, &[root], Action::Leave);
-        assert!(solo.membership().refused.contains_key(&leave));
+        assert!(refused_at_insert(&mut solo, 1, &[root], Action::Leave));
         assert_eq!(solo.membership().role(&device(1)), Some(Role::Owner));
     }
 
@@ -886,5 +1038,28 @@ mod tests {
             pending.retain(|op| again.insert(op.clone()).is_err());
         }
         assert_eq!(again.membership(), expected);
+    }
+
+    #[test]
+    fn one_device_authors_a_bounded_number_of_ops() {
+        let (mut log, head) = team();
+        // Device 1 adds new devices, all on the same past, up to its share.
+        let mut refused = None;
+        for i in 0..MAX_OPS_PER_AUTHOR {
+            let member = Op::sign(SPACE, &[9; 32], Vec::new(), Action::Leave).hash();
+            let member = Sha256::digest([member.as_slice(), &i.to_le_bytes()].concat()).into();
+            let action = Action::Add {
+                member,
+                role: Role::Viewer,
+                name: String::new(),
+            };
+            if let Err(e) = log.insert(Op::sign(SPACE, &key(1), vec![head], action)) {
+                refused = Some((i, e.to_string()));
+                break;
+            }
+        }
+        let (at, why) = refused.expect("the cap is reached");
+        assert!(why.contains("too many"), "{why}");
+        assert_eq!(at + 3, MAX_OPS_PER_AUTHOR, "3 ops by device 1 were there");
     }
 }

@@ -48,9 +48,9 @@ impl Device {
             let mut still = Vec::new();
             for op in std::mem::take(&mut self.waiting) {
                 if op.parents().iter().all(|p| self.log.contains(p)) {
-                    self.log
-                        .insert(op)
-                        .expect("a well-formed op with its parents goes in");
+                    // Refused only when its own past refuses it, which every
+                    // device decides alike: it is dropped, not forwarded.
+                    let _ = self.log.insert(op);
                 } else {
                     still.push(op);
                 }
@@ -116,7 +116,7 @@ fn run(seed: u64) -> usize {
             }
             _ => {
                 let actor = rng.below(n as u64) as usize;
-                let view = devices[actor].log.membership();
+                let view = devices[actor].log.membership().clone();
                 let Some(action) = choose(&view, &keys, actor, &mut rng) else {
                     continue;
                 };
@@ -139,7 +139,7 @@ fn run(seed: u64) -> usize {
             }
         }
     }
-    let first = devices[0].log.membership();
+    let first = devices[0].log.membership().clone();
     for (i, device) in devices.iter().enumerate() {
         assert!(
             device.waiting.is_empty(),
@@ -147,7 +147,7 @@ fn run(seed: u64) -> usize {
         );
         assert_eq!(
             device.log.membership(),
-            first,
+            &first,
             "seed {seed}: device {i} computes other members than device 0"
         );
     }
