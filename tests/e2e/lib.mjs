@@ -422,6 +422,6 @@ export async function scenario(label, apps, body) {
   } finally {
     for (const app of apps) await app.stop();
     if (failed) console.error(`kept the test's files in ${root}`);
-    else rmSync(root, { recursive: true, force: true });
+    else rmSync(root, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
   }
 }
