@@ -255,10 +255,6 @@ impl Log {
         }
     }
 
-    pub fn space(&self) -> &[u8; 16] {
-        &self.space
-    }
-
     pub fn len(&self) -> usize {
         self.ops.len()
     }
@@ -269,17 +265,6 @@ impl Log {
 
     pub fn contains(&self, hash: &OpHash) -> bool {
         self.ops.contains_key(hash)
-    }
-
-    pub fn get(&self, hash: &OpHash) -> Option<&Op> {
-        self.ops.get(hash)
-    }
-
-    /// The op that created the space, if it is here.
-    pub fn root(&self) -> Option<&Op> {
-        self.ops
-            .values()
-            .find(|op| matches!(op.action(), Action::Create { .. }))
     }
 
     /// Every op, in canonical order.
