@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{NetConfig, MDNS_OFF};
 use crate::error::Error;
+use crate::membership::Role;
 use crate::net::{ticket_inviter, Transport};
 use crate::node::{now_ms, Node};
 use crate::note::NoteId;
@@ -236,8 +237,21 @@ impl Network {
         }
     }
 
-    /// Opens an invitation into `space` for `minutes`, replacing any open one.
+    /// Opens an invitation into `space` for `minutes`, replacing any open
+    /// one; the joiner becomes an editor.
     pub fn invite(&self, space: SpaceId, minutes: u64, by: InviteBy) -> anyhow::Result<Invitation> {
+        self.invite_as(space, minutes, by, Role::Editor)
+    }
+
+    /// Opens an invitation into `space` for `minutes` that makes the joiner
+    /// a member with `role`, replacing any open one.
+    pub fn invite_as(
+        &self,
+        space: SpaceId,
+        minutes: u64,
+        by: InviteBy,
+        role: Role,
+    ) -> anyhow::Result<Invitation> {
         let transport = self.transport()?;
         if by == InviteBy::Code && !transport.has_mdns() {
             anyhow::bail!(MDNS_OFF);
@@ -263,7 +277,7 @@ impl Network {
         };
         let mut offers = Vec::new();
         if by != InviteBy::Code {
-            let offer = Arc::new(Offer::generate(space, expires_at)?);
+            let offer = Arc::new(Offer::generate(space, expires_at)?.with_role(role));
             let addr = transport.addr();
             let inviter: EndpointId = self
                 .node
@@ -285,7 +299,7 @@ impl Network {
         }
         if by != InviteBy::Ticket {
             if transport.has_mdns() {
-                let offer = Arc::new(Offer::generate_code(space, expires_at)?);
+                let offer = Arc::new(Offer::generate_code(space, expires_at)?.with_role(role));
                 invitation.code = offer.code().map(ShortCode::to_string);
                 offers.push(offer);
             } else {

@@ -376,6 +376,24 @@ impl Note {
         self.doc.get_changes(&[]).len()
     }
 
+    /// When a head of the note is a change by `device` (a node id's 32
+    /// bytes), adds an empty change on the current heads: this device vouches
+    /// for what `device` wrote so far, which members then accept from anyone
+    /// after `device` is removed. Returns whether it did.
+    pub fn vouch_for(&mut self, device: &[u8], now_ms: i64) -> bool {
+        let heads = self.doc.get_heads();
+        let by_device = heads.iter().any(|head| {
+            self.doc
+                .get_change_meta_by_hash(head)
+                .is_some_and(|meta| meta.actor.to_bytes().starts_with(device))
+        });
+        if by_device {
+            self.doc
+                .empty_change(CommitOptions::default().with_time(now_ms / 1000));
+        }
+        by_device
+    }
+
     pub fn doc_mut(&mut self) -> &mut AutoCommit {
         &mut self.doc
     }

@@ -14,6 +14,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use peernotes_sync::membership::Role;
 use peernotes_sync::Splice;
 use serde::Deserialize;
 
@@ -131,7 +132,7 @@ pub fn shared_space(
 ) -> peernotes_sync::Result<peernotes_sync::SpaceId> {
     let space = owner.create_space(name)?;
     for member in members {
-        owner.add_member(space, member.node_id(), "member")?;
+        owner.add_member(space, member.node_id(), "member", Role::Editor)?;
         member.join_space(space, owner.node_id())?;
     }
     Ok(space)
@@ -142,7 +143,9 @@ pub fn team(
     member: &peernotes_sync::Node,
 ) -> peernotes_sync::SpaceId {
     let team = owner.create_space("Team").unwrap();
-    owner.add_member(team, member.node_id(), "Bob").unwrap();
+    owner
+        .add_member(team, member.node_id(), "Bob", Role::Editor)
+        .unwrap();
     member.join_space(team, owner.node_id()).unwrap();
     team
 }
@@ -230,7 +233,9 @@ pub fn share_with_cli_device(
 ) -> (peernotes_sync::SpaceId, String) {
     let member = cli(data_dir, &["id"]);
     let space = owner.create_space("Team").unwrap();
-    owner.add_member(space, &member, "Bob").unwrap();
+    owner
+        .add_member(space, &member, "Bob", Role::Editor)
+        .unwrap();
     let space_arg = space.to_string();
     cli(data_dir, &["space", "join", &space_arg, owner.node_id()]);
     let at = owner_addr

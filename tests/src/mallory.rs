@@ -21,9 +21,11 @@ use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use automerge::sync::{self, SyncDoc};
+use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ObjType, ReadDoc, Value, ROOT};
 use iroh::endpoint::{presets, Connection, RecvStream, SendStream};
 use iroh::{Endpoint, EndpointAddr, RelayMode, SecretKey};
+use peernotes_sync::membership::{self, Role};
 use peernotes_sync::net::SYNC_ALPN;
 use peernotes_sync::protocol::frame::{DocHeads, Hash, SpaceKey, SpaceSummary};
 use peernotes_sync::protocol::session::{bucket_of, summary_hash, BUCKETS};
@@ -35,6 +37,7 @@ use crate::Device;
 /// A hostile device: a bare iroh endpoint speaking the sync protocol.
 pub struct Mallory {
     endpoint: Endpoint,
+    key: [u8; 32],
     id: String,
     victim: EndpointAddr,
     docs: Arc<Mutex<Docs>>,
@@ -179,12 +182,17 @@ pub async fn loopback_endpoint(key: SecretKey) -> Endpoint {
 }
 
 impl Mallory {
-    /// Mallory with a fresh key, whom the victim adds as a member of `space`.
+    /// Mallory with a fresh key, whom the victim adds as an editor of `space`.
     pub async fn join(victim: &Device, space: SpaceId) -> Mallory {
+        Mallory::join_as(victim, space, Role::Editor).await
+    }
+
+    /// Mallory with a fresh key, whom the victim adds to `space` with `role`.
+    pub async fn join_as(victim: &Device, space: SpaceId, role: Role) -> Mallory {
         let key = SecretKey::generate();
         victim
             .node
-            .add_member(space, &key.public().to_string(), "Mallory")
+            .add_member(space, &key.public().to_string(), "Mallory", role)
             .unwrap();
         Mallory::with_key(victim.net.addr(), key).await
     }
@@ -197,6 +205,7 @@ impl Mallory {
     async fn with_key(victim: EndpointAddr, key: SecretKey) -> Mallory {
         let id = key.public().to_string();
         Mallory {
+            key: key.to_bytes(),
             endpoint: loopback_endpoint(key).await,
             id,
             victim,
@@ -311,8 +320,16 @@ impl Mallory {
     /// Makes a change to Mallory's replica of `doc` with `f`, commits it, and
     /// returns a sync message carrying exactly the new change(s), ready for a
     /// `Frame::Sync`.
+    /// The change is Mallory's own: made under her device's actor.
     pub fn edit(&self, doc: &str, f: impl FnOnce(&mut AutoCommit)) -> Vec<u8> {
+        self.edit_as(doc, &self.actor(), f)
+    }
+
+    /// `edit`, with the change made under `actor` (whoever's device that
+    /// names).
+    pub fn edit_as(&self, doc: &str, actor: &[u8], f: impl FnOnce(&mut AutoCommit)) -> Vec<u8> {
         self.with_doc(doc, |d| {
+            d.set_actor(automerge::ActorId::from(actor));
             let before = d.get_heads();
             f(d);
             d.commit();
@@ -324,6 +341,77 @@ impl Mallory {
             assert!(!changes.is_empty(), "the edit changed something");
             let heads: Vec<Hash> = d.get_heads().iter().map(|h| h.0).collect();
             raw_sync_message(&heads, &[], &[], &changes)
+        })
+    }
+
+    /// Mallory's replica of `doc` as it is now, to put back with `restore`
+    /// (so an attack that was refused does not taint the next one).
+    pub fn snapshot(&self, doc: &str) -> AutoCommit {
+        self.with_doc(doc, |d| d.fork())
+    }
+
+    pub fn restore(&self, doc: &str, replica: AutoCommit) {
+        self.with_doc(doc, |d| *d = replica);
+    }
+
+    /// The actor Mallory's own device writes as (its node id, then 0).
+    pub fn actor(&self) -> Vec<u8> {
+        let mut actor = membership::device_key(&self.id)
+            .expect("a node id")
+            .to_vec();
+        actor.push(0);
+        actor
+    }
+
+    /// A membership op for `space` signed by Mallory's device key, on the
+    /// heads of the log her replica of the space's index holds.
+    pub fn sign(&self, space: SpaceId, action: membership::Action) -> membership::Op {
+        let heads = self.log_heads(space);
+        membership::Op::sign(*space.as_bytes(), &self.key, heads, action)
+    }
+
+    /// The heads of the membership log in Mallory's replica of `space`'s index.
+    pub fn log_heads(&self, space: SpaceId) -> Vec<[u8; 32]> {
+        self.with_doc(&space.doc_key(), |d| {
+            let mut log = membership::Log::new(*space.as_bytes());
+            let Ok(Some((_, obj))) = d.get(ROOT, "log") else {
+                return Vec::new();
+            };
+            let mut ops: Vec<membership::Op> = d
+                .keys(&obj)
+                .filter_map(|k| match d.get(&obj, k.as_str()) {
+                    Ok(Some((Value::Scalar(v), _))) => match v.as_ref() {
+                        automerge::ScalarValue::Bytes(b) => membership::Op::from_bytes(b).ok(),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect();
+            // Insert in any order that works: parents first.
+            while !ops.is_empty() {
+                let before = ops.len();
+                ops.retain(|op| log.insert(op.clone()).is_err());
+                if ops.len() == before {
+                    break;
+                }
+            }
+            log.heads()
+        })
+    }
+
+    /// An index change putting `op` into the space's log, as a sync message.
+    pub fn put_op(&self, space: SpaceId, op: &membership::Op) -> Vec<u8> {
+        let actor = self.actor();
+        self.edit_as(&space.doc_key(), &actor, |d| {
+            let Ok(Some((_, obj))) = d.get(ROOT, "log") else {
+                panic!("the index has a log");
+            };
+            d.put(
+                &obj,
+                membership::hex(&op.hash()),
+                automerge::ScalarValue::Bytes(op.to_bytes()),
+            )
+            .unwrap();
         })
     }
 

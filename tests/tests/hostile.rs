@@ -4,6 +4,7 @@
 //! Each bad connection is closed by the device, and after every attack an
 //! honest member's edit still arrives: the device stays responsive.
 
+use peernotes_sync::membership::Role;
 use std::time::Duration;
 
 use iroh::endpoint::Connection;
@@ -24,7 +25,7 @@ async fn mallory(alice: &Device, space: SpaceId) -> Endpoint {
     let key = SecretKey::generate();
     alice
         .node
-        .add_member(space, &key.public().to_string(), "Mallory")
+        .add_member(space, &key.public().to_string(), "Mallory", Role::Editor)
         .unwrap();
     peernotes_tests::mallory::loopback_endpoint(key).await
 }

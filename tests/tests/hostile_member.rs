@@ -14,6 +14,7 @@
 //! shown, the members are unchanged, and nothing panicked anywhere in the
 //! process. A counting allocator measures the heap where the attack is memory.
 
+use peernotes_sync::membership::Role;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -1181,7 +1182,7 @@ fn escaped_data_dir() -> tempfile::TempDir {
     node.create(&format!("{ESCAPES}Red title\nbody with \x1b[2J a clear\n"))
         .unwrap();
     let team = node.create_space(&format!("Team{ESCAPES}")).unwrap();
-    node.add_member(team, EVE, &format!("{ESCAPES}Eve"))
+    node.add_member(team, EVE, &format!("{ESCAPES}Eve"), Role::Editor)
         .unwrap();
     node.create_in(team, &format!("{ESCAPES}Shared title\nbody\n"))
         .unwrap();
@@ -1312,7 +1313,7 @@ fn cli_status_survives_members_with_short_or_non_ascii_keys() {
     let team = node.create_space("Team").unwrap();
     let mut added = Vec::new();
     for key in ["é", "ab", "aéééé"] {
-        match node.add_member(team, key, "") {
+        match node.add_member(team, key, "", Role::Editor) {
             Ok(()) => added.push(key),
             Err(e) => println!("add_member({key:?}) refused: {e}"),
         }

@@ -12,6 +12,7 @@
 use automerge::sync;
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ChangeHash, ObjId, ObjType, ReadDoc, ROOT};
+use peernotes_sync::membership::Role;
 use peernotes_sync::protocol::frame::{DocHeads, DocKey};
 use peernotes_sync::protocol::session::bucket_of;
 use peernotes_sync::protocol::{Frame, Session};
@@ -46,7 +47,9 @@ fn world(seed: u64) -> World {
     let mut rng = peernotes_tests::Rng::new(seed);
     let mallory: String = (0..4).map(|_| format!("{:016x}", rng.next_u64())).collect();
     let team = alice.create_space("Team").unwrap();
-    alice.add_member(team, &mallory, "Mallory").unwrap();
+    alice
+        .add_member(team, &mallory, "Mallory", Role::Editor)
+        .unwrap();
     let team_note = alice
         .create_in(team, "# Team note\nshared words\n")
         .unwrap();
@@ -385,6 +388,7 @@ impl World {
                     name: "planted".into(),
                     added_by: self.node_id(*by),
                     added_at: 1,
+                    role: Role::Editor,
                 })
                 .unwrap();
                 doc.put(&obj, key, record)

@@ -2,6 +2,7 @@
 //! live edits follow, and a device that shares no space is turned away before it
 //! receives anything.
 
+use peernotes_sync::membership::Role;
 use std::time::{Duration, Instant};
 
 use peernotes_sync::net::{NetConfig, Transport};
@@ -78,7 +79,7 @@ async fn hostile_member_sends(
     let key = iroh::SecretKey::generate();
     alice
         .node
-        .add_member(team, &key.public().to_string(), "Mallory")
+        .add_member(team, &key.public().to_string(), "Mallory", Role::Editor)
         .unwrap();
     let endpoint = iroh::Endpoint::builder(presets::Minimal)
         .secret_key(key)
@@ -166,7 +167,10 @@ async fn membership_changes_reach_connected_members_live() {
     eventually("the space to reach Bob", || bob.node.members(team).is_ok()).await;
 
     let carol = "c".repeat(64);
-    alice.node.add_member(team, &carol, "Carol").unwrap();
+    alice
+        .node
+        .add_member(team, &carol, "Carol", Role::Editor)
+        .unwrap();
     eventually(
         "Carol's membership to reach Bob without a reconnect",
         || {

@@ -2,6 +2,7 @@
 //! holds its notes, spaces can be created and filled, and membership is kept
 //! across restarts.
 
+use peernotes_sync::membership::Role;
 use peernotes_sync::{exit_code, Node, NodeOptions};
 use peernotes_tests::{peernotes, stderr, stdout};
 
@@ -71,7 +72,7 @@ fn members_are_added_removed_and_remembered() {
             "a name prefix finds it"
         );
         assert_eq!(node.find_space(&team.to_string()[..6]).unwrap(), team);
-        node.add_member(team, BOB, "Bob").unwrap();
+        node.add_member(team, BOB, "Bob", Role::Editor).unwrap();
         let note = node.create_in(team, "# Plan\n").unwrap();
         assert_eq!(node.get(&note).unwrap().space, Some(team));
         node.close().unwrap();

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use super::{read_message, socket_path, write_message, Envelope, Holder, Reply, Request, Response};
 use super::{Device, VERSION};
 use crate::error::{Error, Result};
+use crate::membership::Role;
 use crate::network::{Invitation, InviteBy, Joined};
 use crate::node::{Heads, SpaceInfo};
 use crate::note::{ChangeInfo, NoteId};
@@ -107,9 +108,15 @@ impl Client {
         space: SpaceId,
         by: InviteBy,
         minutes: u64,
+        role: Role,
         on_invitation: &mut dyn FnMut(&Invitation),
     ) -> Result<String> {
-        let request = Request::Invite { space, by, minutes };
+        let request = Request::Invite {
+            space,
+            by,
+            minutes,
+            role,
+        };
         let reply = self.ask_with(request, &mut |response| {
             if let Response::Invitation(invitation) = response {
                 on_invitation(&invitation);
@@ -262,13 +269,27 @@ impl Device for Client {
         }
     }
 
-    fn add_member(&self, space: SpaceId, node_id: &str, name: &str) -> Result<()> {
+    fn add_member(&self, space: SpaceId, node_id: &str, name: &str, role: Role) -> Result<()> {
         self.ask(Request::AddMember {
             space,
             node_id: node_id.to_string(),
             name: name.to_string(),
+            role,
         })
         .map(|_| ())
+    }
+
+    fn set_role(&self, space: SpaceId, node_id: &str, role: Role) -> Result<()> {
+        self.ask(Request::SetRole {
+            space,
+            node_id: node_id.to_string(),
+            role,
+        })
+        .map(|_| ())
+    }
+
+    fn leave_space(&self, space: SpaceId) -> Result<()> {
+        self.ask(Request::LeaveSpace { space }).map(|_| ())
     }
 
     fn remove_member(&self, space: SpaceId, node_id: &str) -> Result<()> {

@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use crate::error::Result;
+use crate::membership::Role;
 use crate::node::{Heads, Node, SpaceInfo};
 use crate::note::{ChangeInfo, NoteId};
 use crate::space::{Member, SpaceId};
@@ -35,8 +36,10 @@ pub trait Device {
     fn spaces(&self) -> Result<Vec<SpaceInfo>>;
     fn members(&self, space: SpaceId) -> Result<Vec<Member>>;
     fn create_space(&self, name: &str) -> Result<SpaceId>;
-    fn add_member(&self, space: SpaceId, node_id: &str, name: &str) -> Result<()>;
+    fn add_member(&self, space: SpaceId, node_id: &str, name: &str, role: Role) -> Result<()>;
+    fn set_role(&self, space: SpaceId, node_id: &str, role: Role) -> Result<()>;
     fn remove_member(&self, space: SpaceId, node_id: &str) -> Result<()>;
+    fn leave_space(&self, space: SpaceId) -> Result<()>;
     fn join_space(&self, space: SpaceId, inviter: &str) -> Result<()>;
 }
 
@@ -107,12 +110,20 @@ impl Device for Node {
         Node::create_space(self, name)
     }
 
-    fn add_member(&self, space: SpaceId, node_id: &str, name: &str) -> Result<()> {
-        Node::add_member(self, space, node_id, name)
+    fn add_member(&self, space: SpaceId, node_id: &str, name: &str, role: Role) -> Result<()> {
+        Node::add_member(self, space, node_id, name, role)
+    }
+
+    fn set_role(&self, space: SpaceId, node_id: &str, role: Role) -> Result<()> {
+        Node::set_role(self, space, node_id, role)
     }
 
     fn remove_member(&self, space: SpaceId, node_id: &str) -> Result<()> {
         Node::remove_member(self, space, node_id)
+    }
+
+    fn leave_space(&self, space: SpaceId) -> Result<()> {
+        Node::leave_space(self, space)
     }
 
     fn join_space(&self, space: SpaceId, inviter: &str) -> Result<()> {

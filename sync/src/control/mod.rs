@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::membership::Role;
 use crate::network::{Invitation, InviteBy, Joined};
 use crate::node::{Heads, SpaceInfo};
 use crate::note::{ChangeInfo, NoteId};
@@ -130,10 +131,19 @@ pub enum Request {
         space: SpaceId,
         node_id: String,
         name: String,
+        role: Role,
+    },
+    SetRole {
+        space: SpaceId,
+        node_id: String,
+        role: Role,
     },
     RemoveMember {
         space: SpaceId,
         node_id: String,
+    },
+    LeaveSpace {
+        space: SpaceId,
     },
     JoinSpace {
         space: SpaceId,
@@ -145,6 +155,7 @@ pub enum Request {
         space: SpaceId,
         by: InviteBy,
         minutes: u64,
+        role: Role,
     },
     /// Redeem a ticket or short code and wait until the space is synced.
     Join {

@@ -191,9 +191,12 @@ impl Context {
         };
         tracing::info!(request = request_name(&request), "control request");
         let answer = match request {
-            Request::Invite { space, by, minutes } => {
-                self.invite(&mut stream, space, by, minutes).await
-            }
+            Request::Invite {
+                space,
+                by,
+                minutes,
+                role,
+            } => self.invite(&mut stream, space, by, minutes, role).await,
             Request::Join { invitation, name } => self.join(&mut stream, &invitation, &name).await,
             Request::Holder => Ok(Reply::Holder(self.holder.clone())),
             Request::Focus => match &self.hooks.focus {
@@ -240,8 +243,12 @@ impl Context {
         space: crate::space::SpaceId,
         by: crate::network::InviteBy,
         minutes: u64,
+        role: crate::membership::Role,
     ) -> Result<Reply> {
-        let invitation = self.network.invite(space, minutes, by).map_err(invalid)?;
+        let invitation = self
+            .network
+            .invite_as(space, minutes, by, role)
+            .map_err(invalid)?;
         send(stream, &Response::Invitation(invitation)).await?;
         let (mut read, _write) = stream.split();
         let mut byte = [0u8; 1];
@@ -325,12 +332,25 @@ fn answer(node: &Node, request: Request) -> Result<Reply> {
             space,
             node_id,
             name,
+            role,
         } => {
-            node.add_member(space, &node_id, &name)?;
+            node.add_member(space, &node_id, &name, role)?;
+            Reply::Nothing
+        }
+        Request::SetRole {
+            space,
+            node_id,
+            role,
+        } => {
+            node.set_role(space, &node_id, role)?;
             Reply::Nothing
         }
         Request::RemoveMember { space, node_id } => {
             node.remove_member(space, &node_id)?;
+            Reply::Nothing
+        }
+        Request::LeaveSpace { space } => {
+            node.leave_space(space)?;
             Reply::Nothing
         }
         Request::JoinSpace { space, inviter } => {
@@ -365,7 +385,9 @@ fn request_name(request: &Request) -> &'static str {
         Request::Members { .. } => "members",
         Request::CreateSpace { .. } => "create-space",
         Request::AddMember { .. } => "add-member",
+        Request::SetRole { .. } => "set-role",
         Request::RemoveMember { .. } => "remove-member",
+        Request::LeaveSpace { .. } => "leave-space",
         Request::JoinSpace { .. } => "join-space",
         Request::Invite { .. } => "invite",
         Request::Join { .. } => "join",

@@ -13,6 +13,7 @@ use iroh_mdns_address_lookup::{DiscoveryEvent, MdnsAddressLookup};
 
 use super::{Transport, CODE_SEARCH, PAIRING_TIMEOUT};
 use crate::config::MDNS_OFF;
+use crate::membership::Role;
 use crate::node::{now_ms, Node, NodeEvent, PairingProgress};
 use crate::pairing::{
     decode_message, encode_message, Inviter, InviterNext, Joiner, JoinerNext, PairRequest,
@@ -224,7 +225,8 @@ async fn answer_pairing(
                 response
             }
             InviterNext::Admit { space, name } => {
-                node.add_member(space, &joiner, &name)?;
+                let role = inviter.chosen().map_or(Role::Editor, |offer| offer.role);
+                node.add_member(space, &joiner, &name, role)?;
                 if let Some(offer) = inviter.chosen() {
                     offer.joined_by(&joiner);
                 }

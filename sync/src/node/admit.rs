@@ -13,10 +13,14 @@
 //!   that creates the note) and scalars (`created_at`, `trashed_at`); the text
 //!   holds characters and marks, never objects.
 //! - **Space index**: the root holds `members` and `notes` (maps, made once,
-//!   by the change that creates the space) and scalars (`name`); `members`
-//!   maps a node id to a JSON member record naming that node id (removing a
-//!   member deletes its key); `notes` maps a note id to a number, and a note
-//!   once listed stays listed (trash is the note's own business).
+//!   by the change that creates the space), `log` (a map, made once, by the
+//!   space's creator) and scalars (`name`); `members` (spaces made before
+//!   signed membership) maps a node id to a JSON member record naming that
+//!   node id (removing a member deletes its key); `notes` maps a note id to a
+//!   number, and a note once listed stays listed (trash is the note's own
+//!   business); `log` maps an op's hash (hex) to that signed membership op,
+//!   and an op once there stays. The ops a change set puts are returned, for
+//!   the space's log to check (`Space::check_ops`) before anything is applied.
 //!
 //! A whole document that arrives for a document this device does not have yet
 //! is checked by its final shape instead (`check_shape`): everything in it
@@ -29,6 +33,7 @@ use std::collections::HashSet;
 use automerge::legacy::{Key, ObjectId, OpId, OpType};
 use automerge::{AutoCommit, Change, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
 
+use crate::membership::{self, Op};
 use crate::note::NoteId;
 use crate::space::Member;
 
@@ -56,6 +61,7 @@ enum Role {
     Text,
     Members,
     Notes,
+    Log,
 }
 
 impl Objects {
@@ -69,6 +75,7 @@ impl Objects {
             Shape::Index => &[
                 ("members", ObjType::Map, Role::Members),
                 ("notes", ObjType::Map, Role::Notes),
+                ("log", ObjType::Map, Role::Log),
             ],
         };
         for (key, kind, role) in slots {
@@ -97,30 +104,73 @@ impl Objects {
     }
 }
 
+/// What admitted changes do besides keeping the shape.
+#[derive(Debug, Default)]
+pub(super) struct Admitted {
+    /// The membership ops they put into an index's log.
+    pub(super) ops: Vec<Op>,
+    /// For each change, whether it only puts ops into the log (what a member
+    /// that may not edit may still do: leave).
+    pub(super) log_only: Vec<bool>,
+}
+
 /// Checks every op of `changes` (in causal order) against the shape `target`
 /// must keep. `Err` names the first op outside it.
-pub(super) fn admit(target: &AutoCommit, shape: Shape, changes: &[Change]) -> Result<(), String> {
+pub(super) fn admit(
+    target: &AutoCommit,
+    shape: Shape,
+    changes: &[Change],
+) -> Result<Admitted, String> {
     let mut objects = Objects::of(target, shape);
+    let mut creator = index_creator(target);
+    let mut admitted = Admitted::default();
+    let ops = &mut admitted.ops;
     for change in changes {
         let expanded = change.decode();
+        let mut log_only = !expanded.operations.is_empty();
         for (i, op) in expanded.operations.iter().enumerate() {
+            log_only &= objects.role(&op.obj) == Some(Role::Log);
             let id = OpId(
                 expanded.start_op.get() + i as u64,
                 expanded.actor_id.clone(),
             );
-            admit_op(&mut objects, shape, op, id)
+            let step = Step {
+                shape,
+                creator: &mut creator,
+                ops,
+            };
+            admit_op(&mut objects, step, op, id)
                 .map_err(|e| format!("change {} {e}", short_hash(change)))?;
         }
+        admitted.log_only.push(log_only);
     }
-    Ok(())
+    Ok(admitted)
+}
+
+/// What admitting one op may need besides the objects.
+struct Step<'a> {
+    shape: Shape,
+    /// The node id bytes of the index's creator (the actor that made
+    /// `members`), once known.
+    creator: &'a mut Option<Vec<u8>>,
+    ops: &'a mut Vec<Op>,
+}
+
+/// The node id bytes of the device that made an index's `members` map.
+fn index_creator(doc: &AutoCommit) -> Option<Vec<u8>> {
+    match doc.get(ROOT, "members") {
+        Ok(Some((_, ObjId::Id(_, actor, _)))) => actor.to_bytes().get(..32).map(<[u8]>::to_vec),
+        _ => None,
+    }
 }
 
 fn admit_op(
     objects: &mut Objects,
-    shape: Shape,
+    step: Step<'_>,
     op: &automerge::legacy::Op,
     id: OpId,
 ) -> Result<(), String> {
+    let shape = step.shape;
     let key = match &op.key {
         Key::Map(key) => Some(key.as_str()),
         Key::Seq(_) => None,
@@ -131,8 +181,22 @@ fn admit_op(
             (Shape::Note, "text") => Some(("text", ObjType::Text, Role::Text)),
             (Shape::Index, "members") => Some(("members", ObjType::Map, Role::Members)),
             (Shape::Index, "notes") => Some(("notes", ObjType::Map, Role::Notes)),
+            (Shape::Index, "log") => Some(("log", ObjType::Map, Role::Log)),
             _ => None,
         };
+        let by = id.1.to_bytes().get(..32).map(<[u8]>::to_vec);
+        if let (Some((name, ..)), OpType::Make(_)) = (slot, &op.action) {
+            if name == "members" && step.creator.is_none() {
+                *step.creator = by.clone();
+            }
+            // Only the space's creator makes its log (a space made before
+            // signed membership is signed by its creator, nobody else).
+            if name == "log" && (step.creator.is_none() || *step.creator != by) {
+                return Err(
+                    "makes the space's membership log as another device than its creator".into(),
+                );
+            }
+        }
         return match (slot, &op.action) {
             // The creating change makes each object once.
             (Some((name, kind, role)), OpType::Make(made))
@@ -151,6 +215,9 @@ fn admit_op(
         (Some(Role::Text), OpType::Put(_) | OpType::Delete)
         | (Some(Role::Text), OpType::MarkBegin(_) | OpType::MarkEnd(_)) => Ok(()),
         (Some(Role::Text), _) => Err("puts an object into a note's text".into()),
+        (Some(Role::Members), _) if objects.made.contains("log") => {
+            Err("writes the member map of a space whose members are signed".into())
+        }
         (Some(Role::Members), OpType::Delete) => Ok(()),
         (Some(Role::Members), OpType::Put(ScalarValue::Str(record))) => {
             let node_id = key.ok_or("writes a position into the member map")?;
@@ -168,6 +235,19 @@ fn admit_op(
             _ => Err("lists something other than a note id in notes".into()),
         },
         (Some(Role::Notes), _) => Err("puts something other than a time into notes".into()),
+        (Some(Role::Log), OpType::Put(ScalarValue::Bytes(bytes))) => {
+            let key = key.ok_or("writes a position into the membership log")?;
+            let signed = Op::from_bytes(bytes).map_err(|e| format!("puts a bad op: {e}"))?;
+            if membership::hex(&signed.hash()) != key {
+                return Err("files a membership op under another hash".into());
+            }
+            step.ops.push(signed);
+            Ok(())
+        }
+        (Some(Role::Log), OpType::Delete) => {
+            Err("removes an op from the space's membership log".into())
+        }
+        (Some(Role::Log), _) => Err("puts something other than a signed op into the log".into()),
         (None, _) => Err("writes into an object that is not part of the document".into()),
     }
 }
@@ -219,6 +299,31 @@ pub(super) fn check_shape(doc: &AutoCommit, shape: Shape) -> Result<(), String> 
                         _ => return Err("an index whose members hold a non-record".into()),
                     },
                     _ => return Err("an index whose members hold a non-record".into()),
+                }
+            }
+            if let Ok(Some((_, log))) = doc.get(ROOT, "log") {
+                let log = object("log", ObjType::Map).map(|_| log)?;
+                let made_by = match &log {
+                    ObjId::Id(_, actor, _) => actor.to_bytes().get(..32).map(<[u8]>::to_vec),
+                    ObjId::Root => None,
+                };
+                if made_by.is_none() || made_by != index_creator(doc) {
+                    return Err(
+                        "an index whose membership log another device than its creator made".into(),
+                    );
+                }
+                for key in doc.keys(&log) {
+                    let Ok(Some((Value::Scalar(v), _))) = doc.get(&log, key.as_str()) else {
+                        return Err("an index whose log holds an object".into());
+                    };
+                    let ScalarValue::Bytes(bytes) = v.as_ref() else {
+                        return Err("an index whose log holds something other than ops".into());
+                    };
+                    let op = Op::from_bytes(bytes)
+                        .map_err(|e| format!("an index with a bad op: {e}"))?;
+                    if membership::hex(&op.hash()) != key {
+                        return Err("an index filing an op under another hash".into());
+                    }
                 }
             }
             let notes = object("notes", ObjType::Map)?;
@@ -343,6 +448,7 @@ mod tests {
                 name: "Bob".into(),
                 added_by: "aa".into(),
                 added_at: 1,
+                role: crate::membership::Role::Editor,
             })
             .unwrap()
         };

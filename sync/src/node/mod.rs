@@ -248,6 +248,8 @@ struct State {
     outbox: Vec<NodeEvent>,
     /// The writer's lock; `None` for a read-only Node, which never writes.
     lock: Option<DataDirLock>,
+    /// The device key, which signs membership ops; `None` when read-only.
+    key: Option<[u8; 32]>,
     node_id: String,
     /// Every space's index, always in memory (there are few). Empty when read-only.
     spaces: BTreeMap<SpaceId, spaces::OpenSpace>,
@@ -296,16 +298,16 @@ impl Node {
         let store = Store::open(&dir)?;
         let node_id = identity.node_id();
         let actor_bytes = device_actor(&node_id, 0);
+        let secret = identity.secret_bytes();
         let mut state = State::new(
             store,
             ActorId::from(actor_bytes),
             node_id.clone(),
             &options,
-            Some(lock),
+            Some((lock, secret)),
         );
         state.load_spaces()?;
         state.ensure_private_space()?;
-        let secret = identity.secret_bytes();
         Node::start(
             dir,
             node_id,
@@ -668,9 +670,11 @@ impl State {
         actor: ActorId,
         node_id: String,
         options: &NodeOptions,
-        lock: Option<DataDirLock>,
+        writer: Option<(DataDirLock, [u8; 32])>,
     ) -> State {
+        let (lock, key) = writer.unzip();
         State {
+            key,
             node_id,
             spaces: BTreeMap::new(),
             dirty_spaces: BTreeSet::new(),
@@ -697,6 +701,11 @@ impl State {
         } else {
             Err(Error::ReadOnly)
         }
+    }
+
+    /// The device key, which only a writer has.
+    fn device_key(&self) -> Result<[u8; 32]> {
+        self.key.ok_or(Error::ReadOnly)
     }
 
     /// The space a note belongs to, from memory or its row; `None` if this

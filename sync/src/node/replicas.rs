@@ -9,7 +9,7 @@
 //! `MAX_INCOMING_PER_PEER`, and dropped when that peer's last connection
 //! closes. Received changes are committed by the group commit, like local ones.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use automerge::sync::{self, SyncDoc};
 use automerge::{AutoCommit, ChangeHash, ObjType, ReadDoc, Value, ROOT};
@@ -19,6 +19,7 @@ use super::decode::strict_load;
 use super::spaces::OpenSpace;
 use super::{lock, now_ms, Node, NodeEvent, OpenNote, SavedSyncState, State};
 use crate::error::{Error, Result};
+use crate::membership::{self, Log, Role as MemberRole};
 use crate::note::{Note, NoteId};
 use crate::protocol::frame::{DocKey, Hash, SpaceKey};
 use crate::protocol::Replicas;
@@ -251,7 +252,8 @@ impl PeerReplicas<'_> {
         arrived_whole: Option<Vec<u8>>,
     ) -> std::result::Result<(), String> {
         if doc == space.doc_key() {
-            if self.st.spaces.contains_key(&space) {
+            if let Some(open) = self.st.spaces.get_mut(&space) {
+                open.space.read_log();
                 self.st.dirty_spaces.insert(space);
                 // Relay it to the other members this device is connected to.
                 self.st.outbox.push(NodeEvent::SpaceChanged { space });
@@ -325,7 +327,9 @@ impl PeerReplicas<'_> {
         }
     }
 
-    /// Refuses `changes` for `key` unless they keep its document's shape.
+    /// Refuses `changes` for `key` unless they keep its document's shape,
+    /// every membership op they carry goes into the space's log, and their
+    /// authors may write them (`check_authors`).
     fn admit(
         &mut self,
         space: SpaceId,
@@ -338,7 +342,28 @@ impl PeerReplicas<'_> {
             Shape::Note
         };
         let target = self.doc_mut(space, key)?;
-        admit(target, shape, changes)
+        let admitted = admit(target, shape, changes)?;
+        // A space still being joined has no members known here yet: its
+        // index is checked whole when it is promoted.
+        let Some(open) = self.st.spaces.get(&space) else {
+            return Ok(());
+        };
+        let extended;
+        let log = if admitted.ops.is_empty() {
+            open.space.log()
+        } else {
+            extended = open.space.check_ops(admitted.ops)?;
+            &extended
+        };
+        let authored: Vec<Authored<'_>> = changes
+            .iter()
+            .map(|c| Authored {
+                actor: c.actor_id().to_bytes(),
+                hash: c.hash(),
+                deps: c.deps(),
+            })
+            .collect();
+        check_authors(&open.space, log, &authored, &admitted.log_only)
     }
 }
 
@@ -476,23 +501,36 @@ impl Replicas for PeerReplicas<'_> {
         } else {
             Shape::Note
         };
-        let target = self.doc_mut(space, key)?;
-        let before = target.get_heads();
         let mut whole = strict_load(saved)?;
         let mut arrived_whole = None;
+        let before = self.doc_mut(space, key)?.get_heads();
         if before.is_empty() {
-            // New here: checked by its shape, kept as loaded, and its bytes
-            // kept for the store.
+            // New here: checked by its shape and its authors, kept as loaded,
+            // and its bytes kept for the store.
             check_shape(&whole, shape)?;
+            if let Some(open) = self.st.spaces.get(&space) {
+                let metas = whole.get_changes_meta(&[]);
+                let changes: Vec<Authored<'_>> = metas
+                    .iter()
+                    .map(|m| Authored {
+                        actor: m.actor.to_bytes(),
+                        hash: m.hash,
+                        deps: &m.deps,
+                    })
+                    .collect();
+                check_authors(&open.space, open.space.log(), &changes, &[])?;
+            }
+            let target = self.doc_mut(space, key)?;
             let actor = target.get_actor().clone();
             *target = whole.with_actor(actor);
             arrived_whole = Some(saved.to_vec());
         } else {
-            let changes = target.get_changes_added(&mut whole);
-            admit(target, shape, &changes)?;
+            let changes = self.doc_mut(space, key)?.get_changes_added(&mut whole);
+            self.admit(space, key, &changes)?;
+            let target = self.doc_mut(space, key)?;
             target.apply_changes(changes).map_err(|e| e.to_string())?;
         }
-        let after = target.get_heads();
+        let after = self.doc_mut(space, key)?.get_heads();
         if after == before {
             return Ok(None);
         }
@@ -537,4 +575,73 @@ fn decode_heads(bytes: &[u8]) -> Vec<Hash> {
         .chunks_exact(32)
         .map(|h| h.try_into().expect("32-byte chunks"))
         .collect()
+}
+
+/// What `check_authors` needs of a change.
+struct Authored<'a> {
+    actor: &'a [u8],
+    hash: ChangeHash,
+    deps: &'a [ChangeHash],
+}
+
+/// Refuses changes whose author may not write them. A change's author is the
+/// device its actor names (its first 32 bytes). An editor or owner may write
+/// anything admission allows; any device may put signed ops into an index's
+/// log (`log_only`), since each op is checked by the log's rules. A change by
+/// anyone else — a viewer, a removed device — counts only when a change in
+/// the same set by an editor or owner depends on it: written while its author
+/// still could, and forwarded with later work built on it.
+fn check_authors(
+    space: &Space,
+    log: &Log,
+    changes: &[Authored<'_>],
+    log_only: &[bool],
+) -> std::result::Result<(), String> {
+    let writes = |change: &Authored<'_>| {
+        change.actor.get(..32).is_some_and(|device| {
+            space
+                .role_in(log, &membership::hex(device))
+                .is_some_and(|role| role >= MemberRole::Editor)
+        })
+    };
+    let by_hash: HashMap<ChangeHash, usize> = changes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.hash, i))
+        .collect();
+    let mut vouched: Vec<bool> = changes.iter().map(writes).collect();
+    let mut stack: Vec<usize> = (0..changes.len()).filter(|i| vouched[*i]).collect();
+    while let Some(i) = stack.pop() {
+        for dep in changes[i].deps {
+            if let Some(&j) = by_hash.get(dep) {
+                if !vouched[j] {
+                    vouched[j] = true;
+                    stack.push(j);
+                }
+            }
+        }
+    }
+    for (i, change) in changes.iter().enumerate() {
+        if vouched[i] || log_only.get(i).copied().unwrap_or(false) {
+            continue;
+        }
+        let author = change.actor.get(..32).map(membership::hex);
+        let who = match author.as_deref().and_then(|a| space.role_in(log, a)) {
+            Some(MemberRole::Viewer) => "a viewer",
+            Some(_) => "a member",
+            None => "a device that is not a member",
+        };
+        return Err(format!(
+            "change {} is by {who} of the space ({}), who may not write it",
+            hex_prefix(&change.hash.0),
+            author
+                .as_deref()
+                .map_or("no device", |a| a.get(..12).unwrap_or(a)),
+        ));
+    }
+    Ok(())
+}
+
+fn hex_prefix(bytes: &[u8]) -> String {
+    membership::hex(&bytes[..4.min(bytes.len())])
 }

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{now_ms, Node, NodeEvent, State};
 use crate::error::{Error, Result};
+use crate::membership::Role;
+use crate::note::NoteId;
 use crate::space::{Member, Space, SpaceId};
 use crate::store::SpaceWrite;
 
@@ -129,7 +131,8 @@ impl Node {
         let id = SpaceId::generate();
         self.with_state(|st| {
             st.require_writer()?;
-            let space = Space::create(id, &st.actor, name, &st.node_id, &device_name(), now_ms())?;
+            let key = st.device_key()?;
+            let space = Space::create(id, &st.actor, name, &key, &device_name(), now_ms())?;
             st.spaces.insert(id, OpenSpace::new(space, 0));
             st.dirty_spaces.insert(id);
             st.flush()
@@ -159,8 +162,8 @@ impl Node {
     }
 
     /// Adds `node_id` (64 hex digits, any case, spaces around ignored) to
-    /// `space` under `name`, as this device.
-    pub fn add_member(&self, space: SpaceId, node_id: &str, name: &str) -> Result<()> {
+    /// `space` under `name` with `role`, as this device (an owner).
+    pub fn add_member(&self, space: SpaceId, node_id: &str, name: &str, role: Role) -> Result<()> {
         let node_id = node_id.trim().to_ascii_lowercase();
         if node_id.len() != 64 || !node_id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::Invalid(format!(
@@ -170,13 +173,46 @@ impl Node {
         let node_id = node_id.as_str();
         self.with_state(|st| {
             st.require_writer()?;
-            let by = st.node_id.clone();
+            let key = st.device_key()?;
             st.space_mut(space)?
                 .space
-                .add_member(node_id, name, &by, now_ms())?;
-            st.dirty_spaces.insert(space);
-            st.outbox.push(NodeEvent::SpaceChanged { space });
-            st.flush()
+                .add_member(node_id, name, role, &key, now_ms())?;
+            st.space_changed(space)
+        })
+    }
+
+    /// Gives a member of `space` another role, as this device (an owner).
+    pub fn set_role(&self, space: SpaceId, node_id: &str, role: Role) -> Result<()> {
+        let node_id = node_id.trim().to_ascii_lowercase();
+        self.with_state(|st| {
+            st.require_writer()?;
+            let key = st.device_key()?;
+            let open = st.space_mut(space)?;
+            if !open.space.is_member(&node_id) {
+                return Err(Error::Invalid(format!(
+                    "{} is not a member of space {}",
+                    short(&node_id),
+                    open.space.name()
+                )));
+            }
+            open.space.set_role(&node_id, role, &key, now_ms())?;
+            st.space_changed(space)
+        })
+    }
+
+    /// This device leaves `space`: its members stop syncing it with this
+    /// device. What it wrote stays theirs; its copy stays here, read-only.
+    pub fn leave_space(&self, space: SpaceId) -> Result<()> {
+        self.with_state(|st| {
+            st.require_writer()?;
+            if st.private_space == Some(space) {
+                return Err(Error::Invalid(
+                    "a device cannot leave its own private space".into(),
+                ));
+            }
+            let key = st.device_key()?;
+            st.space_mut(space)?.space.leave(&key, now_ms())?;
+            st.space_changed(space)
         })
     }
 
@@ -190,17 +226,47 @@ impl Node {
                     "this device cannot remove itself from a space".into(),
                 ));
             }
-            st.space_mut(space)?
-                .space
-                .remove_member(node_id, now_ms())?;
-            st.dirty_spaces.insert(space);
-            st.outbox.push(NodeEvent::SpaceChanged { space });
-            st.flush()
+            let key = st.device_key()?;
+            let now = now_ms();
+            let open = st.space_mut(space)?;
+            open.space.remove_member(node_id, &key, now)?;
+            let notes = open.space.notes();
+            if let Some(device) = crate::membership::device_key(node_id) {
+                st.vouch_for(&notes, &device, now);
+            }
+            st.space_changed(space)
         })
     }
 }
 
 impl State {
+    /// After this device changed a space's index: store it and tell.
+    fn space_changed(&mut self, space: SpaceId) -> Result<()> {
+        self.dirty_spaces.insert(space);
+        self.outbox.push(NodeEvent::SpaceChanged { space });
+        self.flush()
+    }
+
+    /// Vouches, in each of `notes` whose head `device` wrote, for what it
+    /// wrote so far (`Note::vouch_for`): members refuse a removed device's
+    /// changes unless a member who may write built on them.
+    fn vouch_for(&mut self, notes: &[NoteId], device: &[u8; 32], now: i64) {
+        for id in notes {
+            let open = match self.load(id) {
+                Ok(open) => open,
+                Err(e) => {
+                    tracing::warn!(note = %id, "cannot vouch for a removed member's work: {e}");
+                    continue;
+                }
+            };
+            if open.note.vouch_for(device, now) {
+                open.updated_at = now;
+                self.dirty.insert(id.clone());
+                self.outbox.push(NodeEvent::NoteChanged { id: id.clone() });
+            }
+        }
+    }
+
     pub(super) fn space_mut(&mut self, id: SpaceId) -> Result<&mut OpenSpace> {
         self.spaces
             .get_mut(&id)
@@ -216,13 +282,25 @@ impl State {
                 tracing::error!(space = %id, "no part of the space's index could be read");
                 continue;
             };
-            let space = match Space::from_doc(id, &self.actor, doc) {
+            let mut space = match Space::from_doc(id, &self.actor, doc) {
                 Ok(space) => space,
                 Err(e) => {
                     tracing::error!(space = %id, "the space's index is unreadable; skipping it: {e}");
                     continue;
                 }
             };
+            // A space made before signed membership is signed by its creator
+            // on first open: the creator owns it, everyone else edits.
+            if let Some(key) = self.key {
+                match space.adopt(&key, super::now_ms()) {
+                    Ok(true) => {
+                        tracing::info!(space = %id, "signed the members of a space made by an earlier version");
+                        self.dirty_spaces.insert(id);
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(space = %id, "cannot sign the space's members: {e}"),
+                }
+            }
             if row.private {
                 self.private_space = Some(id);
             }
@@ -246,11 +324,12 @@ impl State {
         }
         let id = SpaceId::generate();
         let now = now_ms();
+        let key = self.device_key()?;
         let mut space = Space::create(
             id,
             &self.actor,
             PRIVATE_SPACE_NAME,
-            &self.node_id,
+            &key,
             &device_name(),
             now,
         )?;
@@ -318,6 +397,11 @@ impl State {
         }
         Ok(())
     }
+}
+
+/// The start of a node id, for messages.
+fn short(node_id: &str) -> &str {
+    node_id.get(..12).unwrap_or(node_id)
 }
 
 /// The name this device gives itself in spaces it creates: its host name.

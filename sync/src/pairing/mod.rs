@@ -22,6 +22,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::membership::Role;
 use crate::space::SpaceId;
 
 mod code;
@@ -164,6 +165,8 @@ enum OfferState {
 pub struct Offer {
     pub space: SpaceId,
     pub secret: Secret,
+    /// The role the joiner gets.
+    pub role: Role,
     expires_at: i64,
     state: Mutex<OfferState>,
     /// The node id of the device that joined with it, once it has.
@@ -175,10 +178,17 @@ impl Offer {
         Offer {
             space,
             secret,
+            role: Role::Editor,
             expires_at,
             state: Mutex::new(OfferState::Open),
             joiner: Mutex::new(None),
         }
+    }
+
+    /// The same offer, giving the joiner `role`.
+    pub fn with_role(mut self, role: Role) -> Offer {
+        self.role = role;
+        self
     }
 
     /// Makes a fresh ticket offer with a random secret.

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use peernotes_sync::control::{self, Client, Device};
+use peernotes_sync::membership::Role;
 use peernotes_sync::node::device_name;
 use peernotes_sync::pairing::{ShortCode, Ticket};
 use peernotes_sync::{
@@ -145,6 +146,9 @@ enum Command {
         /// Minutes until the ticket or code expires
         #[arg(long, default_value_t = 10)]
         minutes: u64,
+        /// The joiner's role: owner, editor or viewer
+        #[arg(long, default_value = "editor")]
+        role: Role,
     },
     /// Join a space with a ticket or short code from `peernotes invite`, and sync
     /// it once
@@ -211,6 +215,23 @@ enum SpaceCommand {
         /// A name to show for it
         #[arg(long, default_value = "")]
         name: String,
+        /// What it may do: owner (manages members), editor or viewer (reads)
+        #[arg(long, default_value = "editor")]
+        role: Role,
+    },
+    /// Give a member another role (owners only)
+    Role {
+        /// Space name or id
+        space: String,
+        /// The member's node id
+        node_id: String,
+        /// owner, editor or viewer
+        role: Role,
+    },
+    /// Leave a space: its members stop syncing it with this device
+    Leave {
+        /// Space name or id
+        space: String,
     },
     /// Accept a space a member added this device to; it arrives on the next sync
     Join {
@@ -336,9 +357,10 @@ fn run_with_node(node: Node, command: Command) -> anyhow::Result<i32> {
             space,
             code,
             minutes,
+            role,
         } => {
             let space = space_or_private(&node, space)?;
-            pair::invite(node, space, invite_by(code), minutes)?;
+            pair::invite(node, space, invite_by(code), minutes, role)?;
             return Ok(exit_code::OK);
         }
         Command::Join { ticket, code, name } => {
@@ -380,11 +402,13 @@ fn run_through(holder: &Client, dir: &Path, command: Command) -> anyhow::Result<
             space,
             code,
             minutes,
+            role,
         } => {
             let space = space_or_private(holder, space)?;
-            let joiner = holder.invite(space, invite_by(code), minutes, &mut |invitation| {
-                pair::show_invitation(invitation, minutes)
-            })?;
+            let joiner =
+                holder.invite(space, invite_by(code), minutes, role, &mut |invitation| {
+                    pair::show_invitation(invitation, minutes)
+                })?;
             pair::invited(&joiner);
             Ok(exit_code::OK)
         }
@@ -600,13 +624,31 @@ fn space_command(reader: &Node, device: &dyn Device, command: SpaceCommand) -> a
             space,
             node_id,
             name,
+            role,
         } => {
             let space = device.find_space(&space)?;
-            device.add_member(space, &node_id, &name)?;
+            device.add_member(space, &node_id, &name, role)?;
             eprintln!(
-                "Added {} to the space",
+                "Added {} to the space as {role}",
                 output::printable(&output::short(node_id.trim(), 8))
             );
+        }
+        SpaceCommand::Role {
+            space,
+            node_id,
+            role,
+        } => {
+            let space = device.find_space(&space)?;
+            device.set_role(space, &node_id, role)?;
+            eprintln!(
+                "{} is now {role}",
+                output::printable(&output::short(node_id.trim(), 8))
+            );
+        }
+        SpaceCommand::Leave { space } => {
+            let space = device.find_space(&space)?;
+            device.leave_space(space)?;
+            eprintln!("Left the space: its members no longer sync it with this device");
         }
         SpaceCommand::Join { space_id, inviter } => {
             let space: SpaceId = space_id.trim().parse()?;

@@ -86,8 +86,9 @@ pub fn print_members(members: &[Member], this_device: &str) {
         };
         let _ = writeln!(
             out,
-            "{}  {}{me}",
+            "{}  {:<6}  {}{me}",
             printable(&member.node_id),
+            member.role,
             printable(&member.name)
         );
     }

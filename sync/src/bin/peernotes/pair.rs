@@ -7,17 +7,24 @@ use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::Context;
+use peernotes_sync::membership::Role;
 use peernotes_sync::network::{Until, CLOSE_LIMIT_COMMAND};
 use peernotes_sync::node::device_name;
 use peernotes_sync::{Invitation, InviteBy, Joined, Network, Node, SpaceId};
 
-pub fn invite(node: Node, space: SpaceId, by: InviteBy, minutes: u64) -> anyhow::Result<()> {
+pub fn invite(
+    node: Node,
+    space: SpaceId,
+    by: InviteBy,
+    minutes: u64,
+    role: Role,
+) -> anyhow::Result<()> {
     let node = Arc::new(node);
     let network = Network::new(node.clone());
     runtime()?.block_on(async {
         let result = async {
             network.start().await?;
-            let invitation = network.invite(space, minutes, by)?;
+            let invitation = network.invite_as(space, minutes, by, role)?;
             show_invitation(&invitation, minutes);
             network.wait_for_joiner().await
         }
