@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use peernotes_sync::control::Holder;
+use peernotes_sync::membership::Role;
 use peernotes_sync::node::Window;
 use peernotes_sync::{
     Error, Invitation, InviteBy, Joined, ListFilter, Member, Network, Node, NoteId, NoteSummary,
@@ -340,6 +341,21 @@ pub async fn list_members(app: State<'_, App>, space: String) -> Reply<Vec<Membe
 }
 
 #[tauri::command]
+pub async fn set_role(
+    app: State<'_, App>,
+    space: String,
+    node_id: String,
+    role: String,
+) -> Reply<()> {
+    let role = logged("set_role", role.parse())?;
+    logged(
+        "set_role",
+        app.node()?
+            .set_role(space_id(&space)?, node_id.trim(), role),
+    )
+}
+
+#[tauri::command]
 pub async fn remove_member(app: State<'_, App>, space: String, node_id: String) -> Reply<()> {
     logged(
         "remove_member",
@@ -367,10 +383,19 @@ pub async fn network_status(app: State<'_, App>) -> Reply<NetworkStatus> {
 }
 
 #[tauri::command]
-pub async fn invite(app: State<'_, App>, space: String, minutes: u64) -> Reply<Invitation> {
+pub async fn invite(
+    app: State<'_, App>,
+    space: String,
+    minutes: u64,
+    role: Option<String>,
+) -> Reply<Invitation> {
     let space = space_id(&space)?;
+    let role = match role {
+        Some(role) => logged("invite", role.parse())?,
+        None => Role::Editor,
+    };
     app.network()?
-        .invite(space, minutes, InviteBy::TicketAndCode)
+        .invite_as(space, minutes, InviteBy::TicketAndCode, role)
         .map_err(CommandError::pairing)
 }
 

@@ -89,6 +89,7 @@ fn run() -> anyhow::Result<()> {
             commands::create_space,
             commands::list_members,
             commands::remove_member,
+            commands::set_role,
             commands::network_status,
             commands::invite,
             commands::cancel_invite,

@@ -106,6 +106,23 @@ test("pair through the invite dialog, sync live with cursors, merge after being 
       });
       await app.screenshot("live-sync.png");
 
+      // Alice owns Team: the peers panel shows Bob as an editor with a role
+      // menu; making him a viewer is what every device then computes.
+      await d.click(await d.find("#peers-button"));
+      const roleMenu = "#peers-panel select.peer-role";
+      await waitFor("Bob's role menu in the peers panel", async () => (await d.findAll(roleMenu)).length === 1);
+      assert.equal(await d.property(await d.find(roleMenu), "value"), "editor");
+      const setRole = (role) =>
+        d.execute(
+          `const s = document.querySelector(${JSON.stringify(roleMenu)}); s.value = ${JSON.stringify(role)}; s.dispatchEvent(new Event("change", { bubbles: true }));`,
+        );
+      await setRole("viewer");
+      await waitFor("Bob to be a viewer", async () => /\bviewer\s+Bob\b/.test(cli(peernotes, dataA, ["space", "members", "Team"])));
+      await app.screenshot("peers-roles.png");
+      await setRole("editor");
+      await waitFor("Bob to be an editor again", async () => /\beditor\s+Bob\b/.test(cli(peernotes, dataA, ["space", "members", "Team"])));
+      await d.click(await d.find("#peers-close"));
+
       // Apart: Bob's device stops; both edit; it comes back.
       await peer.quit();
       peer = null;

@@ -60,12 +60,16 @@ export interface SpaceInfo {
 }
 
 /** A member of a space (mirrors `peernotes_sync::Member`). */
+/** What a member may do in a space. */
+export type Role = "owner" | "editor" | "viewer";
+
 export interface Member {
   node_id: string;
   name: string;
   added_by: string;
   /** Unix milliseconds. */
   added_at: number;
+  role: Role;
 }
 
 /** One member of one space, as this device sees it (mirrors `PeerStatus`). */
@@ -74,6 +78,9 @@ export interface PeerStatus {
   space_name: string;
   node_id: string;
   name: string;
+  role: Role;
+  /** This device is an owner of the space: it may change roles and remove. */
+  you_manage: boolean;
   connected: boolean;
   /** Unix milliseconds of the last connection or disconnection. */
   last_seen: number | null;
@@ -262,13 +269,18 @@ export function removeMember(space: SpaceId, nodeId: string): Promise<void> {
   return call<void>("remove_member", { space, nodeId });
 }
 
+/** Gives a member of `space` another role (this device must be an owner). */
+export function setRole(space: SpaceId, nodeId: string, role: Role): Promise<void> {
+  return call<void>("set_role", { space, nodeId, role });
+}
+
 export function networkStatus(): Promise<NetworkStatus> {
   return call<NetworkStatus>("network_status");
 }
 
 /** Starts inviting a device into `space`; the invitation lasts `minutes`. */
-export function invite(space: SpaceId, minutes: number): Promise<Invitation> {
-  return call<Invitation>("invite", { space, minutes });
+export function invite(space: SpaceId, minutes: number, role: Role = "editor"): Promise<Invitation> {
+  return call<Invitation>("invite", { space, minutes, role });
 }
 
 /** Withdraws the open invitation, if any. */

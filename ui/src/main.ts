@@ -24,6 +24,7 @@ import {
   onStoreProblem,
   onStoreRecovered,
   removeMember,
+  setRole,
   restoreNote,
   trashNote,
   type Joined,
@@ -124,6 +125,10 @@ const peers = new PeersPanel({
     await removeMember(space, nodeId);
     await network.refresh();
     scheduleRefresh();
+  },
+  onSetRole: async (space, nodeId, role) => {
+    await setRole(space, nodeId, role);
+    await network.refresh();
   },
   spaceName: (space, fallback) => spaceName(space) ?? fallback,
   onToggle: (open) => {

@@ -5,7 +5,7 @@
 // errors). main.ts routes `pairing` events to whichever is open.
 
 import { byId, copyWithFeedback, errorText } from "./dom";
-import { cancelInvite, invite, join, type Invitation, type Joined, type PairingProgress, type SpaceId } from "./ipc";
+import { cancelInvite, invite, join, type Invitation, type Joined, type PairingProgress, type Role, type SpaceId } from "./ipc";
 
 /** How long an invitation lasts. */
 const INVITE_MINUTES = 10;
@@ -27,6 +27,7 @@ export class InviteDialog {
   private readonly status = byId("invite-status", HTMLParagraphElement);
   private readonly error = byId("invite-error", HTMLParagraphElement);
   private readonly renew = byId("invite-renew", HTMLButtonElement);
+  private readonly role = byId("invite-role", HTMLSelectElement);
   private space: { id: SpaceId; name: string } | null = null;
   /** Bumped on every open, renew and close, so a late `invite()` answer is dropped. */
   private generation = 0;
@@ -38,6 +39,8 @@ export class InviteDialog {
     this.copy.addEventListener("click", () => void copyWithFeedback(this.copy, this.ticket.value));
     this.ticket.addEventListener("focus", () => this.ticket.select());
     this.renew.addEventListener("click", () => void this.start());
+    // Another role is another invitation.
+    this.role.addEventListener("change", () => void this.start());
     byId("invite-done", HTMLButtonElement).addEventListener("click", () => this.dialog.close());
     this.dialog.addEventListener("close", () => this.onClose());
   }
@@ -50,6 +53,7 @@ export class InviteDialog {
   open(space: SpaceId, name: string): void {
     if (this.dialog.open) return;
     this.space = { id: space, name };
+    this.role.value = "editor";
     this.heading.textContent = `Invite a device to ${name}`;
     this.dialog.showModal();
     void this.start();
@@ -63,7 +67,7 @@ export class InviteDialog {
     this.status.textContent = "Creating an invitation…";
     let invitation: Invitation;
     try {
-      invitation = await invite(space.id, INVITE_MINUTES);
+      invitation = await invite(space.id, INVITE_MINUTES, this.role.value as Role);
     } catch (err) {
       if (generation !== this.generation) return;
       this.status.textContent = "";

@@ -1,16 +1,19 @@
 // The peers panel (`#peers-panel`, opened from the status bar): this device's
 // node id with a copy button, then every member of every space grouped by space
-// — online dot, "last seen …", "in sync" / "N notes waiting" / "offline", and a
-// Remove button that asks first. Removing goes through `PeersEvents`.
+// — online dot, "last seen …", "in sync" / "N notes waiting" / "offline", its
+// role, and, where this device is an owner, a role menu and a Remove button
+// that asks first. Changing roles and removing go through `PeersEvents`.
 
 import { confirmAction } from "./dialogs";
 import { byId, copyWithFeedback, errorText, h } from "./dom";
-import type { NetworkStatus, PeerStatus, SpaceId } from "./ipc";
+import type { NetworkStatus, PeerStatus, Role, SpaceId } from "./ipc";
 import { timeElement } from "./time";
 
 export interface PeersEvents {
   /** Removes a member (the person has confirmed); a rejection is shown in the panel. */
   onRemove(space: SpaceId, nodeId: string): Promise<void>;
+  /** Gives a member another role; a rejection is shown in the panel. */
+  onSetRole(space: SpaceId, nodeId: string, role: Role): Promise<void>;
   /** How the window names `space` ("Private" for the device's own). */
   spaceName(space: SpaceId, fallback: string): string;
   /** The panel opened or closed. */
@@ -58,15 +61,33 @@ function peerRow(peer: PeerStatus, now: number): HTMLLIElement {
     .join(" · ");
   const state = h("span", { class: "peer-state" }, peerState(peer));
   if (waitingTitle !== "") state.title = waitingTitle;
-  const remove = h(
-    "button",
-    {
-      class: "small-button peer-remove",
-      title: `Remove ${peer.name} from ${peer.space_name}`,
-      attrs: { type: "button", "data-node-id": peer.node_id, "data-space": peer.space },
-    },
-    "Remove",
-  );
+  const roles: Role[] = ["owner", "editor", "viewer"];
+  const role = peer.you_manage
+    ? h(
+        "select",
+        {
+          class: "peer-role",
+          title: `${peer.name}'s role in ${peer.space_name}`,
+          attrs: { "data-node-id": peer.node_id, "data-space": peer.space, "aria-label": `Role of ${peer.name}` },
+        },
+        ...roles.map((r) => {
+          const option = h("option", { attrs: { value: r } }, ROLE_NAMES[r]);
+          option.selected = r === peer.role;
+          return option;
+        }),
+      )
+    : h("span", { class: "peer-role", title: ROLE_HELP[peer.role] }, ROLE_NAMES[peer.role]);
+  const remove = peer.you_manage
+    ? h(
+        "button",
+        {
+          class: "small-button peer-remove",
+          title: `Remove ${peer.name} from ${peer.space_name}`,
+          attrs: { type: "button", "data-node-id": peer.node_id, "data-space": peer.space },
+        },
+        "Remove",
+      )
+    : h("span", { class: "peer-remove-none" });
   return h(
     "li",
     {
@@ -77,9 +98,17 @@ function peerRow(peer: PeerStatus, now: number): HTMLLIElement {
     h("span", { class: "peer-name", title: peer.node_id }, peer.name),
     seen,
     state,
+    role,
     remove,
   );
 }
+
+const ROLE_NAMES: Record<Role, string> = { owner: "Owner", editor: "Editor", viewer: "Viewer" };
+const ROLE_HELP: Record<Role, string> = {
+  owner: "Adds, removes and changes the roles of members",
+  editor: "Edits the space's notes",
+  viewer: "Reads the space's notes",
+};
 
 export class PeersPanel {
   private readonly panel = byId("peers-panel", HTMLElement);
@@ -100,6 +129,10 @@ export class PeersPanel {
     this.groupsEl.addEventListener("click", (event) => {
       const button = (event.target as Element).closest<HTMLButtonElement>(".peer-remove");
       if (button !== null) void this.remove(button);
+    });
+    this.groupsEl.addEventListener("change", (event) => {
+      const select = (event.target as Element).closest<HTMLSelectElement>(".peer-role");
+      if (select !== null) void this.setRole(select);
     });
     this.panel.addEventListener("keydown", (event) => {
       if (event.key === "Escape") {
@@ -187,6 +220,22 @@ export class PeersPanel {
         if (`${button.dataset.space}/${button.dataset.nodeId}` === focusKey) button.focus();
       }
     }
+  }
+
+  private async setRole(select: HTMLSelectElement): Promise<void> {
+    const space = select.dataset.space;
+    const nodeId = select.dataset.nodeId;
+    const peer = this.latest?.peers.find((p) => p.space === space && p.node_id === nodeId);
+    if (peer === undefined) return;
+    const role = select.value as Role;
+    this.removeProblem = null;
+    try {
+      await this.events.onSetRole(peer.space, peer.node_id, role);
+    } catch (err) {
+      select.value = peer.role;
+      this.removeProblem = `Could not make ${peer.name} ${ROLE_NAMES[role].toLowerCase()}: ${errorText(err)}`;
+    }
+    this.showProblem();
   }
 
   private async remove(button: HTMLButtonElement): Promise<void> {

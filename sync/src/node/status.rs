@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use super::{Node, NodeEvent, SavedSyncState, State};
 use crate::datadir::DataDir;
 use crate::error::Result;
+use crate::membership::Role;
 use crate::space::SpaceId;
 
 /// One member of one space, as this device sees it.
@@ -24,6 +25,11 @@ pub struct PeerStatus {
     pub space_name: String,
     pub node_id: String,
     pub name: String,
+    /// The member's role in the space.
+    pub role: Role,
+    /// Whether this device is an owner of the space (so may change the
+    /// member's role or remove it).
+    pub you_manage: bool,
     /// Connected to this data dir's running writer (app or daemon) now.
     pub connected: bool,
     /// Unix milliseconds of the last connection or disconnection, if any.
@@ -54,6 +60,7 @@ impl Node {
                 let open = st.spaces.get_mut(&space).expect("listed above");
                 let space_name = open.space.name();
                 let members = open.space.members();
+                let you_manage = open.space.role(&st.node_id) == Some(Role::Owner);
                 let mut docs: Vec<(String, Vec<[u8; 32]>)> = vec![(
                     space.doc_key(),
                     open.space.heads().iter().map(|h| h.0).collect(),
@@ -88,6 +95,8 @@ impl Node {
                         last_seen: seen.map(|(at, _)| at),
                         node_id: member.node_id,
                         name: member.name,
+                        role: member.role,
+                        you_manage,
                         waiting,
                         incoming,
                         documents: docs.len(),
