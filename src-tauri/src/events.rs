@@ -22,6 +22,8 @@ pub const PAIRING: &str = "pairing";
 pub const STORE_PROBLEM: &str = "store-problem";
 /// Writing to the store works again; everything pending is saved.
 pub const STORE_RECOVERED: &str = "store-recovered";
+/// An owner removed this device from a space (`RemovedFromSpace`).
+pub const REMOVED_FROM_SPACE: &str = "removed-from-space";
 /// Where a member's cursor is in a note.
 pub const PRESENCE: &str = "presence";
 /// A member left: its cursors vanish.
@@ -56,6 +58,14 @@ struct PeersChanged {
 #[derive(Debug, Clone, Serialize)]
 struct StoreProblem {
     message: String,
+}
+
+/// Payload of `removed-from-space`.
+#[derive(Debug, Clone, Serialize)]
+struct RemovedFromSpace {
+    space: String,
+    space_name: String,
+    by: String,
 }
 
 /// Spawns the thread that relays `events` to the window until the `Node` (the
@@ -105,6 +115,21 @@ pub fn forward(
                     NodeEvent::StoreFailed { message } => {
                         tracing::warn!(%message, "store write failed; edits kept in memory");
                         app.emit(STORE_PROBLEM, StoreProblem { message })
+                    }
+                    NodeEvent::RemovedFromSpace {
+                        space,
+                        space_name,
+                        by,
+                    } => {
+                        tracing::warn!(%space, %by, "this device was removed from a space");
+                        app.emit(
+                            REMOVED_FROM_SPACE,
+                            RemovedFromSpace {
+                                space: space.to_string(),
+                                space_name,
+                                by,
+                            },
+                        )
                     }
                     NodeEvent::StoreRecovered => {
                         tracing::info!("store writes work again; everything pending is saved");

@@ -695,6 +695,7 @@ pub fn kind(frame: &Frame) -> &'static str {
         Frame::Presence { .. } => "Presence",
         Frame::Document { .. } => "Document",
         Frame::Goodbye { .. } => "Goodbye",
+        Frame::Removed { .. } => "Removed",
     }
 }
 

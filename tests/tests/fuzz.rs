@@ -112,6 +112,10 @@ fn valid_frames() -> Vec<u8> {
         Frame::Goodbye {
             reason: "bye".into(),
         },
+        Frame::Removed {
+            space: [1; 16],
+            ops: vec![vec![3; 40]],
+        },
     ];
     frames.iter().flat_map(|f| f.encode().unwrap()).collect()
 }

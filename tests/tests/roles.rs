@@ -275,3 +275,97 @@ async fn a_removed_owner_stays_removed_and_its_later_edits_are_refused_from_anyo
     )
     .await;
 }
+
+/// Waits for `node` to say it was removed from `space`; returns by whom.
+async fn removed_by(node: &peernotes_sync::Node, space: SpaceId) -> String {
+    eventually(
+        "the device to learn it was removed",
+        Duration::from_secs(20),
+        || node.space_info(space).is_ok_and(|s| s.removed_by.is_some()),
+    )
+    .await;
+    node.space_info(space).unwrap().removed_by.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_device_is_told_by_whom_and_stops_syncing() {
+    install_panic_hook();
+    let w = world().await;
+    let events = w.bob.node.subscribe();
+    let alice_name = w
+        .alice
+        .node
+        .members(w.team)
+        .unwrap()
+        .into_iter()
+        .find(|m| m.node_id == w.alice.node.node_id())
+        .unwrap()
+        .name;
+
+    // Removed while connected: the session that ends tells Bob.
+    w.alice
+        .node
+        .remove_member(w.team, w.bob.node.node_id())
+        .unwrap();
+    assert_eq!(removed_by(&w.bob.node, w.team).await, alice_name);
+    let told = events.try_iter().any(|e| {
+        matches!(e, peernotes_sync::NodeEvent::RemovedFromSpace { space, ref by, .. }
+            if space == w.team && *by == alice_name)
+    });
+    assert!(told, "Bob's subscribers heard that he was removed");
+    assert!(
+        !w.bob
+            .node
+            .known_devices()
+            .unwrap()
+            .contains(&w.alice.node.node_id().to_string()),
+        "Bob no longer dials Alice for a space he was removed from"
+    );
+    // Nothing more reaches him.
+    w.alice
+        .node
+        .splice(&w.note, 0, 0, "after Bob left\n")
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(w.bob.node.get(&w.note).unwrap().text, "shared\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_removed_while_away_is_told_when_it_comes_back() {
+    install_panic_hook();
+    let alice = device(&NetConfig::loopback()).await.unwrap();
+    let carol = device(&NetConfig::loopback()).await.unwrap();
+    let team = team(&alice.node, &carol.node);
+    let note = alice.node.create_in(team, "for Carol\n").unwrap();
+    carol.net.keep_connected(alice.net.addr());
+    eventually("the note to reach Carol", Duration::from_secs(30), || {
+        carol.node.get(&note).is_ok()
+    })
+    .await;
+    // Carol goes away; Alice removes her and writes on.
+    let Device {
+        node: carol_node,
+        net,
+        dir: carol_dir,
+    } = carol;
+    net.close().await;
+    alice
+        .node
+        .remove_member(team, carol_node.node_id())
+        .unwrap();
+    alice
+        .node
+        .splice(&note, 0, 0, "after Carol left\n")
+        .unwrap();
+    // Carol comes back (same data dir, a new transport) and dials Alice.
+    let carol_net =
+        peernotes_sync::net::Transport::bind(carol_node.clone(), &NetConfig::loopback())
+            .await
+            .unwrap();
+    carol_net.spawn_accept();
+    carol_net.keep_connected(alice.net.addr());
+    let by = removed_by(&carol_node, team).await;
+    assert!(!by.is_empty());
+    assert_eq!(carol_node.get(&note).unwrap().text, "for Carol\n");
+    drop(carol_dir);
+}

@@ -57,6 +57,8 @@ export interface SpaceInfo {
   private: boolean;
   members: number;
   notes: number;
+  /** Who removed this device from the space, if someone did: it no longer syncs. */
+  removed_by: string | null;
 }
 
 /** A member of a space (mirrors `peernotes_sync::Member`). */
@@ -328,6 +330,17 @@ export interface Presence {
 /** Payload of `presence-gone`: a member left (its cursors vanish). */
 export interface PresenceGone {
   peer: string;
+}
+
+/** Payload of `removed-from-space`: an owner removed this device from a space. */
+export interface RemovedFromSpace {
+  space: SpaceId;
+  space_name: string;
+  by: string;
+}
+
+export function onRemovedFromSpace(handler: (removed: RemovedFromSpace) => void): Promise<UnlistenFn> {
+  return on<RemovedFromSpace>("removed-from-space", handler);
 }
 
 /** Payload of `store-problem`: writing failed; edits are kept and retried. */

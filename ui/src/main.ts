@@ -22,6 +22,7 @@ import {
   onPresenceGone,
   onSpacesChanged,
   onStoreProblem,
+  onRemovedFromSpace,
   onStoreRecovered,
   removeMember,
   setRole,
@@ -437,6 +438,9 @@ async function subscribe(): Promise<void> {
     }),
     onPresence((presence) => pane.showPresence(presence)),
     onPresenceGone((gone) => pane.removePresence(gone.peer)),
+    onRemovedFromSpace((removed) => {
+      toast.show(`You were removed from ${removed.space_name} by ${removed.by}. What you have of it stays here; it no longer syncs.`);
+    }),
     onStoreProblem((problem) => {
       storeProblem = `Could not save to disk: ${problem.message}. Your edits are kept and saving is retried.`;
       pane.showError(storeProblem);

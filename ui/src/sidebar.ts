@@ -92,7 +92,10 @@ export class Sidebar {
         h("span", { class: "nav-name" }, spaceLabel(space)),
         h("span", { class: "nav-count", attrs: { "aria-label": `${space.notes} notes` } }, String(space.notes)),
       );
-      if (space.members > 1) button.title = `${space.members} members`;
+      if (space.removed_by !== null) {
+        button.classList.add("removed");
+        button.title = `You were removed from ${space.name} by ${space.removed_by}; it no longer syncs`;
+      } else if (space.members > 1) button.title = `${space.members} members`;
       return h("li", { class: "space-item", attrs: { "data-space-id": space.id } }, button);
     });
     this.spaceList.replaceChildren(...items);

@@ -22,7 +22,8 @@ use super::{
 };
 use crate::node::{Node, NodeEvent};
 use crate::note::NoteId;
-use crate::protocol::{FrameDecoder, Replicas, Session, SessionEvent, Vetted};
+use crate::protocol::frame::SpaceKey;
+use crate::protocol::{Frame, FrameDecoder, Replicas, Session, SessionEvent, Vetted};
 
 /// Numbers connections, so a guard can find its own.
 static CONNECTION_NUMBER: AtomicU64 = AtomicU64::new(0);
@@ -138,6 +139,10 @@ async fn run(
 ) -> anyhow::Result<()> {
     let peer = conn.remote_id().to_string();
     if node.with_peer(&peer, |r| r.shared_spaces().is_empty()) {
+        let notices = node.with_peer(&peer, |r| r.removal_notices());
+        if !notices.is_empty() {
+            tell_removed(&conn, initiator, notices).await;
+        }
         tracing::info!("closing: shares no space with us");
         conn.close(1u32.into(), b"not a member of a shared space");
         return Ok(());
@@ -209,6 +214,9 @@ async fn run(
             () = out.room.notified(), if session.wants_to_transmit() => {}
             _ = membership.tick() => {
                 if node.with_peer(&peer, |r| r.shared_spaces().is_empty()) {
+                    for (space, ops) in node.with_peer(&peer, |r| r.removal_notices()) {
+                        session.tell_removed(space, ops);
+                    }
                     session.close("no longer a member of a space we share".into());
                 }
             }
@@ -252,6 +260,35 @@ async fn run(
     Ok(())
 }
 
+/// Tells a device that shares no space with us any more that it was removed
+/// (one `Frame::Removed` per space), on the stream it opens, then waits
+/// briefly for it to read them.
+async fn tell_removed(conn: &Connection, initiator: bool, notices: Vec<(SpaceKey, Vec<Vec<u8>>)>) {
+    let told = async {
+        let (mut send, _recv) = if initiator {
+            conn.open_bi().await?
+        } else {
+            conn.accept_bi().await?
+        };
+        for (space, ops) in notices {
+            let frame = Frame::Removed { space, ops };
+            send.write_all(&frame.encode()?).await?;
+        }
+        let goodbye = Frame::Goodbye {
+            reason: "removed from the space".into(),
+        };
+        send.write_all(&goodbye.encode()?).await?;
+        send.finish()?;
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+        anyhow::Ok(())
+    };
+    match tokio::time::timeout(Duration::from_secs(5), told).await {
+        Ok(Ok(())) => tracing::info!("told the peer it was removed"),
+        Ok(Err(e)) => tracing::info!("could not tell the peer it was removed: {e:#}"),
+        Err(_) => tracing::info!("the peer did not hear that it was removed in time"),
+    }
+}
+
 /// Acts on the session's events — the peer's presence goes to the Node's
 /// subscribers, only for a note in use here in a space both share (other
 /// events need nothing: the Node raises its own change events), a refusal is
@@ -291,6 +328,8 @@ fn queue_out(
                 });
             }
             SessionEvent::RemoteChange { .. } => moved.changed_here += 1,
+            // The Node told its subscribers; sync of that space stops here.
+            SessionEvent::Removed { .. } => {}
             // The reason may be the peer's words: logged quoted, never raw.
             SessionEvent::Closed { reason } => tracing::info!(?reason, "session closed"),
         }

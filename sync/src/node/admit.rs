@@ -272,7 +272,7 @@ pub(super) fn check_shape(doc: &AutoCommit, shape: Shape) -> Result<(), String> 
     };
     let slots: &[&str] = match shape {
         Shape::Note => &["text"],
-        Shape::Index => &["members", "notes"],
+        Shape::Index => &["members", "notes", "log"],
     };
     for key in doc.keys(ROOT) {
         let is_object = matches!(doc.get(ROOT, key.as_str()), Ok(Some((Value::Object(_), _))));
@@ -434,6 +434,26 @@ mod tests {
         check_shape(&index, Shape::Index).unwrap();
         index.put(&members, "bb", 0).unwrap();
         assert!(check_shape(&index, Shape::Index).is_err());
+
+        // A space as this version creates it, with its signed log.
+        let key = [7u8; 32];
+        let mut actor = ed25519_dalek::SigningKey::from_bytes(&key)
+            .verifying_key()
+            .to_bytes()
+            .to_vec();
+        actor.push(0);
+        let id = crate::space::SpaceId::generate();
+        let actor = automerge::ActorId::from(actor);
+        let mut space = crate::space::Space::create(id, &actor, "Team", &key, "Ana", 1).unwrap();
+        let mut saved = AutoCommit::load(&space.save()).unwrap();
+        check_shape(&saved, Shape::Index).unwrap();
+        // Its log made by another device than the creator is refused.
+        let mut forged = saved
+            .fork()
+            .with_actor(automerge::ActorId::from(vec![9u8; 33]));
+        forged.delete(ROOT, "log").unwrap();
+        forged.put_object(ROOT, "log", ObjType::Map).unwrap();
+        assert!(check_shape(&forged, Shape::Index).is_err());
     }
 
     #[test]

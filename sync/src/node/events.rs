@@ -44,6 +44,13 @@ pub enum NodeEvent {
         doc: String,
         reason: String,
     },
+    /// An owner of `space` removed this device from it (`by` is the owner's
+    /// name): nothing of it syncs any more; what is here stays, read-only.
+    RemovedFromSpace {
+        space: SpaceId,
+        space_name: String,
+        by: String,
+    },
     /// Where a connected member's cursor is in a note (character offsets). It
     /// vanishes when the peer disconnects (`PeerStatusChanged`).
     PeerPresence {

@@ -367,7 +367,72 @@ impl PeerReplicas<'_> {
     }
 }
 
+impl PeerReplicas<'_> {
+    /// For each space this device has removed the peer from (not one it
+    /// left): the space and its membership log, in causal order, for a
+    /// `Frame::Removed` that tells the peer.
+    pub fn removal_notices(&self) -> Vec<(SpaceKey, Vec<Vec<u8>>)> {
+        self.st
+            .spaces
+            .iter()
+            .filter(|(_, open)| {
+                !open.space.is_member(&self.peer)
+                    && open
+                        .space
+                        .removed_by(&self.peer)
+                        .is_some_and(|by| by != self.peer)
+            })
+            .map(|(id, open)| {
+                let ops = open.space.log().ops().map(|op| op.to_bytes()).collect();
+                (*id.as_bytes(), ops)
+            })
+            .collect()
+    }
+}
+
 impl Replicas for PeerReplicas<'_> {
+    fn receive_removal(&mut self, space: &SpaceKey, ops: &[Vec<u8>]) -> bool {
+        let id = SpaceId::from_bytes(*space);
+        let me = self.st.node_id.clone();
+        let Some(open) = self.st.spaces.get_mut(&id) else {
+            return false;
+        };
+        if !open.space.is_member(&me) {
+            return false;
+        }
+        let ops: Vec<membership::Op> = ops
+            .iter()
+            .filter_map(|bytes| membership::Op::from_bytes(bytes).ok())
+            .collect();
+        if let Err(e) = open.space.receive_ops(ops, now_ms()) {
+            tracing::warn!(space = %id, "cannot take in a removal notice: {e}");
+            return false;
+        }
+        let Some(by) = open
+            .space
+            .removed_by(&me)
+            .filter(|_| !open.space.is_member(&me))
+        else {
+            return false;
+        };
+        let by_name = open
+            .space
+            .member(&by)
+            .map(|m| m.name)
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| by.get(..8).unwrap_or(&by).to_string());
+        tracing::warn!(space = %id, by = %by_name, "this device was removed from the space");
+        let space_name = open.space.name();
+        self.st.dirty_spaces.insert(id);
+        self.st.outbox.push(NodeEvent::RemovedFromSpace {
+            space: id,
+            space_name,
+            by: by_name,
+        });
+        self.st.outbox.push(NodeEvent::SpaceChanged { space: id });
+        true
+    }
+
     fn shared_spaces(&self) -> BTreeSet<SpaceKey> {
         let mut shared: BTreeSet<SpaceKey> = self
             .st

@@ -21,6 +21,9 @@ pub struct SpaceInfo {
     pub private: bool,
     pub members: usize,
     pub notes: usize,
+    /// Who removed this device from the space (a name), if someone did:
+    /// nothing of it syncs any more.
+    pub removed_by: Option<String>,
 }
 
 /// A space index in memory and its changes not yet committed.
@@ -56,7 +59,19 @@ impl Node {
                 .filter_map(|row| {
                     let id: SpaceId = row.id.parse().ok()?;
                     let open = st.spaces.get(&id)?;
+                    let removed_by = (!open.space.is_member(&st.node_id))
+                        .then(|| open.space.removed_by(&st.node_id))
+                        .flatten()
+                        .filter(|by| *by != st.node_id)
+                        .map(|by| {
+                            open.space
+                                .member(&by)
+                                .map(|m| m.name)
+                                .filter(|n| !n.is_empty())
+                                .unwrap_or_else(|| by.chars().take(8).collect())
+                        });
                     Some(SpaceInfo {
+                        removed_by,
                         id,
                         name: row.name,
                         private: row.private,
@@ -147,6 +162,7 @@ impl Node {
             let mut devices: Vec<String> = st
                 .spaces
                 .values()
+                .filter(|open| open.space.is_member(&st.node_id))
                 .flat_map(|open| open.space.members())
                 .map(|member| member.node_id)
                 .filter(|id| *id != st.node_id)

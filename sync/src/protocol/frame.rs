@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks, sent in `Hello`.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Largest frame accepted or sent, in bytes (after the length prefix).
 pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 const LENGTH_PREFIX: usize = 4;
@@ -57,6 +57,10 @@ pub enum Frame {
     },
     /// The sender is closing the connection, and why.
     Goodbye { reason: String },
+    /// The sender's membership log of a space the receiver was removed from
+    /// (signed ops, in causal order): how a removed device learns that it
+    /// was removed, and by whom. Sent instead of syncing that space.
+    Removed { space: SpaceKey, ops: Vec<Vec<u8>> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +177,10 @@ mod tests {
             },
             Frame::Goodbye {
                 reason: "bye".into(),
+            },
+            Frame::Removed {
+                space: [1; 16],
+                ops: vec![vec![3; 40]],
             },
         ];
         let wire: Vec<u8> = frames.iter().flat_map(|f| f.encode().unwrap()).collect();

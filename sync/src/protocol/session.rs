@@ -77,6 +77,12 @@ pub trait Replicas {
         doc: &DocKey,
         saved: &[u8],
     ) -> Result<Option<Vec<Hash>>, String>;
+    /// Takes in the peer's membership log of `space`, sent because the peer
+    /// removed this device from it. Returns whether this device now knows it
+    /// was removed. The default ignores it.
+    fn receive_removal(&mut self, _space: &SpaceKey, _ops: &[Vec<u8>]) -> bool {
+        false
+    }
 }
 
 /// What a session reports to its driver.
@@ -93,6 +99,8 @@ pub enum SessionEvent {
         doc: DocKey,
         reason: String,
     },
+    /// The peer showed that this device was removed from `space`.
+    Removed { space: SpaceKey },
     /// The session is over; the connection can be closed.
     Closed { reason: String },
 }
@@ -245,6 +253,14 @@ impl Session {
         }
     }
 
+    /// Tells the peer it was removed from `space`, with the space's
+    /// membership log as proof (sent whatever the session's phase).
+    pub fn tell_removed(&mut self, space: SpaceKey, ops: Vec<Vec<u8>>) {
+        if self.phase != Phase::Closed {
+            self.outbox.push_back(Frame::Removed { space, ops });
+        }
+    }
+
     /// Ends the session, queueing a goodbye.
     pub fn close(&mut self, reason: String) {
         if self.phase != Phase::Closed {
@@ -331,6 +347,13 @@ impl Session {
             Frame::Presence { doc, payload } => self.on_presence(doc, payload),
             Frame::Goodbye { reason } => {
                 self.on_goodbye(reason);
+                Ok(())
+            }
+            // Whenever it comes: a removed device hears it instead of a hello.
+            Frame::Removed { space, ops } => {
+                if replicas.receive_removal(&space, &ops) {
+                    self.events.push_back(SessionEvent::Removed { space });
+                }
                 Ok(())
             }
         }

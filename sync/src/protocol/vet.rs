@@ -21,6 +21,7 @@ use std::io::Read;
 
 use super::frame::Frame;
 use super::session::SessionError;
+use crate::membership;
 
 /// Most change hashes in one list (a sync message's heads or need, a
 /// document's heads, a `have`'s last sync).
@@ -97,6 +98,17 @@ fn check_frame(frame: &Frame) -> Result<(), String> {
             chunks(saved, &mut Budget::frame())
         }
         Frame::Presence { doc, .. } => doc_key(doc),
+        Frame::Removed { ops, .. } => {
+            at_most(ops.len(), membership::MAX_OPS, "membership ops")?;
+            for op in ops {
+                at_most(
+                    op.len(),
+                    membership::MAX_OP_BYTES,
+                    "bytes of one membership op",
+                )?;
+            }
+            Ok(())
+        }
     }
 }
 

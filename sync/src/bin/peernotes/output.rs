@@ -64,7 +64,11 @@ pub fn print_history(changes: &[ChangeInfo]) {
 pub fn print_spaces(spaces: &[SpaceInfo]) {
     let mut out = std::io::stdout().lock();
     for space in spaces {
-        let kind = if space.private { "  (private)" } else { "" };
+        let kind = match (&space.removed_by, space.private) {
+            (Some(by), _) => format!("  (you were removed by {})", printable(by)),
+            (None, true) => "  (private)".to_string(),
+            (None, false) => String::new(),
+        };
         let _ = writeln!(
             out,
             "{}  {:>5} note(s)  {:>3} member(s)  {}{kind}",

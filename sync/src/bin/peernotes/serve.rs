@@ -10,7 +10,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use peernotes_sync::control::{HolderKind, Hooks, Server};
 use peernotes_sync::network::CLOSE_LIMIT_COMMAND;
-use peernotes_sync::{Network, Node, PeerAddr};
+use peernotes_sync::{Network, Node, NodeEvent, PeerAddr};
+
+use crate::output;
 use tokio::sync::Notify;
 
 pub fn run(node: Node, peers: Vec<String>) -> anyhow::Result<()> {
@@ -23,6 +25,7 @@ pub fn run(node: Node, peers: Vec<String>) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let node = Arc::new(node);
+    tell_removals(&node)?;
     let network = Network::new(node.clone());
     runtime.block_on(async {
         network.start().await?;
@@ -65,6 +68,26 @@ pub fn run(node: Node, peers: Vec<String>) -> anyhow::Result<()> {
     let node = Arc::into_inner(node).context("the store is still in use at shutdown")?;
     node.close()?;
     eprintln!("peernotes: stopped; everything is saved");
+    Ok(())
+}
+
+/// Says on stderr when an owner removes this device from a space.
+fn tell_removals(node: &Node) -> anyhow::Result<()> {
+    let events = node.subscribe();
+    std::thread::Builder::new()
+        .name("peernotes-removals".into())
+        .spawn(move || {
+            for event in events {
+                if let NodeEvent::RemovedFromSpace { space_name, by, .. } = event {
+                    eprintln!(
+                        "peernotes: you were removed from {} by {}; it no longer syncs",
+                        output::printable(&space_name),
+                        output::printable(&by)
+                    );
+                }
+            }
+        })
+        .context("cannot start the event thread")?;
     Ok(())
 }
 
