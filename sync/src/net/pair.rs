@@ -226,7 +226,22 @@ async fn answer_pairing(
             }
             InviterNext::Admit { space, name } => {
                 let role = inviter.chosen().map_or(Role::Editor, |offer| offer.role);
-                node.add_member(space, &joiner, &name, role)?;
+                if let Err(e) = node.add_member(space, &joiner, &name, role) {
+                    // E.g. this device is no longer an owner: its invitation
+                    // stopped working.
+                    let reason = format!("the invitation no longer works: {e}");
+                    tracing::warn!(joiner = %conn.remote_id().fmt_short(), "pairing refused: {reason}");
+                    node.publish(NodeEvent::Pairing {
+                        progress: PairingProgress::Failed {
+                            reason: reason.clone(),
+                        },
+                    });
+                    send.write_all(&encode_message(&PairResponse::Refused { reason }))
+                        .await?;
+                    send.finish().ok();
+                    let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+                    return Ok(());
+                }
                 if let Some(offer) = inviter.chosen() {
                     offer.joined_by(&joiner);
                 }
