@@ -194,6 +194,24 @@ test("join a space from the app's Join dialog; bad input gets a clear error", { 
       inviter = null;
       assert.equal(exited, 0, "Dana's invite ended successfully");
       assert.match(cli(peernotes, dataA, ["space", "members", "Book club"]), /Carol/, "Dana's device lists Carol as a member");
+
+      // Dana removes Carol, then comes online: Carol's window is told who
+      // removed her, and the space no longer syncs.
+      const carolId = cli(peernotes, dataB, ["id"]).trim();
+      assert.match(carolId, /^[0-9a-f]{64}$/, `Carol's node id (${carolId})`);
+      cli(peernotes, dataA, ["space", "remove-member", "Book club", carolId]);
+      inviter = spawn(peernotes, ["--data-dir", dataA, "serve"], {
+        env: appEnv(path.join(root, "dana-env"), dataA),
+        stdio: ["ignore", "ignore", "ignore"],
+      });
+      await waitFor(
+        "Carol's window to show that Dana removed her",
+        async () => (await d.findAll(`.space-item[data-space-id="${space}"] .nav-button.removed`)).length === 1,
+        60_000,
+      );
+      const title = await d.property(await d.find(`.space-item[data-space-id="${space}"] .nav-button`), "title");
+      assert.match(title, /You were removed from Book club by/, title);
+      await app.screenshot("removed.png");
       assert.deepEqual(await app.pageErrors(), [], "the page reported no errors");
     });
   } finally {

@@ -58,6 +58,11 @@ impl Node {
             let space_ids: Vec<SpaceId> = st.spaces.keys().copied().collect();
             for space in space_ids {
                 let open = st.spaces.get_mut(&space).expect("listed above");
+                // A space this device was removed from (or left) syncs with
+                // nobody: it has no peers to report.
+                if !open.space.is_member(&st.node_id) {
+                    continue;
+                }
                 let space_name = open.space.name();
                 let members = open.space.members();
                 let you_manage = open.space.role(&st.node_id) == Some(Role::Owner);
