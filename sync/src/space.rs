@@ -286,6 +286,18 @@ impl Space {
             .map(|d| membership::node_id(&d))
     }
 
+    /// The name of the member who removed `node_id`, if another member did
+    /// (the start of its node id when it has no name).
+    pub fn remover_name(&self, node_id: &str) -> Option<String> {
+        let by = self.removed_by(node_id).filter(|by| by != node_id)?;
+        Some(
+            self.member(&by)
+                .map(|m| m.name)
+                .filter(|name| !name.is_empty())
+                .unwrap_or_else(|| short(&by)),
+        )
+    }
+
     /// Adds `node_id` under `name` with `role`, signed by `key` (this
     /// device, which must be an owner). In a space whose members are not
     /// signed yet, any member adds, as before.

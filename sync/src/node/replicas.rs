@@ -365,9 +365,7 @@ impl PeerReplicas<'_> {
             .collect();
         check_authors(&open.space, log, &authored, &admitted.log_only)
     }
-}
 
-impl PeerReplicas<'_> {
     /// For each space this device has removed the peer from (not one it
     /// left): the space and its membership log, in causal order, for a
     /// `Frame::Removed` that tells the peer.
@@ -375,13 +373,7 @@ impl PeerReplicas<'_> {
         self.st
             .spaces
             .iter()
-            .filter(|(_, open)| {
-                !open.space.is_member(&self.peer)
-                    && open
-                        .space
-                        .removed_by(&self.peer)
-                        .is_some_and(|by| by != self.peer)
-            })
+            .filter(|(_, open)| open.space.remover_name(&self.peer).is_some())
             .map(|(id, open)| {
                 let ops = open.space.log().ops().map(|op| op.to_bytes()).collect();
                 (*id.as_bytes(), ops)
@@ -408,19 +400,9 @@ impl Replicas for PeerReplicas<'_> {
             tracing::warn!(space = %id, "cannot take in a removal notice: {e}");
             return false;
         }
-        let Some(by) = open
-            .space
-            .removed_by(&me)
-            .filter(|_| !open.space.is_member(&me))
-        else {
+        let Some(by_name) = open.space.remover_name(&me) else {
             return false;
         };
-        let by_name = open
-            .space
-            .member(&by)
-            .map(|m| m.name)
-            .filter(|name| !name.is_empty())
-            .unwrap_or_else(|| by.get(..8).unwrap_or(&by).to_string());
         tracing::warn!(space = %id, by = %by_name, "this device was removed from the space");
         let space_name = open.space.name();
         self.st.dirty_spaces.insert(id);

@@ -59,17 +59,7 @@ impl Node {
                 .filter_map(|row| {
                     let id: SpaceId = row.id.parse().ok()?;
                     let open = st.spaces.get(&id)?;
-                    let removed_by = (!open.space.is_member(&st.node_id))
-                        .then(|| open.space.removed_by(&st.node_id))
-                        .flatten()
-                        .filter(|by| *by != st.node_id)
-                        .map(|by| {
-                            open.space
-                                .member(&by)
-                                .map(|m| m.name)
-                                .filter(|n| !n.is_empty())
-                                .unwrap_or_else(|| by.chars().take(8).collect())
-                        });
+                    let removed_by = open.space.remover_name(&st.node_id);
                     Some(SpaceInfo {
                         removed_by,
                         id,
@@ -217,7 +207,7 @@ impl Node {
     }
 
     /// This device leaves `space`: its members stop syncing it with this
-    /// device. What it wrote stays theirs; its copy stays here, read-only.
+    /// device. What it wrote stays theirs; its copy stays here.
     pub fn leave_space(&self, space: SpaceId) -> Result<()> {
         self.with_state(|st| {
             st.require_writer()?;
