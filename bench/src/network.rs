@@ -3,7 +3,8 @@
 //!
 //! - Row 2: keystroke to visible on the peer, over 1,000 single-character edits,
 //!   against the round trip of a 16-byte message on a raw iroh connection
-//!   between the same kind of endpoints.
+//!   between the same kind of endpoints; beside it, what signing and
+//!   verifying one attestation (each keystroke's authorship) costs.
 //! - Row 3: the initial sync of 1,000 notes of about 5 KB to an empty member.
 //! - Row 4: the reconnect after 10 of them changed on each side while apart.
 //! - Row 6: the `clownschool` trace across 3 devices, against the same
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use iroh::endpoint::presets;
 use iroh::{Endpoint, RelayMode};
+use peernotes_sync::authorship::Attestation;
 use peernotes_sync::net::{NetConfig, Transport};
 use peernotes_sync::{Node, NodeEvent, NodeOptions, NoteId, SpaceId};
 use peernotes_tests::{load_concurrent_trace, load_sequential_trace, shared_space, team, Device};
@@ -81,6 +83,23 @@ pub async fn latency(rows: &mut Vec<Row>, edits: usize) -> anyhow::Result<Vec<f6
         Row::new("keystroke to peer, p99", p99, "ms")
             .against("raw iroh round trip p99", raw99)
             .target("≤ 10 ms", p99 <= 10.0),
+    );
+    // What authorship adds to each keystroke: the sender signs one
+    // attestation, the receiver verifies it.
+    const SIGNATURES: u32 = 2000;
+    let started = Instant::now();
+    for i in 0..SIGNATURES {
+        let attestation = Attestation::sign(note.as_str(), &[9; 32], vec![[i as u8; 32]]);
+        attestation.verify()?;
+    }
+    let per_keystroke = ms(started) / f64::from(SIGNATURES);
+    rows.push(
+        Row::new(
+            "authorship per keystroke: sign + verify one attestation",
+            per_keystroke,
+            "ms",
+        )
+        .against("keystroke to peer p50", p50),
     );
     alice.net.close().await;
     bob.net.close().await;

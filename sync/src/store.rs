@@ -119,6 +119,29 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE notes ADD COLUMN updated_by TEXT NOT NULL DEFAULT '';
     "#,
+    // 8: signed authorship. Per document (a note id or `space-<id>`) and
+    // author (32 bytes, then 1 for a legacy attestation), that author's
+    // newest attestation (`authorship`), kept to prove the author's changes
+    // to members that ask later. What each document's heads were when the
+    // store was upgraded (a space's index is filled in when it is next
+    // opened): the unsigned changes an owner may vouch for as legacy. Rows
+    // whose latest change was made before signing are marked unverified.
+    r#"
+    CREATE TABLE attestations (
+        doc TEXT NOT NULL,
+        author BLOB NOT NULL,
+        attestation BLOB NOT NULL,
+        PRIMARY KEY (doc, author)
+    );
+    CREATE TABLE legacy_heads (
+        doc TEXT PRIMARY KEY,
+        heads BLOB NOT NULL
+    );
+    INSERT INTO legacy_heads (doc, heads) SELECT id, heads FROM notes WHERE length(heads) > 0;
+    INSERT INTO legacy_heads (doc, heads) SELECT 'space-' || id, x'' FROM spaces;
+    ALTER TABLE notes ADD COLUMN updated_by_unverified INTEGER NOT NULL DEFAULT 0;
+    UPDATE notes SET updated_by_unverified = 1 WHERE updated_by != '';
+    "#,
 ];
 
 /// What kind of bytes a chunk holds.
@@ -162,6 +185,9 @@ pub struct NoteRow {
     pub trashed_at: Option<i64>,
     /// Node id of the device that made the latest change ("" if unknown).
     pub updated_by: String,
+    /// That change's author is not proven by a signature (it was made before
+    /// changes were signed).
+    pub updated_by_unverified: bool,
 }
 
 /// A note's row without its text, for lists.
@@ -175,6 +201,7 @@ pub struct NoteListing {
     pub updated_at: i64,
     pub trashed_at: Option<i64>,
     pub updated_by: String,
+    pub updated_by_unverified: bool,
 }
 
 /// One note's part of a group commit: its new cached row and the chunks to append.
@@ -194,11 +221,16 @@ pub struct Batch {
     /// `(peer, doc, encoded sync state)`.
     /// `(peer, doc, encoded sync state, the peer's last heads)`.
     pub sync_states: Vec<(String, String, Vec<u8>, Vec<u8>)>,
+    /// `(doc, author, encoded attestation)`, each replacing the author's last.
+    pub attestations: Vec<(String, Vec<u8>, Vec<u8>)>,
 }
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.notes.is_empty() && self.spaces.is_empty() && self.sync_states.is_empty()
+        self.notes.is_empty()
+            && self.spaces.is_empty()
+            && self.sync_states.is_empty()
+            && self.attestations.is_empty()
     }
 }
 
@@ -358,6 +390,14 @@ impl Store {
             )
             .map_err(|e| classify(&path, e))?;
         }
+        for (doc, author, attestation) in &batch.attestations {
+            tx.execute(
+                "INSERT INTO attestations (doc, author, attestation) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (doc, author) DO UPDATE SET attestation = excluded.attestation",
+                params![doc, author, attestation],
+            )
+            .map_err(|e| classify(&path, e))?;
+        }
         for write in &batch.notes {
             upsert_row(&tx, &write.row).map_err(|e| classify(&path, e))?;
             let snapshot = write.snapshot.iter().map(|s| (ChunkKind::Snapshot, s));
@@ -397,6 +437,40 @@ impl Store {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
+            .map_err(|e| classify(&self.path, e))
+    }
+
+    /// The attestations kept for `doc` (encoded), one per author.
+    pub fn attestations(&self, doc: &str) -> Result<Vec<Vec<u8>>> {
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT attestation FROM attestations WHERE doc = ?1")
+            .map_err(|e| classify(&self.path, e))?;
+        let rows = statement
+            .query_map([doc], |r| r.get(0))
+            .map_err(|e| classify(&self.path, e))?;
+        rows.collect::<rusqlite::Result<Vec<Vec<u8>>>>()
+            .map_err(|e| classify(&self.path, e))
+    }
+
+    /// What `doc`'s heads were when the store was upgraded to signed
+    /// authorship (32-byte hashes back to back), if it existed then; empty
+    /// for a space's index not opened since.
+    pub fn legacy_heads(&self, doc: &str) -> Result<Option<Vec<u8>>> {
+        self.conn
+            .prepare_cached("SELECT heads FROM legacy_heads WHERE doc = ?1")
+            .and_then(|mut s| s.query_row([doc], |r| r.get(0)).optional())
+            .map_err(|e| classify(&self.path, e))
+    }
+
+    /// Fills in a space index's heads at upgrade, the first time it is opened.
+    pub fn fill_legacy_heads(&mut self, doc: &str, heads: &[u8]) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE legacy_heads SET heads = ?2 WHERE doc = ?1 AND length(heads) = 0",
+                params![doc, heads],
+            )
+            .map(|_| ())
             .map_err(|e| classify(&self.path, e))
     }
 
@@ -646,7 +720,7 @@ impl Store {
         self.conn
             .query_row(
                 "SELECT id, title, snippet, text, created_at, updated_at, trashed_at, space_id, heads,
-                        updated_by
+                        updated_by, updated_by_unverified
                  FROM notes WHERE id = ?1",
                 [note_id],
                 |r| {
@@ -661,6 +735,7 @@ impl Store {
                         space_id: r.get(7)?,
                         heads: r.get(8)?,
                         updated_by: r.get(9)?,
+                        updated_by_unverified: r.get(10)?,
                     })
                 },
             )
@@ -691,11 +766,13 @@ impl Store {
     /// Like `list`, only the notes filed under `space_id` when one is given.
     pub fn list_in(&self, trashed: bool, space_id: Option<&str>) -> Result<Vec<NoteListing>> {
         let sql = if trashed {
-            "SELECT id, title, snippet, created_at, updated_at, trashed_at, space_id, updated_by FROM notes
+            "SELECT id, title, snippet, created_at, updated_at, trashed_at, space_id, updated_by,
+                    updated_by_unverified FROM notes
              WHERE trashed_at IS NOT NULL AND (?1 IS NULL OR space_id = ?1)
              ORDER BY updated_at DESC, id"
         } else {
-            "SELECT id, title, snippet, created_at, updated_at, trashed_at, space_id, updated_by FROM notes
+            "SELECT id, title, snippet, created_at, updated_at, trashed_at, space_id, updated_by,
+                    updated_by_unverified FROM notes
              WHERE trashed_at IS NULL AND (?1 IS NULL OR space_id = ?1)
              ORDER BY updated_at DESC, id"
         };
@@ -714,6 +791,7 @@ impl Store {
                     trashed_at: r.get(5)?,
                     space_id: r.get(6)?,
                     updated_by: r.get(7)?,
+                    updated_by_unverified: r.get(8)?,
                 })
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
@@ -823,13 +901,14 @@ fn upsert_row(tx: &Transaction<'_>, row: &NoteRow) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO notes
             (id, title, snippet, text, created_at, updated_at, trashed_at, space_id, heads,
-             updated_by)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             updated_by, updated_by_unverified)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT (id) DO UPDATE SET
             title = excluded.title, snippet = excluded.snippet, text = excluded.text,
             created_at = excluded.created_at, updated_at = excluded.updated_at,
             trashed_at = excluded.trashed_at, space_id = excluded.space_id,
-            heads = excluded.heads, updated_by = excluded.updated_by",
+            heads = excluded.heads, updated_by = excluded.updated_by,
+            updated_by_unverified = excluded.updated_by_unverified",
         params![
             row.id,
             row.title,
@@ -840,7 +919,8 @@ fn upsert_row(tx: &Transaction<'_>, row: &NoteRow) -> rusqlite::Result<()> {
             row.trashed_at,
             row.space_id,
             row.heads,
-            row.updated_by
+            row.updated_by,
+            row.updated_by_unverified
         ],
     )?;
     Ok(())
@@ -912,6 +992,7 @@ mod tests {
             space_id: String::new(),
             heads: Vec::new(),
             updated_by: String::new(),
+            updated_by_unverified: false,
         }
     }
 

@@ -27,7 +27,7 @@ use iroh::endpoint::{presets, Connection, RecvStream, SendStream};
 use iroh::{Endpoint, EndpointAddr, RelayMode, SecretKey};
 use peernotes_sync::membership::{self, Role};
 use peernotes_sync::net::SYNC_ALPN;
-use peernotes_sync::protocol::frame::{DocHeads, Hash, SpaceKey, SpaceSummary};
+use peernotes_sync::protocol::frame::{Attestation, DocHeads, Hash, SpaceKey, SpaceSummary};
 use peernotes_sync::protocol::session::{bucket_of, summary_hash, BUCKETS};
 use peernotes_sync::protocol::{Frame, FrameDecoder, PROTOCOL_VERSION};
 use peernotes_sync::{ListFilter, Node, NodeOptions, NoteId, SpaceId};
@@ -43,10 +43,13 @@ pub struct Mallory {
     docs: Arc<Mutex<Docs>>,
 }
 
-/// Mallory's replicas, by document key (`space-<id>` or a note id).
-#[derive(Default)]
+/// Mallory's replicas, by document key (`space-<id>` or a note id), with
+/// the attestations the victim sent for each (by author) and Mallory's key,
+/// so what she sends carries attestations like an honest member's.
 struct Docs {
     map: BTreeMap<String, Replica>,
+    kept: BTreeMap<String, BTreeMap<[u8; 32], Attestation>>,
+    key: [u8; 32],
 }
 
 struct Replica {
@@ -66,6 +69,47 @@ impl Replica {
 }
 
 impl Docs {
+    fn new(key: [u8; 32]) -> Docs {
+        Docs {
+            map: BTreeMap::new(),
+            kept: BTreeMap::new(),
+            key,
+        }
+    }
+
+    /// Keeps the attestations a frame from the victim carries.
+    fn remember(&mut self, frame: &Frame) {
+        if let Frame::Sync {
+            doc, attestations, ..
+        }
+        | Frame::Document {
+            doc, attestations, ..
+        } = frame
+        {
+            let kept = self.kept.entry(doc.clone()).or_default();
+            for attestation in attestations {
+                kept.insert(attestation.author, attestation.clone());
+            }
+        }
+    }
+
+    /// What an honest member sends with changes of `doc`: every attestation
+    /// it kept, and its own over its replica's heads.
+    fn attestations(&mut self, doc: &str) -> Vec<Attestation> {
+        let mut out: Vec<Attestation> = self
+            .kept
+            .get(doc)
+            .map(|kept| kept.values().cloned().collect())
+            .unwrap_or_default();
+        if let Some(replica) = self.map.get_mut(doc) {
+            let heads: Vec<Hash> = replica.doc.get_heads().iter().map(|h| h.0).collect();
+            if !heads.is_empty() {
+                out.push(Attestation::sign(doc, &self.key, heads));
+            }
+        }
+        out
+    }
+
     /// Mallory's documents of `space`, split into the protocol's buckets.
     fn buckets(&mut self, space: &SpaceKey) -> Vec<BTreeMap<String, Vec<Hash>>> {
         let mut buckets = vec![BTreeMap::new(); BUCKETS];
@@ -108,15 +152,18 @@ impl Docs {
                         if let Some(m) =
                             replica.doc.sync().generate_sync_message(&mut replica.state)
                         {
-                            out.push(Frame::Sync {
-                                space: *space,
-                                doc: theirs.doc.clone(),
-                                message: m.encode(),
-                            });
+                            out.push((theirs.doc.clone(), m.encode()));
                         }
                     }
                 }
-                out
+                out.into_iter()
+                    .map(|(doc, message)| Frame::Sync {
+                        space: *space,
+                        attestations: self.attestations(&doc),
+                        doc,
+                        message,
+                    })
+                    .collect()
             }
             Frame::Document {
                 space, doc, saved, ..
@@ -139,6 +186,7 @@ impl Docs {
                 space,
                 doc,
                 message,
+                ..
             } => {
                 let Ok(message) = sync::Message::decode(message) else {
                     return Vec::new();
@@ -151,17 +199,15 @@ impl Docs {
                     .doc
                     .sync()
                     .receive_sync_message(&mut replica.state, message);
-                replica
-                    .doc
-                    .sync()
-                    .generate_sync_message(&mut replica.state)
-                    .map(|m| Frame::Sync {
-                        space: *space,
-                        doc: doc.clone(),
-                        message: m.encode(),
-                    })
-                    .into_iter()
-                    .collect()
+                let Some(m) = replica.doc.sync().generate_sync_message(&mut replica.state) else {
+                    return Vec::new();
+                };
+                vec![Frame::Sync {
+                    space: *space,
+                    doc: doc.clone(),
+                    message: m.encode(),
+                    attestations: self.attestations(doc),
+                }]
             }
             _ => Vec::new(),
         }
@@ -204,12 +250,13 @@ impl Mallory {
 
     async fn with_key(victim: EndpointAddr, key: SecretKey) -> Mallory {
         let id = key.public().to_string();
+        let bytes = key.to_bytes();
         Mallory {
-            key: key.to_bytes(),
+            key: bytes,
             endpoint: loopback_endpoint(key).await,
             id,
             victim,
-            docs: Arc::default(),
+            docs: Arc::new(Mutex::new(Docs::new(bytes))),
         }
     }
 
@@ -257,21 +304,19 @@ impl Mallory {
         match reader {
             Reader::None => held = Some(recv),
             Reader::Collect => {
-                tokio::spawn(read(recv, inbox.clone(), None, send.clone()));
+                let docs = self.docs.clone();
+                tokio::spawn(read(recv, inbox.clone(), docs, false, send.clone()));
             }
             Reader::Honest => {
-                tokio::spawn(read(
-                    recv,
-                    inbox.clone(),
-                    Some(self.docs.clone()),
-                    send.clone(),
-                ));
+                let docs = self.docs.clone();
+                tokio::spawn(read(recv, inbox.clone(), docs, true, send.clone()));
             }
         }
         Ok(MalloryConn {
             conn,
             send,
             inbox,
+            docs: self.docs.clone(),
             _unread: held,
         })
     }
@@ -415,6 +460,24 @@ impl Mallory {
         })
     }
 
+    /// The attestations the victim sent for `doc` so far, by author.
+    pub fn attestations_seen(&self, doc: &str) -> Vec<Attestation> {
+        self.docs
+            .lock()
+            .unwrap()
+            .kept
+            .get(doc)
+            .map(|kept| kept.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Mallory's own attestation of `doc` as her replica has it: what she
+    /// signs for her changes (and what a forwarder passes on with them).
+    pub fn attest(&self, doc: &str) -> Attestation {
+        let heads: Vec<Hash> = self.with_doc(doc, |d| d.get_heads().iter().map(|h| h.0).collect());
+        Attestation::sign(doc, &self.key, heads)
+    }
+
     /// The hashes of `doc`'s changes in Mallory's replica, oldest first.
     pub fn change_hashes(&self, doc: &str) -> Vec<Hash> {
         self.with_doc(doc, |d| {
@@ -448,7 +511,8 @@ struct Inbox {
 async fn read(
     mut recv: RecvStream,
     inbox: Arc<Inbox>,
-    honest: Option<Arc<Mutex<Docs>>>,
+    docs: Arc<Mutex<Docs>>,
+    honest: bool,
     send: Arc<tokio::sync::Mutex<SendStream>>,
 ) {
     let mut decoder = FrameDecoder::new();
@@ -462,9 +526,14 @@ async fn read(
                 loop {
                     match decoder.next_frame() {
                         Ok(Some(frame)) => {
-                            let answers = match &honest {
-                                Some(docs) => docs.lock().unwrap().answer(&frame),
-                                None => Vec::new(),
+                            let answers = {
+                                let mut docs = docs.lock().unwrap();
+                                docs.remember(&frame);
+                                if honest {
+                                    docs.answer(&frame)
+                                } else {
+                                    Vec::new()
+                                }
                             };
                             inbox.frames.lock().unwrap().push(frame);
                             inbox.count.fetch_add(1, Ordering::SeqCst);
@@ -500,6 +569,7 @@ pub struct MalloryConn {
     conn: Connection,
     send: Arc<tokio::sync::Mutex<SendStream>>,
     inbox: Arc<Inbox>,
+    docs: Arc<Mutex<Docs>>,
     /// The receive half, held unread (for `Mallory::connect_unread`).
     _unread: Option<RecvStream>,
 }
@@ -535,12 +605,27 @@ impl MalloryConn {
         self.send(&hello(spaces)).await
     }
 
-    /// Sends a `Frame::Sync` with `message` for `doc` of `space`.
+    /// Sends a `Frame::Sync` with `message` for `doc` of `space`, carrying
+    /// what an honest member would: the attestations the victim sent for
+    /// `doc`, and Mallory's own over her replica's heads.
     pub async fn sync(&self, space: SpaceId, doc: &str, message: Vec<u8>) -> anyhow::Result<()> {
+        let attestations = self.docs.lock().unwrap().attestations(doc);
+        self.sync_with(space, doc, message, attestations).await
+    }
+
+    /// Sends a `Frame::Sync` with `message` and exactly `attestations`.
+    pub async fn sync_with(
+        &self,
+        space: SpaceId,
+        doc: &str,
+        message: Vec<u8>,
+        attestations: Vec<Attestation>,
+    ) -> anyhow::Result<()> {
         self.send(&Frame::Sync {
             space: *space.as_bytes(),
             doc: doc.to_string(),
             message,
+            attestations,
         })
         .await
     }

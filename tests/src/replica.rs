@@ -1,13 +1,14 @@
 //! `DocReplica`: the documents of one space as plain Automerge documents, for
 //! tests that drive `Session`s without a `Node` (the protocol simulation's
-//! peers, a member in the fuzz).
+//! peers, a member in the fuzz). It signs nothing and checks no
+//! attestations: authorship is the `Node`'s, tested over iroh.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use automerge::sync::{self, SyncDoc};
 use automerge::AutoCommit;
-use peernotes_sync::protocol::frame::{DocKey, Hash, SpaceKey};
-use peernotes_sync::protocol::Replicas;
+use peernotes_sync::protocol::frame::{Attestation, DocKey, Hash, SpaceKey};
+use peernotes_sync::protocol::{Replicas, SavedDocument};
 
 pub struct DocReplica {
     pub space: SpaceKey,
@@ -49,12 +50,14 @@ impl Replicas for DocReplica {
         _space: &SpaceKey,
         doc: &DocKey,
         state: &mut sync::State,
-    ) -> Option<sync::Message> {
-        self.docs
+    ) -> Option<(sync::Message, Vec<Attestation>)> {
+        let message = self
+            .docs
             .entry(doc.clone())
             .or_default()
             .sync()
-            .generate_sync_message(state)
+            .generate_sync_message(state)?;
+        Some((message, Vec::new()))
     }
 
     fn receive_sync_message(
@@ -63,6 +66,7 @@ impl Replicas for DocReplica {
         doc: &DocKey,
         state: &mut sync::State,
         message: sync::Message,
+        _attestations: &[Attestation],
     ) -> Result<(), String> {
         self.docs
             .entry(doc.clone())
@@ -72,13 +76,15 @@ impl Replicas for DocReplica {
             .map_err(|e| e.to_string())
     }
 
-    fn saved_document(&mut self, _space: &SpaceKey, doc: &DocKey) -> Option<(Vec<u8>, Vec<Hash>)> {
+    fn saved_document(&mut self, _space: &SpaceKey, doc: &DocKey) -> Option<SavedDocument> {
         if !(self.sends_whole)(doc) {
             return None;
         }
-        self.docs
-            .get_mut(doc)
-            .map(|d| (d.save(), d.get_heads().into_iter().map(|h| h.0).collect()))
+        self.docs.get_mut(doc).map(|d| SavedDocument {
+            saved: d.save(),
+            heads: d.get_heads().into_iter().map(|h| h.0).collect(),
+            attestations: Vec::new(),
+        })
     }
 
     fn receive_document(
@@ -86,6 +92,7 @@ impl Replicas for DocReplica {
         _space: &SpaceKey,
         doc: &DocKey,
         saved: &[u8],
+        _attestations: &[Attestation],
     ) -> Result<Option<Vec<Hash>>, String> {
         let target = self.docs.entry(doc.clone()).or_default();
         let before = target.get_heads();

@@ -98,12 +98,14 @@ fn valid_frames() -> Vec<u8> {
             space: [1; 16],
             doc: "a note".into(),
             message: vec![0x42, 0, 1, 2],
+            attestations: Vec::new(),
         },
         Frame::Document {
             space: [1; 16],
             doc: "a note".into(),
             heads: vec![[5; 32]],
             saved: vec![0x85, 0x6f, 0x4a, 0x83, 9, 9],
+            attestations: Vec::new(),
         },
         Frame::Presence {
             doc: "a note".into(),
@@ -299,6 +301,7 @@ fn write_note(
         updated_at: 0,
         trashed_at: None,
         updated_by: String::new(),
+        updated_by_unverified: false,
     };
     let write = NoteWrite {
         row,

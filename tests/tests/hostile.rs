@@ -101,6 +101,7 @@ async fn a_hostile_member_is_cut_off_and_members_keep_syncing() {
         space: *space.as_bytes(),
         doc: note.to_string(),
         message: huge.clone(),
+        attestations: Vec::new(),
     };
     let conn = send_raw(&mallory, &alice, &frames(&[hello(space), bogus_sync])).await;
     assert_closed_by_alice(&conn, "a huge bogus sync message").await;
@@ -113,6 +114,7 @@ async fn a_hostile_member_is_cut_off_and_members_keep_syncing() {
         doc: note.to_string(),
         heads: vec![[3; 32]],
         saved: huge,
+        attestations: Vec::new(),
     };
     let conn = send_raw(&mallory, &alice, &frames(&[hello(space), bogus_document])).await;
     honest_edit_arrives(&alice, &bob, &note, "a huge bogus document").await;

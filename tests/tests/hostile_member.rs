@@ -436,6 +436,7 @@ async fn a_compressed_change_bomb_in_a_sync_message_stays_within_the_heap_limit(
         space: *w.team.as_bytes(),
         doc: w.note.to_string(),
         message,
+        attestations: Vec::new(),
     };
     let note = w.note.to_string();
     bomb(
@@ -461,6 +462,7 @@ async fn a_compressed_bomb_sent_as_a_new_document_stays_within_the_heap_limit() 
         doc: new.to_string(),
         heads: vec![[7; 32]],
         saved: bomb_bytes,
+        attestations: Vec::new(),
     };
     bomb(
         &mut w,
@@ -487,6 +489,7 @@ async fn a_compressed_bomb_sent_as_the_shared_note_stays_within_the_heap_limit()
         doc: w.note.to_string(),
         heads: vec![[7; 32]],
         saved: bomb_bytes,
+        attestations: Vec::new(),
     };
     let note = w.note.to_string();
     bomb(
@@ -978,6 +981,7 @@ async fn documents_that_never_become_whole_do_not_stop_new_notes_arriving() {
                 space: *w.team.as_bytes(),
                 doc: NoteId::generate().to_string(),
                 message: message.clone(),
+                attestations: Vec::new(),
             }
             .encode()
             .unwrap()

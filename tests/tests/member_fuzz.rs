@@ -414,6 +414,7 @@ impl World {
                         doc: key,
                         heads: doc.get_heads().iter().map(|h| h.0).collect(),
                         saved: doc.save(),
+                        attestations: Vec::new(),
                     }];
                 }
                 let changes: Vec<Vec<u8>> = doc
@@ -433,6 +434,7 @@ impl World {
                     space,
                     doc: key,
                     message: message.encode(),
+                    attestations: Vec::new(),
                 }]
             }
             Attack::Raw {
@@ -483,6 +485,7 @@ impl World {
                     space,
                     doc: self.key(*target),
                     message: message.encode(),
+                    attestations: Vec::new(),
                 }]
             }
             Attack::Ask(target) => {

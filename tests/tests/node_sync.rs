@@ -403,6 +403,7 @@ fn a_note_damaged_in_the_store_is_set_aside_and_sync_goes_on() {
             updated_at: 0,
             trashed_at: None,
             updated_by: String::new(),
+            updated_by_unverified: false,
         };
         store
             .commit(&Batch {

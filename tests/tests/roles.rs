@@ -245,10 +245,22 @@ async fn a_removed_owner_stays_removed_and_its_later_edits_are_refused_from_anyo
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // ...nor through Carol, a member who forwards them.
+    // Carol passes on Mallory's own attestations, so what refuses them is
+    // the removal, not a missing signature.
     let carol = Mallory::join_as(&w.alice, w.team, Role::Editor).await;
     let carol_conn = carol.learn(w.team).await;
-    w.send(&carol_conn, &index, re_add_message).await;
-    w.send(&carol_conn, w.note.as_str(), after_removal).await;
+    for (doc, message) in [
+        (index.as_str(), re_add_message),
+        (w.note.as_str(), after_removal),
+    ] {
+        let mark = carol_conn.mark();
+        carol_conn
+            .sync_with(w.team, doc, message, vec![mallory.attest(doc)])
+            .await
+            .unwrap();
+        carol_conn.wait_for_after(mark, |_| true, ANSWER_WAIT).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 
     let members: BTreeSet<String> = member_ids(&w.alice.node, w.team);
     assert!(

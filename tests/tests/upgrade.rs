@@ -2,7 +2,8 @@
 //! one: every note is there, and a space whose members lived in its index's
 //! map is signed by its creator on first open (the creator owner, everyone
 //! else editor). Its other members learn the signed members by sync and keep
-//! editing; only the owner manages members from then on.
+//! editing; only the owner manages members from then on. Changes made before
+//! signing reach the other device signed by their author's device.
 
 use std::path::Path;
 use std::time::Duration;
@@ -145,6 +146,12 @@ async fn a_store_from_before_signed_membership_is_adopted_and_keeps_syncing() {
             .is_ok_and(|n| n.text.starts_with("after the upgrade\n"))
     })
     .await;
+    // His note, written before signing, came signed by his device: Ana shows
+    // him as its verified author.
+    assert_eq!(
+        ana.node.summary(&ben_note).unwrap().updated_by.as_deref(),
+        Some("Ben")
+    );
     let stranger = "ab".repeat(32);
     let refused = ben
         .node

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::compaction::is_due;
 use super::events::send_outbox;
-use super::{encode_heads, latest_author, lock, Node, NodeEvent, Shared, State};
+use super::{attest, encode_heads, latest_author, lock, Node, NodeEvent, Shared, State};
 use crate::error::Result;
 use crate::note::{snippet_of, title_of, NoteId};
 use crate::store::{Batch, NoteRow, NoteWrite};
@@ -27,7 +27,10 @@ impl Node {
 impl State {
     /// Whether the group commit has anything to write.
     pub(super) fn has_pending(&self) -> bool {
-        !(self.dirty.is_empty() && self.dirty_spaces.is_empty() && self.sync_states.is_empty())
+        !(self.dirty.is_empty()
+            && self.dirty_spaces.is_empty()
+            && self.sync_states.is_empty()
+            && self.new_attestations.is_empty())
     }
 
     /// Before reading the store: writes what is pending, so the read is
@@ -52,8 +55,28 @@ impl State {
     /// transaction. On failure nothing is lost: the changes stay pending in memory.
     /// Returns the notes now due for compaction.
     fn commit_pending(&mut self) -> Result<Vec<NoteId>> {
+        self.drop_stray_attestations();
         if !self.has_pending() {
             return Ok(Vec::new());
+        }
+        // Every change this device commits is signed: one attestation over
+        // the document's heads covers it and its earlier ones.
+        let mine = self.own_device();
+        let mut signed: Vec<String> = self.dirty_spaces.iter().map(|id| id.doc_key()).collect();
+        for id in &self.dirty {
+            let open = self.open.peek_mut(id).expect("dirty notes stay in memory");
+            let chunk = open.note.take_incremental();
+            let by_me = attest::authors_in([chunk.as_slice()])
+                .is_none_or(|authors| mine.is_some_and(|m| authors.contains(&m)));
+            if !chunk.is_empty() {
+                open.pending.push(chunk);
+                if by_me {
+                    signed.push(id.to_string());
+                }
+            }
+        }
+        for doc in signed {
+            self.own_attestation(&doc);
         }
         let mut batch = Batch {
             spaces: self.space_writes(),
@@ -69,15 +92,26 @@ impl State {
                     )
                 })
                 .collect(),
+            attestations: self
+                .new_attestations
+                .iter()
+                .map(|((doc, (author, legacy)), attestation)| {
+                    let mut author = author.to_vec();
+                    if *legacy {
+                        author.push(1);
+                    }
+                    (
+                        doc.clone(),
+                        author,
+                        postcard::to_stdvec(attestation).expect("an attestation encodes"),
+                    )
+                })
+                .collect(),
             ..Batch::default()
         };
         let writes = &mut batch.notes;
         for id in &self.dirty {
             let open = self.open.peek_mut(id).expect("dirty notes stay in memory");
-            let chunk = open.note.take_incremental();
-            if !chunk.is_empty() {
-                open.pending.push(chunk);
-            }
             let text = open.note.text();
             writes.push(NoteWrite {
                 row: NoteRow {
@@ -91,10 +125,15 @@ impl State {
                     updated_at: open.updated_at,
                     trashed_at: open.note.trashed_at(),
                     updated_by: latest_author(open.note.doc_mut()),
+                    updated_by_unverified: false,
                 },
                 snapshot: open.arrived_whole.clone(),
                 chunks: open.pending.clone(),
             });
+        }
+        for write in &mut batch.notes {
+            write.row.updated_by_unverified =
+                self.unverified_author(&write.row.id, &write.row.updated_by);
         }
         if let Err(e) = self.store.commit(&batch) {
             self.store_failing = true;
@@ -107,6 +146,7 @@ impl State {
             self.outbox.push(NodeEvent::StoreRecovered);
         }
         self.sync_states.clear();
+        self.new_attestations.clear();
         let written_spaces = self.spaces_written();
         let written = std::mem::take(&mut self.dirty);
         for id in &written {

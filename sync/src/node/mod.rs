@@ -28,6 +28,7 @@ use automerge::{ActorId, AutoCommit, ChangeHash};
 use lru::LruCache;
 use serde::Serialize;
 
+use crate::authorship::{Attestation, DeviceKey};
 use crate::datadir::{DataDir, DataDirLock};
 use crate::error::{Error, Result};
 use crate::identity::Identity;
@@ -172,17 +173,23 @@ fn latest_author(doc: &mut AutoCommit) -> String {
 }
 
 impl State {
-    /// Who a note's latest change is shown as: "you", a member's name, or
-    /// `None` if unknown.
+    /// Who a note's latest change is shown as: "you", a member's name
+    /// (marked "unverified" when no signature proves it: a change made before
+    /// changes were signed), or `None` if unknown.
     fn editor_name(
         &self,
         node_id: &str,
+        unverified: bool,
         names: &std::collections::HashMap<String, String>,
     ) -> Option<String> {
         if node_id.is_empty() {
             None
         } else if node_id == self.node_id {
             Some("you".to_string())
+        } else if unverified {
+            names
+                .get(node_id)
+                .map(|name| format!("{name} (unverified)"))
         } else {
             names.get(node_id).cloned()
         }
@@ -268,6 +275,18 @@ struct State {
     /// Spaces this device was invited to but whose index has not arrived yet,
     /// with the inviter's node id (the one peer to sync them with).
     joining: BTreeMap<SpaceId, String>,
+    /// Per document, each author's newest attestation (`attest`), loaded
+    /// from the store the first time a document needs them.
+    attestations: std::collections::HashMap<String, attest::Kept>,
+    /// Attestations the next group commit writes, by document and (author,
+    /// legacy).
+    new_attestations: BTreeMap<(String, (DeviceKey, bool)), Vec<Attestation>>,
+    /// Documents known to have no legacy past here (not in the store when it
+    /// was upgraded to signed authorship).
+    no_legacy: std::collections::HashSet<String>,
+    /// Per document, changes that passed the authorship check but wait in
+    /// Automerge for their dependencies (`attest::note_waiting`).
+    waiting: std::collections::HashMap<String, BTreeMap<[u8; 32], crate::authorship::ChangeNode>>,
 }
 
 impl Node {
@@ -446,7 +465,7 @@ impl Node {
                         snippet: r.snippet,
                         created_at: r.created_at,
                         updated_at: r.updated_at,
-                        updated_by: st.editor_name(&r.updated_by, &names),
+                        updated_by: st.editor_name(&r.updated_by, r.updated_by_unverified, &names),
                         trashed: r.trashed_at.is_some(),
                     })
                 })
@@ -459,9 +478,12 @@ impl Node {
         let view = self.get(id)?;
         let updated_by = self.with_state(|st| {
             st.flush_before_reading();
-            let by = st.store.row(id.as_str())?.map(|r| r.updated_by);
+            let by = st
+                .store
+                .row(id.as_str())?
+                .map(|r| (r.updated_by, r.updated_by_unverified));
             let names = st.member_names();
-            Ok(by.and_then(|by| st.editor_name(&by, &names)))
+            Ok(by.and_then(|(by, unverified)| st.editor_name(&by, unverified, &names)))
         })?;
         Ok(NoteSummary {
             snippet: snippet_of(&view.text),
@@ -683,6 +705,10 @@ impl State {
             incoming: BTreeMap::new(),
             set_aside: BTreeSet::new(),
             joining: BTreeMap::new(),
+            attestations: std::collections::HashMap::new(),
+            new_attestations: BTreeMap::new(),
+            no_legacy: std::collections::HashSet::new(),
+            waiting: std::collections::HashMap::new(),
             store,
             store_failing: false,
             actor,
@@ -735,6 +761,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 mod admit;
+mod attest;
 mod cache;
 mod commit;
 mod compaction;

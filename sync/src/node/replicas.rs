@@ -15,14 +15,16 @@ use automerge::sync::{self, SyncDoc};
 use automerge::{AutoCommit, ChangeHash, ObjType, ReadDoc, Value, ROOT};
 
 use super::admit::{admit, changes_in, check_shape, Shape};
+use super::attest;
 use super::decode::strict_load;
 use super::spaces::OpenSpace;
 use super::{lock, now_ms, Node, NodeEvent, OpenNote, SavedSyncState, State};
+use crate::authorship::{Attestation, ChangeNode, DeviceKey};
 use crate::error::{Error, Result};
 use crate::membership::{self, Log, Role as MemberRole};
 use crate::note::{Note, NoteId};
 use crate::protocol::frame::{DocKey, Hash, SpaceKey};
-use crate::protocol::Replicas;
+use crate::protocol::{Replicas, SavedDocument};
 use crate::space::{Space, SpaceId};
 use crate::store::ChunkKind;
 
@@ -328,25 +330,39 @@ impl PeerReplicas<'_> {
     }
 
     /// Refuses `changes` for `key` unless they keep its document's shape,
-    /// every membership op they carry goes into the space's log, and their
-    /// authors may write them (`check_authors`).
+    /// each new one is vouched for by the device its actor names
+    /// (`offered` or kept attestations), every membership op they carry goes
+    /// into the space's log, and their authors may write them
+    /// (`check_authors`). Returns what to note once the changes are applied.
     fn admit(
         &mut self,
         space: SpaceId,
         key: &str,
         changes: &[automerge::Change],
-    ) -> std::result::Result<(), String> {
+        offered: &[Attestation],
+    ) -> std::result::Result<Admitted, String> {
         let shape = if key == space.doc_key() {
             Shape::Index
         } else {
             Shape::Note
         };
+        let nodes: Vec<ChangeNode> = changes.iter().map(ChangeNode::from).collect();
         let target = self.doc_mut(space, key)?;
         let admitted = admit(target, shape, changes)?;
+        let new = attest::new_to(target, &nodes);
+        let vouchers = self.legacy_vouchers(space);
+        let vouched = self
+            .st
+            .check_authorship(key, &new, offered, &|d| vouchers.contains(d))?;
+        self.note_legacy(key, vouched.legacy);
+        let admitted_now = Admitted {
+            newer: vouched.newer,
+            new,
+        };
         // A space still being joined has no members known here yet: its
         // index is checked whole when it is promoted.
         let Some(open) = self.st.spaces.get(&space) else {
-            return Ok(());
+            return Ok(admitted_now);
         };
         let extended;
         let log = if admitted.ops.is_empty() {
@@ -355,15 +371,59 @@ impl PeerReplicas<'_> {
             extended = open.space.check_ops(admitted.ops)?;
             &extended
         };
-        let authored: Vec<Authored<'_>> = changes
-            .iter()
-            .map(|c| Authored {
-                actor: c.actor_id().to_bytes(),
-                hash: c.hash(),
-                deps: c.deps(),
-            })
-            .collect();
-        check_authors(&open.space, log, &authored, &admitted.log_only)
+        check_authors(&open.space, log, &nodes, &admitted.log_only)?;
+        Ok(admitted_now)
+    }
+
+    /// Once admitted changes were given to `key`'s document: keeps the
+    /// attestations that vouched for them, and notes which wait there for
+    /// their dependencies.
+    fn admitted(
+        &mut self,
+        space: SpaceId,
+        key: &str,
+        admitted: Admitted,
+    ) -> std::result::Result<(), String> {
+        let waiting = self.st.waiting.remove(key).unwrap_or_default();
+        let target = self.doc_mut(space, key)?;
+        let waiting = attest::still_waiting(waiting, target, &admitted.new);
+        if !waiting.is_empty() {
+            self.st.waiting.insert(key.to_string(), waiting);
+        }
+        self.st.keep_newer(key, admitted.newer);
+        Ok(())
+    }
+
+    /// The devices that may vouch for `space`'s changes from before signing
+    /// (legacy attestations): its owners; for a space still being joined,
+    /// the inviter this device is joining through.
+    fn legacy_vouchers(&self, space: SpaceId) -> BTreeSet<DeviceKey> {
+        match self.st.spaces.get(&space) {
+            Some(open) => open
+                .space
+                .members()
+                .into_iter()
+                .filter(|m| m.role == MemberRole::Owner)
+                .filter_map(|m| membership::device_key(&m.node_id))
+                .collect(),
+            None => membership::device_key(&self.peer).into_iter().collect(),
+        }
+    }
+
+    /// Whether this device is an owner of `space`, and so vouches for its
+    /// changes from before signing.
+    fn owns(&self, space: SpaceId) -> bool {
+        self.st.spaces.get(&space).is_some_and(|open| {
+            open.space.role_in(open.space.log(), &self.st.node_id) == Some(MemberRole::Owner)
+        })
+    }
+
+    /// Logs that `count` changes of `doc` were accepted as made before
+    /// changes were signed.
+    fn note_legacy(&self, doc: &str, count: usize) {
+        if count > 0 {
+            tracing::info!(peer = %self.peer, doc, count, "accepted changes from before signing, vouched for by an owner");
+        }
     }
 
     /// For each space this device has removed the peer from (not one it
@@ -464,18 +524,26 @@ impl Replicas for PeerReplicas<'_> {
         space: &SpaceKey,
         doc: &DocKey,
         state: &mut sync::State,
-    ) -> Option<sync::Message> {
+    ) -> Option<(sync::Message, Vec<Attestation>)> {
         // Membership can change during a session: check it for every message.
         if !self.shared_spaces().contains(space) {
             return None;
         }
-        match self.doc_mut(SpaceId::from_bytes(*space), doc) {
-            Ok(doc) => doc.sync().generate_sync_message(state),
+        let target = match self.doc_mut(SpaceId::from_bytes(*space), doc) {
+            Ok(target) => target,
             Err(e) => {
                 tracing::warn!(peer = %self.peer, doc, "not syncing: {e}");
-                None
+                return None;
             }
+        };
+        let message = target.sync().generate_sync_message(state)?;
+        if message.changes.is_empty() {
+            return Some((message, Vec::new()));
         }
+        let authors = attest::authors_in(message.changes.iter());
+        let owner = self.owns(SpaceId::from_bytes(*space));
+        let attestations = self.st.attestations_for(doc, authors.as_ref(), owner);
+        Some((message, attestations))
     }
 
     fn receive_sync_message(
@@ -484,6 +552,7 @@ impl Replicas for PeerReplicas<'_> {
         doc: &DocKey,
         state: &mut sync::State,
         message: sync::Message,
+        attestations: &[Attestation],
     ) -> std::result::Result<(), String> {
         if !self.shared_spaces().contains(space) {
             return Err("this device no longer shares that space with you".into());
@@ -496,20 +565,22 @@ impl Replicas for PeerReplicas<'_> {
         for chunk in message.changes.iter() {
             changes.extend(changes_in(self.doc_mut(space, doc)?, chunk)?);
         }
-        self.admit(space, doc, &changes)?;
+        let admitted = self.admit(space, doc, &changes, attestations)?;
         let target = self.doc_mut(space, doc)?;
         let before = target.get_heads();
         target
             .sync()
             .receive_sync_message(state, message)
             .map_err(|e| e.to_string())?;
-        if target.get_heads() != before {
+        let changed = target.get_heads() != before;
+        self.admitted(space, doc, admitted)?;
+        if changed {
             self.remote_change(space, doc, None)?;
         }
         Ok(())
     }
 
-    fn saved_document(&mut self, space: &SpaceKey, doc: &DocKey) -> Option<(Vec<u8>, Vec<Hash>)> {
+    fn saved_document(&mut self, space: &SpaceKey, doc: &DocKey) -> Option<SavedDocument> {
         if !self.shared_spaces().contains(space) {
             return None;
         }
@@ -517,16 +588,38 @@ impl Replicas for PeerReplicas<'_> {
         if !self.belongs(space, doc) {
             return None;
         }
-        if let Some(stored) = self.stored_snapshot(doc) {
-            return Some(stored);
-        }
-        match self.doc_mut(space, doc) {
-            Ok(doc) => Some((doc.save(), hashes(&doc.get_heads()))),
-            Err(e) => {
+        let (saved, heads) = match self.stored_snapshot(doc) {
+            Some(stored) => stored,
+            None => match self.doc_mut(space, doc) {
+                Ok(target) => (target.save(), hashes(&target.get_heads())),
+                Err(e) => {
+                    tracing::warn!(peer = %self.peer, doc, "not sending: {e}");
+                    return None;
+                }
+            },
+        };
+        let authors = attest::authors_in([saved.as_slice()]);
+        let mine = self.st.own_device();
+        if authors
+            .as_ref()
+            .is_none_or(|a| mine.is_some_and(|m| a.contains(&m)))
+            && !self.st.has_own_attestation(doc)
+        {
+            // Changes of this device from before it signed them: it signs
+            // its latest one now, which needs the document loaded.
+            if let Err(e) = self.doc_mut(space, doc) {
                 tracing::warn!(peer = %self.peer, doc, "not sending: {e}");
-                None
+                return None;
             }
         }
+        let attestations = self
+            .st
+            .attestations_for(doc, authors.as_ref(), self.owns(space));
+        Some(SavedDocument {
+            saved,
+            heads,
+            attestations,
+        })
     }
 
     fn receive_document(
@@ -534,6 +627,7 @@ impl Replicas for PeerReplicas<'_> {
         space: &SpaceKey,
         doc: &DocKey,
         saved: &[u8],
+        attestations: &[Attestation],
     ) -> std::result::Result<Option<Vec<Hash>>, String> {
         if !self.shared_spaces().contains(space) {
             return Err("this device no longer shares that space with you".into());
@@ -551,32 +645,38 @@ impl Replicas for PeerReplicas<'_> {
         let mut whole = strict_load(saved)?;
         let mut arrived_whole = None;
         let before = self.doc_mut(space, key)?.get_heads();
-        if before.is_empty() {
+        let newer = if before.is_empty() {
             // New here: checked by its shape and its authors, kept as loaded,
             // and its bytes kept for the store.
             check_shape(&whole, shape)?;
+            let nodes: Vec<ChangeNode> = whole
+                .get_changes_meta(&[])
+                .iter()
+                .map(ChangeNode::from)
+                .collect();
+            let vouchers = self.legacy_vouchers(space);
+            let vouched = self
+                .st
+                .check_authorship(key, &nodes, attestations, &|d| vouchers.contains(d))?;
+            self.note_legacy(key, vouched.legacy);
+            let newer = vouched.newer;
             if let Some(open) = self.st.spaces.get(&space) {
-                let metas = whole.get_changes_meta(&[]);
-                let changes: Vec<Authored<'_>> = metas
-                    .iter()
-                    .map(|m| Authored {
-                        actor: m.actor.to_bytes(),
-                        hash: m.hash,
-                        deps: &m.deps,
-                    })
-                    .collect();
-                check_authors(&open.space, open.space.log(), &changes, &[])?;
+                check_authors(&open.space, open.space.log(), &nodes, &[])?;
             }
             let target = self.doc_mut(space, key)?;
             let actor = target.get_actor().clone();
             *target = whole.with_actor(actor);
             arrived_whole = Some(saved.to_vec());
+            newer
         } else {
             let changes = self.doc_mut(space, key)?.get_changes_added(&mut whole);
-            self.admit(space, key, &changes)?;
+            let admitted = self.admit(space, key, &changes, attestations)?;
             let target = self.doc_mut(space, key)?;
             target.apply_changes(changes).map_err(|e| e.to_string())?;
-        }
+            self.admitted(space, key, admitted)?;
+            Vec::new()
+        };
+        self.st.keep_newer(key, newer);
         let after = self.doc_mut(space, key)?.get_heads();
         if after == before {
             return Ok(None);
@@ -624,11 +724,11 @@ fn decode_heads(bytes: &[u8]) -> Vec<Hash> {
         .collect()
 }
 
-/// What `check_authors` needs of a change.
-struct Authored<'a> {
-    actor: &'a [u8],
-    hash: ChangeHash,
-    deps: &'a [ChangeHash],
+/// What `admit` found: the attestations to keep once the changes are
+/// applied, and the changes new here.
+struct Admitted {
+    newer: Vec<Attestation>,
+    new: Vec<ChangeNode>,
 }
 
 /// Refuses changes whose author may not write them. A change's author is the
@@ -641,17 +741,17 @@ struct Authored<'a> {
 fn check_authors(
     space: &Space,
     log: &Log,
-    changes: &[Authored<'_>],
+    changes: &[ChangeNode],
     log_only: &[bool],
 ) -> std::result::Result<(), String> {
-    let writes = |change: &Authored<'_>| {
+    let writes = |change: &ChangeNode| {
         change.actor.get(..32).is_some_and(|device| {
             space
                 .role_in(log, &membership::hex(device))
                 .is_some_and(|role| role >= MemberRole::Editor)
         })
     };
-    let by_hash: HashMap<ChangeHash, usize> = changes
+    let by_hash: HashMap<Hash, usize> = changes
         .iter()
         .enumerate()
         .map(|(i, c)| (c.hash, i))
@@ -659,7 +759,7 @@ fn check_authors(
     let mut vouched: Vec<bool> = changes.iter().map(writes).collect();
     let mut stack: Vec<usize> = (0..changes.len()).filter(|i| vouched[*i]).collect();
     while let Some(i) = stack.pop() {
-        for dep in changes[i].deps {
+        for dep in &changes[i].deps {
             if let Some(&j) = by_hash.get(dep) {
                 if !vouched[j] {
                     vouched[j] = true;
@@ -680,7 +780,7 @@ fn check_authors(
         };
         return Err(format!(
             "change {} is by {who} of the space ({}), who may not write it",
-            hex_prefix(&change.hash.0),
+            hex_prefix(&change.hash),
             author
                 .as_deref()
                 .map_or("no device", |a| a.get(..12).unwrap_or(a)),

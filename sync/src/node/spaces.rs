@@ -295,6 +295,14 @@ impl State {
                     continue;
                 }
             };
+            // What the index was at the upgrade to signed authorship, for
+            // its owners to vouch for its unsigned past (a writer records it).
+            if self.key.is_some() {
+                let heads = super::encode_heads(&space.heads());
+                if let Err(e) = self.store.fill_legacy_heads(&id.doc_key(), &heads) {
+                    tracing::warn!(space = %id, "cannot record the index's past: {e}");
+                }
+            }
             // A space made before signed membership is signed by its creator
             // on first open: the creator owns it, everyone else edits.
             if let Some(key) = self.key {

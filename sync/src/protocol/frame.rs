@@ -7,8 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::authorship::Attestation;
+
 /// The protocol version this build speaks, sent in `Hello`.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// Largest frame accepted or sent, in bytes (after the length prefix).
 pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 const LENGTH_PREFIX: usize = 4;
@@ -37,23 +39,27 @@ pub enum Frame {
         bucket: u8,
         docs: Vec<DocHeads>,
     },
-    /// An Automerge sync message for one document.
+    /// An Automerge sync message for one document, with an attestation by
+    /// each author of the changes it carries (`authorship`).
     Sync {
         space: SpaceKey,
         doc: DocKey,
         message: Vec<u8>,
+        attestations: Vec<Attestation>,
     },
     /// Ephemeral state (cursor, selection) of the sender in one document; never stored.
     Presence { doc: DocKey, payload: Vec<u8> },
     /// A whole document in Automerge's compressed save format, sent instead of
     /// its change history when the peer's heads showed it has none of it.
     /// `heads` are the document's heads, so the receiver can tell it now has
-    /// exactly what the sender has.
+    /// exactly what the sender has. `attestations`: one by each author of
+    /// its changes, as for `Sync`.
     Document {
         space: SpaceKey,
         doc: DocKey,
         heads: Vec<Hash>,
         saved: Vec<u8>,
+        attestations: Vec<Attestation>,
     },
     /// The sender is closing the connection, and why.
     Goodbye { reason: String },
@@ -174,6 +180,7 @@ mod tests {
                 space: [1; 16],
                 doc: "abc".into(),
                 message: vec![9; 1000],
+                attestations: vec![Attestation::sign("abc", &[4; 32], vec![[5; 32]])],
             },
             Frame::Goodbye {
                 reason: "bye".into(),

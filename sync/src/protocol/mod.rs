@@ -10,5 +10,5 @@ pub mod session;
 pub mod vet;
 
 pub use frame::{Frame, FrameDecoder, FrameError, MAX_FRAME_BYTES, PROTOCOL_VERSION};
-pub use session::{summary_hash, Replicas, Session, SessionError, SessionEvent};
+pub use session::{summary_hash, Replicas, SavedDocument, Session, SessionError, SessionEvent};
 pub use vet::Vetted;

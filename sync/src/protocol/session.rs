@@ -26,7 +26,8 @@ use automerge::{sync, ChangeHash};
 use sha2::{Digest, Sha256};
 
 use super::frame::{
-    DocHeads, DocKey, Frame, Hash, SpaceKey, SpaceSummary, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    Attestation, DocHeads, DocKey, Frame, Hash, SpaceKey, SpaceSummary, MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
 };
 use super::vet::Vetted;
 
@@ -36,14 +37,15 @@ pub trait Replicas {
     fn shared_spaces(&self) -> BTreeSet<SpaceKey>;
     /// Every document of `space` with its current heads.
     fn docs(&mut self, space: &SpaceKey) -> BTreeMap<DocKey, Vec<Hash>>;
-    /// The next sync message for `doc`, or `None` if there is nothing to say. A
+    /// The next sync message for `doc`, with an attestation by each author of
+    /// the changes it carries, or `None` if there is nothing to say. A
     /// document this device does not have yet is treated as empty.
     fn generate_sync_message(
         &mut self,
         space: &SpaceKey,
         doc: &DocKey,
         state: &mut sync::State,
-    ) -> Option<sync::Message>;
+    ) -> Option<(sync::Message, Vec<Attestation>)>;
     /// Applies a sync message to `doc`, creating the document if it is new here.
     /// An error means it was refused (not applied): the session reports it and
     /// goes on.
@@ -53,6 +55,7 @@ pub trait Replicas {
         doc: &DocKey,
         state: &mut sync::State,
         message: sync::Message,
+        attestations: &[Attestation],
     ) -> Result<(), String>;
     /// The sync state remembered from an earlier session with this peer, so a
     /// reconnect sends only what is new. The default remembers nothing.
@@ -62,10 +65,9 @@ pub trait Replicas {
     /// Remembers a sync state after a message was received (the state's shared
     /// heads are what matters across sessions).
     fn save_sync_state(&mut self, _space: &SpaceKey, _doc: &DocKey, _state: &sync::State) {}
-    /// `doc` whole, in Automerge's compressed save format, with its heads, for a
-    /// peer that has none of it. `None` (the default) falls back to the sync
-    /// protocol.
-    fn saved_document(&mut self, _space: &SpaceKey, _doc: &DocKey) -> Option<(Vec<u8>, Vec<Hash>)> {
+    /// `doc` whole, for a peer that has none of it. `None` (the default)
+    /// falls back to the sync protocol.
+    fn saved_document(&mut self, _space: &SpaceKey, _doc: &DocKey) -> Option<SavedDocument> {
         None
     }
     /// Merges a whole document sent by the peer into `doc` (creating it if it is
@@ -76,6 +78,7 @@ pub trait Replicas {
         space: &SpaceKey,
         doc: &DocKey,
         saved: &[u8],
+        attestations: &[Attestation],
     ) -> Result<Option<Vec<Hash>>, String>;
     /// Takes in the peer's membership log of `space`, sent because the peer
     /// removed this device from it. Returns whether this device now knows it
@@ -83,6 +86,15 @@ pub trait Replicas {
     fn receive_removal(&mut self, _space: &SpaceKey, _ops: &[Vec<u8>]) -> bool {
         false
     }
+}
+
+/// A whole document to send: Automerge's compressed save format, its heads,
+/// and an attestation by each author of its changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedDocument {
+    pub saved: Vec<u8>,
+    pub heads: Vec<Hash>,
+    pub attestations: Vec<Attestation>,
 }
 
 /// What a session reports to its driver.
@@ -337,13 +349,15 @@ impl Session {
                 space,
                 doc,
                 message,
-            } => self.on_sync(space, doc, &message, replicas),
+                attestations,
+            } => self.on_sync(space, doc, &message, &attestations, replicas),
             Frame::Document {
                 space,
                 doc,
                 heads,
                 saved,
-            } => self.on_document(space, doc, &heads, &saved, replicas),
+                attestations,
+            } => self.on_document(space, doc, &heads, &saved, &attestations, replicas),
             Frame::Presence { doc, payload } => self.on_presence(doc, payload),
             Frame::Goodbye { reason } => {
                 self.on_goodbye(reason);
@@ -480,6 +494,7 @@ impl Session {
         space: SpaceKey,
         doc: DocKey,
         message: &[u8],
+        attestations: &[Attestation],
         replicas: &mut impl Replicas,
     ) -> Result<(), SessionError> {
         self.require_shared(&space, "sync")?;
@@ -487,7 +502,9 @@ impl Session {
             .map_err(|e| SessionError::BadSyncMessage(e.to_string()))?;
         let changes = !message.changes.is_empty();
         let state = self.state(&space, &doc, replicas);
-        if let Err(reason) = replicas.receive_sync_message(&space, &doc, state, message) {
+        if let Err(reason) =
+            replicas.receive_sync_message(&space, &doc, state, message, attestations)
+        {
             self.events
                 .push_back(SessionEvent::Refused { space, doc, reason });
             return Ok(());
@@ -510,13 +527,14 @@ impl Session {
         doc: DocKey,
         heads: &[Hash],
         saved: &[u8],
+        attestations: &[Attestation],
         replicas: &mut impl Replicas,
     ) -> Result<(), SessionError> {
         self.require_shared(&space, "document")?;
         // A document that does not load or is refused is not fatal:
         // the sync below (from our heads, perhaps none) fetches it
         // change by change.
-        let ours = match replicas.receive_document(&space, &doc, saved) {
+        let ours = match replicas.receive_document(&space, &doc, saved, attestations) {
             Ok(ours) => ours,
             Err(reason) => {
                 self.events.push_back(SessionEvent::Refused {
@@ -587,12 +605,14 @@ impl Session {
     /// or not available, it goes by the sync protocol instead.
     fn send_document(&mut self, space: &SpaceKey, doc: &DocKey, replicas: &mut impl Replicas) {
         match replicas.saved_document(space, doc) {
-            Some((saved, heads)) if saved.len() <= MAX_DOCUMENT_BYTES => {
+            Some(whole) if whole.saved.len() <= MAX_DOCUMENT_BYTES => {
+                let heads = whole.heads;
                 self.outbox.push_back(Frame::Document {
                     space: *space,
                     doc: doc.clone(),
                     heads: heads.clone(),
-                    saved,
+                    saved: whole.saved,
+                    attestations: whole.attestations,
                 });
                 // The stream is reliable: the peer will have exactly these heads.
                 // Were the document refused, the peer's sync message corrects it.
@@ -640,11 +660,12 @@ impl Session {
 
     fn sync_doc(&mut self, space: &SpaceKey, doc: &DocKey, replicas: &mut impl Replicas) {
         let state = self.state(space, doc, replicas);
-        if let Some(message) = replicas.generate_sync_message(space, doc, state) {
+        if let Some((message, attestations)) = replicas.generate_sync_message(space, doc, state) {
             self.outbox.push_back(Frame::Sync {
                 space: *space,
                 doc: doc.clone(),
                 message: message.encode(),
+                attestations,
             });
         }
     }
@@ -763,9 +784,10 @@ mod tests {
             _: &SpaceKey,
             _: &DocKey,
             state: &mut sync::State,
-        ) -> Option<sync::Message> {
+        ) -> Option<(sync::Message, Vec<Attestation>)> {
             use automerge::sync::SyncDoc;
-            self.0.sync().generate_sync_message(state)
+            let message = self.0.sync().generate_sync_message(state)?;
+            Some((message, Vec::new()))
         }
         fn receive_sync_message(
             &mut self,
@@ -773,6 +795,7 @@ mod tests {
             _: &DocKey,
             _: &mut sync::State,
             _: sync::Message,
+            _: &[Attestation],
         ) -> Result<(), String> {
             Ok(())
         }
@@ -781,6 +804,7 @@ mod tests {
             _: &SpaceKey,
             _: &DocKey,
             _: &[u8],
+            _: &[Attestation],
         ) -> Result<Option<Vec<Hash>>, String> {
             Err("not an Automerge document".into())
         }
@@ -800,6 +824,7 @@ mod tests {
             doc: "d".into(),
             heads: vec![[7; 32]],
             saved: other.save(),
+            attestations: Vec::new(),
         };
         s.handle_frame(refused, &mut replicas).unwrap();
         assert!(s.is_open(), "a refused document does not end the session");
@@ -826,6 +851,7 @@ mod tests {
             doc: "d".into(),
             heads: vec![[7; 32]],
             saved: vec![0xde, 0xad],
+            attestations: Vec::new(),
         };
         assert!(s.handle_frame(garbage, &mut replicas).is_err());
         assert!(s.is_closed());

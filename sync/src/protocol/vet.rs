@@ -19,9 +19,9 @@
 
 use std::io::Read;
 
-use super::frame::Frame;
+use super::frame::{Attestation, Frame};
 use super::session::SessionError;
-use crate::membership;
+use crate::{authorship, membership};
 
 /// Most change hashes in one list (a sync message's heads or need, a
 /// document's heads, a `have`'s last sync).
@@ -42,6 +42,8 @@ pub const MAX_DOC_KEY: usize = 64;
 /// Most spaces in a hello, and documents in one `Heads` frame.
 pub const MAX_SPACES: usize = 4096;
 pub const MAX_HEADS_DOCS: usize = 1 << 20;
+/// Most attestations in one frame: one per author of the document.
+pub const MAX_ATTESTATIONS: usize = 4096;
 /// Most actors a document chunk may name, and columns per column set.
 const MAX_ACTORS: u64 = 1 << 18;
 const MAX_COLUMNS: u64 = 64;
@@ -86,15 +88,26 @@ fn check_frame(frame: &Frame) -> Result<(), String> {
             }
             Ok(())
         }
-        Frame::Sync { doc, message, .. } => {
+        Frame::Sync {
+            doc,
+            message,
+            attestations,
+            ..
+        } => {
             doc_key(doc)?;
+            attested(doc, attestations)?;
             sync_message(message)
         }
         Frame::Document {
-            doc, heads, saved, ..
+            doc,
+            heads,
+            saved,
+            attestations,
+            ..
         } => {
             doc_key(doc)?;
             at_most(heads.len(), MAX_HASHES, "heads of one document")?;
+            attested(doc, attestations)?;
             chunks(saved, &mut Budget::frame())
         }
         Frame::Presence { doc, .. } => doc_key(doc),
@@ -115,6 +128,28 @@ fn check_frame(frame: &Frame) -> Result<(), String> {
 fn at_most(n: usize, max: usize, what: &str) -> Result<(), String> {
     if n > max {
         return Err(format!("{n} {what}, over the limit of {max}"));
+    }
+    Ok(())
+}
+
+/// Attestations of a frame: a bounded number, each naming the frame's
+/// document and a bounded number of heads. (Signatures are checked later,
+/// and only for authors of the changes the frame carries.)
+fn attested(doc: &str, attestations: &[Attestation]) -> Result<(), String> {
+    at_most(
+        attestations.len(),
+        MAX_ATTESTATIONS,
+        "attestations in one frame",
+    )?;
+    for attestation in attestations {
+        if attestation.doc != doc {
+            return Err("an attestation names another document".into());
+        }
+        at_most(
+            attestation.heads.len(),
+            authorship::MAX_HEADS,
+            "heads of one attestation",
+        )?;
     }
     Ok(())
 }
@@ -240,6 +275,41 @@ pub fn chunks(mut data: &[u8], budget: &mut Budget) -> Result<(), String> {
         data = r.rest();
     }
     Ok(())
+}
+
+/// The actors Automerge chunks back to back name: each change's own, and
+/// every actor of a document (a superset of its authors). `None` for a
+/// compressed change or anything that does not parse: the caller then
+/// assumes any author. Reads headers only; inflates nothing.
+pub fn actors_named(mut data: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut actors = Vec::new();
+    while !data.is_empty() {
+        let mut r = Reader::new(data);
+        if r.take(4).ok()? != CHUNK_MAGIC {
+            return None;
+        }
+        r.take(4).ok()?; // checksum
+        let kind = r.byte().ok()?;
+        let len = r.uleb().ok()?;
+        let mut contents = Reader::new(r.take(len).ok()?);
+        match kind {
+            CHUNK_CHANGE => {
+                contents.hashes("dependencies").ok()?;
+                let len = contents.uleb().ok()?;
+                actors.push(contents.take(len).ok()?.to_vec());
+            }
+            CHUNK_DOCUMENT => {
+                let n = contents.count(MAX_ACTORS, "actors").ok()?;
+                for _ in 0..n {
+                    let len = contents.uleb().ok()?;
+                    actors.push(contents.take(len).ok()?.to_vec());
+                }
+            }
+            _ => return None,
+        }
+        data = r.rest();
+    }
+    Some(actors)
 }
 
 /// A change chunk's contents: header, then its op columns.
