@@ -277,20 +277,50 @@ impl State {
         })
     }
 
-    /// Forgets attestations of documents that are neither a space's index
-    /// nor a note here (documents that arrived and never became one): they
-    /// are not stored, so a peer cannot fill the disk with them.
-    pub(super) fn drop_stray_attestations(&mut self) {
-        let pending: BTreeSet<&String> = self.new_attestations.keys().map(|(d, _)| d).collect();
-        let stray: Vec<String> = pending
-            .into_iter()
-            .filter(|doc| !self.holds_doc(doc))
-            .cloned()
+    /// Takes out of the next group commit the attestations of documents
+    /// still arriving (held per peer until they become a note or an index),
+    /// to put back after it; and forgets those of documents that are
+    /// neither held nor arriving, which are never stored, so a peer cannot
+    /// fill the disk with them.
+    pub(super) fn take_unwritten_attestations(
+        &mut self,
+    ) -> BTreeMap<(String, (DeviceKey, bool)), Vec<Attestation>> {
+        let pending: BTreeSet<String> = self
+            .new_attestations
+            .keys()
+            .map(|(d, _)| d.clone())
             .collect();
-        for doc in stray {
-            self.attestations.remove(&doc);
-            self.new_attestations.retain(|(d, _), _| *d != doc);
+        let mut arriving = BTreeMap::new();
+        for doc in pending {
+            if self.holds_doc(&doc) {
+                continue;
+            }
+            let keep = self.is_arriving(&doc);
+            let taken: Vec<_> = self
+                .new_attestations
+                .keys()
+                .filter(|(d, _)| *d == doc)
+                .cloned()
+                .collect();
+            for key in taken {
+                if let Some(list) = self.new_attestations.remove(&key) {
+                    if keep {
+                        arriving.insert(key, list);
+                    }
+                }
+            }
+            if !keep {
+                self.attestations.remove(&doc);
+            }
         }
+        arriving
+    }
+
+    /// Whether `doc` is arriving from some peer, not whole yet.
+    fn is_arriving(&self, doc: &str) -> bool {
+        self.incoming
+            .values()
+            .any(|slots| slots.keys().any(|(_, key)| key == doc))
     }
 
     /// Whether `doc` is a space's index or a note this device holds.

@@ -55,7 +55,11 @@ impl State {
     /// transaction. On failure nothing is lost: the changes stay pending in memory.
     /// Returns the notes now due for compaction.
     fn commit_pending(&mut self) -> Result<Vec<NoteId>> {
-        self.drop_stray_attestations();
+        // Attestations of documents still arriving wait outside the commit
+        // (and do not make one due) until those documents are whole.
+        let held = std::mem::take(&mut self.held_attestations);
+        self.new_attestations.extend(held);
+        self.held_attestations = self.take_unwritten_attestations();
         if !self.has_pending() {
             return Ok(Vec::new());
         }
@@ -135,7 +139,8 @@ impl State {
             write.row.updated_by_unverified =
                 self.unverified_author(&write.row.id, &write.row.updated_by);
         }
-        if let Err(e) = self.store.commit(&batch) {
+        let written = self.store.commit(&batch);
+        if let Err(e) = written {
             self.store_failing = true;
             self.outbox.push(NodeEvent::StoreFailed {
                 message: e.to_string(),

@@ -281,6 +281,8 @@ struct State {
     /// Attestations the next group commit writes, by document and (author,
     /// legacy).
     new_attestations: BTreeMap<(String, (DeviceKey, bool)), Vec<Attestation>>,
+    /// Attestations of documents still arriving, written once they are whole.
+    held_attestations: BTreeMap<(String, (DeviceKey, bool)), Vec<Attestation>>,
     /// Documents known to have no legacy past here (not in the store when it
     /// was upgraded to signed authorship).
     no_legacy: std::collections::HashSet<String>,
@@ -707,6 +709,7 @@ impl State {
             joining: BTreeMap::new(),
             attestations: std::collections::HashMap::new(),
             new_attestations: BTreeMap::new(),
+            held_attestations: BTreeMap::new(),
             no_legacy: std::collections::HashSet::new(),
             waiting: std::collections::HashMap::new(),
             store,
