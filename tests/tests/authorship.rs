@@ -6,7 +6,8 @@
 //! who sent it and whom it claimed, and Bob's sync with her goes on. Honest
 //! changes keep their author's signature however they travel: forwarded by a
 //! third device, as a whole document to a device that joins later, and
-//! "edited by" names the real author there.
+//! "edited by" names the real author there. Changes from before signing
+//! reach a new member vouched for by an owner, and show as unverified.
 
 use std::time::Duration;
 
@@ -288,5 +289,114 @@ async fn signatures_travel_with_the_changes_through_a_third_device() {
         1,
         "Dave reaches Carol only"
     );
+    assert_no_panic();
+}
+
+/// Closes `device` and opens its data dir again as a store written before
+/// changes were signed: its attestations, and what the upgrade records, are
+/// taken out and its schema put back to that release's.
+async fn reopen_as_before_signing(device: Device) -> Device {
+    let Device { node, net, dir } = device;
+    net.close().await;
+    eventually(
+        "the transport to let go of the Node",
+        Duration::from_secs(20),
+        || std::sync::Arc::strong_count(&node) == 1,
+    )
+    .await;
+    std::sync::Arc::try_unwrap(node)
+        .ok()
+        .expect("the only handle")
+        .close()
+        .unwrap();
+    let store =
+        rusqlite::Connection::open(dir.path().join(peernotes_sync::store::STORE_FILE)).unwrap();
+    store
+        .execute_batch(
+            "DROP TABLE attestations;
+             DROP TABLE legacy_heads;
+             ALTER TABLE notes DROP COLUMN updated_by_unverified;
+             PRAGMA user_version = 7;",
+        )
+        .unwrap();
+    drop(store);
+    let node = std::sync::Arc::new(
+        peernotes_sync::Node::open(peernotes_sync::NodeOptions::new(dir.path())).unwrap(),
+    );
+    let net = peernotes_sync::net::Transport::bind(node.clone(), &NetConfig::loopback())
+        .await
+        .unwrap();
+    net.spawn_accept();
+    Device { node, net, dir }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_from_before_signing_are_vouched_for_by_an_owner_and_shown_unverified() {
+    install_panic_hook();
+    // Alice's store holds a change by Carl that no signature proves: as a
+    // store of the release before signing would, after Carl left for good.
+    let alice = device(&NetConfig::loopback()).await.unwrap();
+    let space = alice.node.create_space("Team").unwrap();
+    let note = alice.node.create_in(space, "shared\n").unwrap();
+    let carl = Mallory::join_as(&alice, space, Role::Editor).await;
+    let conn = carl.learn(space).await;
+    let words = carl.edit(note.as_str(), |d| insert(d, "Carl's old words "));
+    conn.sync(space, note.as_str(), words).await.unwrap();
+    eventually("Carl's words to reach Alice", ANSWER_WAIT, || {
+        alice
+            .node
+            .get(&note)
+            .is_ok_and(|n| n.text.contains("Carl's old words"))
+    })
+    .await;
+    alice.node.flush().unwrap();
+    conn.close();
+    carl.close().await;
+    let alice = reopen_as_before_signing(alice).await;
+    assert_eq!(
+        alice.node.summary(&note).unwrap().updated_by.as_deref(),
+        Some("Mallory (unverified)"),
+        "the upgrade marks what no signature proves"
+    );
+
+    // Dave, added after the upgrade, gets the note from Alice: her own
+    // changes signed by her, Carl's vouched for by her as an owner.
+    let dave = device(&NetConfig::loopback()).await.unwrap();
+    alice
+        .node
+        .add_member(space, dave.node.node_id(), "Dave", Role::Editor)
+        .unwrap();
+    dave.node.join_space(space, alice.node.node_id()).unwrap();
+    dave.net.keep_connected(alice.net.addr());
+    eventually("the note to reach Dave", Duration::from_secs(60), || {
+        dave.node
+            .get(&note)
+            .is_ok_and(|n| n.text.contains("Carl's old words"))
+    })
+    .await;
+    assert_eq!(
+        dave.node.summary(&note).unwrap().updated_by.as_deref(),
+        Some("Mallory (unverified)")
+    );
+    // Alice's own edit after the upgrade is verified on Dave's device.
+    let alice_name = dave
+        .node
+        .members(space)
+        .unwrap()
+        .into_iter()
+        .find(|m| m.node_id == alice.node.node_id())
+        .unwrap()
+        .name;
+    alice.node.splice(&note, 0, 0, "Alice, now ").unwrap();
+    eventually(
+        "Alice's edit to reach Dave",
+        Duration::from_secs(20),
+        || {
+            dave.node
+                .summary(&note)
+                .is_ok_and(|n| n.updated_by.as_deref() == Some(alice_name.as_str()))
+        },
+    )
+    .await;
     assert_no_panic();
 }
