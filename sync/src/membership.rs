@@ -16,6 +16,12 @@
 //! **Roles.** `Owner` (adds, removes, changes roles), `Editor` (edits notes),
 //! `Viewer` (reads). Anyone may leave.
 //!
+//! **People.** A member may link one more device of its own person (`Link`),
+//! with at most its own role; every member records its person (the device
+//! that joined first). A device of a person may remove another device of the
+//! same person, whatever their roles: a lost laptop is revoked by the
+//! desktop, alone, and the person's other devices keep their access.
+//!
 //! **The rules.** Ops are put in one canonical order (a topological order of
 //! the graph, concurrent ops by hash). An op is valid when:
 //! 1. *Authority from its past*: its author holds the role it needs in the
@@ -123,6 +129,13 @@ pub enum Action {
         member: DeviceKey,
     },
     Leave,
+    /// The author's person gets one more device, with `role` (at most the
+    /// author's own), shown as `name` (the device's name).
+    Link {
+        device: DeviceKey,
+        role: Role,
+        name: String,
+    },
 }
 
 /// The signed part of an op.
@@ -204,7 +217,9 @@ impl Op {
             ));
         }
         let name = match &self.body.action {
-            Action::Create { name } | Action::Add { name, .. } => name.len(),
+            Action::Create { name } | Action::Add { name, .. } | Action::Link { name, .. } => {
+                name.len()
+            }
             _ => 0,
         };
         if name > MAX_NAME_BYTES {
@@ -236,6 +251,9 @@ pub struct Member {
     pub granted_by: DeviceKey,
     /// For owners, their seniority: lower is more senior (the creator is 0).
     pub rank: Option<usize>,
+    /// The person this device is a device of: the device that joined first
+    /// (itself, unless another device of the person linked it).
+    pub person: DeviceKey,
 }
 
 /// The outcome of the rules over a log.
@@ -450,6 +468,7 @@ fn apply(
                     name: name.clone(),
                     granted_by: author,
                     rank: Some(place),
+                    person: author,
                 },
             );
         }
@@ -463,6 +482,22 @@ fn apply(
                     name: name.clone(),
                     granted_by: author,
                     rank,
+                    person: *member,
+                },
+            );
+        }
+        Action::Link { device, role, name } => {
+            let rank = (*role == Role::Owner).then_some(place);
+            let person = members.get(&author).map_or(author, |m| m.person);
+            members.insert(
+                *device,
+                Member {
+                    device: *device,
+                    role: *role,
+                    name: name.clone(),
+                    granted_by: author,
+                    rank,
+                    person,
                 },
             );
         }
@@ -740,6 +775,7 @@ impl<'a> Resolver<'a> {
                 Action::Add { member, .. } | Action::SetRole { member, .. } => {
                     grants.entry(*member).or_default().push(*h)
                 }
+                Action::Link { device, .. } => grants.entry(*device).or_default().push(*h),
                 Action::Remove { member } => removals.entry(*member).or_default().push(*h),
                 Action::Leave => removals.entry(*op.author()).or_default().push(*h),
             }
@@ -772,11 +808,29 @@ impl<'a> Resolver<'a> {
                 .iter()
                 .rev()
                 .find_map(|g| match self.log.ops[g].action() {
-                    Action::Add { name, .. } => Some(name.clone()),
+                    Action::Add { name, .. } | Action::Link { name, .. } => Some(name.clone()),
                     Action::Create { name } => Some(name.clone()),
                     _ => None,
                 })
                 .unwrap_or_default();
+            // Whose device it is: as the grant that brought it in says.
+            let person = effective
+                .iter()
+                .rev()
+                .find_map(|g| {
+                    let op = &self.log.ops[g];
+                    match op.action() {
+                        Action::Link { .. } => Some(
+                            self.before(g)
+                                .members
+                                .get(op.author())
+                                .map_or(*op.author(), |m| m.person),
+                        ),
+                        Action::Add { .. } | Action::Create { .. } => Some(device),
+                        _ => None,
+                    }
+                })
+                .unwrap_or(device);
             let rank = (role == Role::Owner).then(|| {
                 // Owner since the first owner grant with no demotion after it.
                 effective
@@ -804,6 +858,7 @@ impl<'a> Resolver<'a> {
                     name,
                     granted_by,
                     rank,
+                    person,
                 },
             );
         }
@@ -817,7 +872,15 @@ fn check(op: &Op, past: &Membership) -> std::result::Result<(), String> {
         return Ok(());
     }
     let author = op.author();
-    let needed = needs(op.action());
+    let same_person = |device: &DeviceKey| {
+        let person = |d: &DeviceKey| past.members.get(d).map(|m| m.person);
+        device != author && person(device).is_some() && person(device) == person(author)
+    };
+    let needed = match op.action() {
+        // A person's device revokes another of the same person.
+        Action::Remove { member } if same_person(member) => Role::Viewer,
+        action => needs(action),
+    };
     if past.role(author).is_none_or(|r| r < needed) {
         return Err(format!(
             "its author is not {} here",
@@ -828,11 +891,16 @@ fn check(op: &Op, past: &Membership) -> std::result::Result<(), String> {
             }
         ));
     }
-    if let Action::Add { member, .. } = op.action() {
+    if let Action::Add { member, .. } | Action::Link { device: member, .. } = op.action() {
         if past.members.contains_key(member) {
             return Err(
                 "it adds a device that is a member already (change its role instead)".into(),
             );
+        }
+    }
+    if let Action::Link { role, .. } = op.action() {
+        if past.role(author).is_none_or(|r| r < *role) {
+            return Err("it links a device with a role above its author's".into());
         }
     }
     let target = match op.action() {
@@ -843,7 +911,11 @@ fn check(op: &Op, past: &Membership) -> std::result::Result<(), String> {
     if let Some(target) = target {
         let target_member = past.members.get(&target);
         if let (Some(t), Some(a)) = (target_member, past.members.get(author)) {
-            if t.role == Role::Owner && target != *author && t.rank < a.rank {
+            if t.role == Role::Owner
+                && target != *author
+                && t.rank < a.rank
+                && !same_person(&target)
+            {
                 return Err("an owner may remove or demote only owners junior to it".into());
             }
         }
@@ -876,6 +948,7 @@ fn grants(op: &Op) -> Option<DeviceKey> {
     match op.action() {
         Action::Create { .. } => Some(*op.author()),
         Action::Add { member, .. } | Action::SetRole { member, .. } => Some(*member),
+        Action::Link { device, .. } => Some(*device),
         _ => None,
     }
 }
@@ -883,7 +956,7 @@ fn grants(op: &Op) -> Option<DeviceKey> {
 /// The role an op's author needs.
 fn needs(action: &Action) -> Role {
     match action {
-        Action::Create { .. } | Action::Leave => Role::Viewer,
+        Action::Create { .. } | Action::Leave | Action::Link { .. } => Role::Viewer,
         Action::Add { .. } | Action::SetRole { .. } | Action::Remove { .. } => Role::Owner,
     }
 }
@@ -891,7 +964,9 @@ fn needs(action: &Action) -> Role {
 fn granted_role(action: &Action) -> Role {
     match action {
         Action::Create { .. } => Role::Owner,
-        Action::Add { role, .. } | Action::SetRole { role, .. } => *role,
+        Action::Add { role, .. } | Action::SetRole { role, .. } | Action::Link { role, .. } => {
+            *role
+        }
         _ => Role::Viewer,
     }
 }
@@ -900,7 +975,10 @@ fn grants_owner(action: &Action) -> bool {
     granted_role(action) == Role::Owner
         && matches!(
             action,
-            Action::Create { .. } | Action::Add { .. } | Action::SetRole { .. }
+            Action::Create { .. }
+                | Action::Add { .. }
+                | Action::SetRole { .. }
+                | Action::Link { .. }
         )
 }
 
@@ -1188,5 +1266,83 @@ mod tests {
         let (at, why) = refused.expect("the cap is reached");
         assert!(why.contains("too many"), "{why}");
         assert_eq!(at + 3, MAX_OPS_PER_AUTHOR, "3 ops by device 1 were there");
+    }
+
+    fn link(device_n: u8, role: Role) -> Action {
+        Action::Link {
+            device: device(device_n),
+            role,
+            name: format!("laptop {device_n}"),
+        }
+    }
+
+    #[test]
+    fn a_member_links_its_own_devices_with_at_most_its_role() {
+        let (mut log, head) = team();
+        // Editor 3 links its laptop 4 as an editor; 4 links 5.
+        let four = op(&mut log, 3, &[head], link(4, Role::Editor));
+        let five = op(&mut log, 4, &[four], link(5, Role::Viewer));
+        let m = log.membership().clone();
+        assert_eq!(m.role(&device(4)), Some(Role::Editor));
+        assert_eq!(m.members[&device(4)].person, device(3));
+        assert_eq!(
+            m.members[&device(5)].person,
+            device(3),
+            "a person's device links for the person"
+        );
+        assert_eq!(m.members[&device(3)].person, device(3));
+        // Not above its own role, and not a device already in.
+        assert!(refused_at_insert(
+            &mut log,
+            3,
+            &[five],
+            link(6, Role::Owner)
+        ));
+        assert!(refused_at_insert(
+            &mut log,
+            3,
+            &[five],
+            link(2, Role::Viewer)
+        ));
+        // The owner's links may be owners, junior to it.
+        op(&mut log, 1, &[five], link(6, Role::Owner));
+        let m = log.membership();
+        assert_eq!(m.members[&device(6)].person, device(1));
+        assert!(m.members[&device(6)].rank > m.members[&device(2)].rank);
+    }
+
+    #[test]
+    fn a_persons_device_revokes_another_of_the_same_person_alone() {
+        let (mut log, head) = team();
+        let four = op(&mut log, 3, &[head], link(4, Role::Editor));
+        let five = op(&mut log, 3, &[four], link(5, Role::Editor));
+        // Editor 3 revokes its lost laptop 4; 5 and 3 keep their access.
+        let revoke = op(&mut log, 3, &[five], Action::Remove { member: device(4) });
+        let m = log.membership().clone();
+        assert_eq!(m.role(&device(4)), None);
+        assert_eq!(m.role(&device(5)), Some(Role::Editor));
+        assert_eq!(m.role(&device(3)), Some(Role::Editor));
+        // An editor cannot revoke another person's device...
+        assert!(refused_at_insert(
+            &mut log,
+            3,
+            &[revoke],
+            Action::Remove { member: device(2) }
+        ));
+        // ...and what the lost laptop did concurrently with its revocation
+        // does not count: here, linking one more device.
+        op(&mut log, 4, &[five], link(7, Role::Editor));
+        assert_eq!(
+            log.membership().role(&device(7)),
+            None,
+            "the lost laptop's link counted"
+        );
+        // The creator's own laptop, an owner senior to owner 2, is revoked
+        // by the creator: the same person, whatever the seniority.
+        let (mut log, head) = team();
+        let laptop = op(&mut log, 1, &[head], link(8, Role::Owner));
+        op(&mut log, 1, &[laptop], Action::Remove { member: device(8) });
+        assert_eq!(log.membership().role(&device(8)), None);
+        assert_eq!(log.membership().role(&device(1)), Some(Role::Owner));
     }
 }

@@ -99,6 +99,10 @@ pub struct Member {
     /// membership), the creator is the owner and everyone else an editor.
     #[serde(default = "legacy_role")]
     pub role: Role,
+    /// Node id of the person this device belongs to: the device that joined
+    /// first (itself, unless another device of the person linked it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub person: String,
 }
 
 fn legacy_role() -> Role {
@@ -240,6 +244,7 @@ impl Space {
                 added_by: membership::node_id(&m.granted_by),
                 added_at: 0,
                 role: m.role,
+                person: membership::node_id(&m.person),
             })
             .collect()
     }
@@ -256,6 +261,7 @@ impl Space {
             added_by: membership::node_id(&m.granted_by),
             added_at: 0,
             role: m.role,
+            person: membership::node_id(&m.person),
         })
     }
 
@@ -367,6 +373,32 @@ impl Space {
         }
         let member = device(node_id)?;
         self.act(key, Action::Remove { member }, now_ms)
+    }
+
+    /// Links `node_id` as one more device of this device's (`key`'s) person,
+    /// with this device's role, shown as `name`.
+    pub fn link_device(
+        &mut self,
+        node_id: &str,
+        name: &str,
+        key: &[u8; 32],
+        now_ms: i64,
+    ) -> Result<()> {
+        self.require_signed()?;
+        let me = membership::node_id(&signer(key));
+        let role = self.role_in(&self.log, &me).ok_or_else(|| {
+            Error::Invalid(format!("this device is not a member of space {}", self.id))
+        })?;
+        let device = device(node_id)?;
+        self.act(
+            key,
+            Action::Link {
+                device,
+                role,
+                name: name.to_string(),
+            },
+            now_ms,
+        )
     }
 
     /// This device (`key`) leaves the space.
@@ -603,6 +635,7 @@ impl Space {
         Some(Member {
             node_id: node_id.to_string(),
             role,
+            person: node_id.to_string(),
             ..record
         })
     }
@@ -622,6 +655,7 @@ impl Space {
             added_by: by.to_string(),
             added_at: now_ms,
             role: Role::Editor,
+            person: String::new(),
         };
         let json = serde_json::to_string(&member).expect("a member serialises");
         self.doc
@@ -782,6 +816,7 @@ mod tests {
                 added_by: id(&ALICE),
                 added_at: 1,
                 role: Role::Editor,
+                person: String::new(),
             };
             let json = serde_json::to_string(&record).unwrap();
             doc.put(&members, id(key), json).unwrap();

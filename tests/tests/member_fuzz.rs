@@ -389,6 +389,7 @@ impl World {
                     added_by: self.node_id(*by),
                     added_at: 1,
                     role: Role::Editor,
+                    person: String::new(),
                 })
                 .unwrap();
                 doc.put(&obj, key, record)

@@ -1,5 +1,6 @@
 //! Membership as signed authority, simulated: 3–5 devices in one space make
-//! concurrent adds, removes, role changes and leaves, each deciding from its
+//! concurrent adds, removes, role changes, leaves, links of a person's
+//! further devices and removals of a person's own device, each deciding from its
 //! own view, while links partition and heal and ops arrive in any order
 //! (an op waits until its parents are there). Some devices also try what
 //! they may not (a non-owner adding, a removed device acting). After a final
@@ -79,7 +80,9 @@ fn exchange(devices: &mut [Device], from: usize, to: usize, rng: &mut Rng) {
     }
 }
 
-fn run(seed: u64) -> usize {
+/// Runs one seed; returns how many ops its log holds and how many members
+/// in the end are another person's linked devices.
+fn run(seed: u64) -> (usize, usize) {
     let mut rng = Rng::new(seed);
     let n = 3 + rng.below(3) as usize;
     let keys: Vec<DeviceKey> = (0..n).map(device_key).collect();
@@ -153,7 +156,12 @@ fn run(seed: u64) -> usize {
     }
     obeys_the_rules(&devices[0].log, &first, seed);
     removals_are_final(&devices[0].log, &first, seed);
-    devices[0].log.len()
+    let linked = first
+        .members
+        .values()
+        .filter(|m| m.person != m.device)
+        .count();
+    (devices[0].log.len(), linked)
 }
 
 /// What `actor` does next, from its own view: mostly what it may do, now and
@@ -164,7 +172,8 @@ fn choose(view: &Membership, keys: &[DeviceKey], actor: usize, rng: &mut Rng) ->
     let target = keys[rng.below(keys.len() as u64) as usize];
     let any_role = [Role::Viewer, Role::Editor, Role::Owner][rng.below(3) as usize];
     let trespass = rng.below(6) == 0;
-    match (role, rng.below(4)) {
+    let mine = view.members.get(&me).map(|m| m.person);
+    match (role, rng.below(6)) {
         (Some(Role::Owner), 0) => Some(Action::Add {
             member: target,
             role: any_role,
@@ -176,6 +185,18 @@ fn choose(view: &Membership, keys: &[DeviceKey], actor: usize, rng: &mut Rng) ->
             role: any_role,
         }),
         (Some(_), 3) => Some(Action::Leave),
+        // Linking one more device of its person, with at most its role.
+        (Some(role), 4) => Some(Action::Link {
+            device: target,
+            role: any_role.min(role),
+            name: "laptop".into(),
+        }),
+        // Revoking another device of its own person.
+        (Some(_), 5) => view
+            .members
+            .values()
+            .find(|m| m.device != me && Some(m.person) == mine)
+            .map(|m| Action::Remove { member: m.device }),
         // Trying what it may not: adding, or acting after removal.
         (_, _) if trespass => Some(Action::Add {
             member: me,
@@ -199,9 +220,9 @@ fn obeys_the_rules(log: &Log, members: &Membership, seed: u64) {
     for member in members.members.values() {
         let granted = counted.iter().any(|op| match op.action() {
             Action::Create { .. } => op.author() == &member.device,
-            Action::Add { member: m, .. } | Action::SetRole { member: m, .. } => {
-                *m == member.device
-            }
+            Action::Add { member: m, .. }
+            | Action::SetRole { member: m, .. }
+            | Action::Link { device: m, .. } => *m == member.device,
             _ => false,
         });
         assert!(granted, "seed {seed}: a member with no counted grant");
@@ -209,6 +230,8 @@ fn obeys_the_rules(log: &Log, members: &Membership, seed: u64) {
     // Every counted op's author was a member with the role it needs in the
     // membership of the counted ops before it (its causal past).
     let hashes: Vec<OpHash> = log.ops().map(Op::hash).collect();
+    // Each counted link: the device linked, and its linker's person then.
+    let mut links: BTreeSet<(DeviceKey, DeviceKey)> = BTreeSet::new();
     for (i, op) in log.ops().enumerate() {
         if members.refused.contains_key(&hashes[i]) || matches!(op.action(), Action::Create { .. })
         {
@@ -224,15 +247,45 @@ fn obeys_the_rules(log: &Log, members: &Membership, seed: u64) {
                 "seed {seed}: a past that does not close"
             );
         }
-        let role = past.membership().role(op.author());
+        let then = past.membership();
+        let role = then.role(op.author());
+        let person = |d: &DeviceKey| then.members.get(d).map(|m| m.person);
         let needed = match op.action() {
             Action::Leave => Role::Viewer,
+            Action::Link { role, .. } => *role,
+            Action::Remove { member }
+                if member != op.author()
+                    && person(member).is_some()
+                    && person(member) == person(op.author()) =>
+            {
+                Role::Viewer
+            }
             _ => Role::Owner,
         };
         assert!(
             role.is_some_and(|r| r >= needed),
             "seed {seed}: op {i} counted though its author had {role:?} in its past"
         );
+        if let Action::Link { device, .. } = op.action() {
+            links.insert((
+                *device,
+                person(op.author()).expect("a member, checked above"),
+            ));
+        }
+    }
+    linked_by_its_person(members, &links, seed);
+}
+
+/// (Called by `obeys_the_rules`.) A member of another person than itself
+/// was linked by a device of that person.
+fn linked_by_its_person(members: &Membership, links: &BTreeSet<(DeviceKey, DeviceKey)>, seed: u64) {
+    for m in members.members.values() {
+        if m.person != m.device {
+            assert!(
+                links.contains(&(m.device, m.person)),
+                "seed {seed}: a device is counted as another person's without a link by them"
+            );
+        }
     }
 }
 
@@ -252,6 +305,7 @@ fn removals_are_final(log: &Log, members: &Membership, seed: u64) {
     };
     let grants = |op: &Op| match op.action() {
         Action::Add { member, .. } | Action::SetRole { member, .. } => Some(*member),
+        Action::Link { device, .. } => Some(*device),
         _ => None,
     };
     for removal in &counted {
@@ -296,6 +350,15 @@ fn ancestors(log: &Log, op: &Op) -> Vec<Op> {
 #[test]
 fn devices_agree_on_the_members_and_the_members_obey_the_rules() {
     let seeds = peernotes_tests::count_from_env("PEERNOTES_SIM_SEEDS", DEFAULT_SEEDS);
-    let ops: usize = (1..=seeds).map(run).sum();
-    println!("{seeds} seeds, {ops} membership ops");
+    let (mut ops, mut linked) = (0, 0);
+    for seed in 1..=seeds {
+        let (n, l) = run(seed);
+        ops += n;
+        linked += l;
+    }
+    println!("{seeds} seeds, {ops} membership ops, {linked} linked devices at the end");
+    assert!(
+        seeds < 20 || linked > 0,
+        "no run ended with a linked device: links went untested"
+    );
 }

@@ -72,6 +72,9 @@ export interface Member {
   /** Unix milliseconds. */
   added_at: number;
   role: Role;
+  /** Node id of the person this device belongs to (its first device); absent
+   * in spaces made before signed membership. */
+  person?: string;
 }
 
 /** One member of one space, as this device sees it (mirrors `PeerStatus`). */

@@ -469,6 +469,7 @@ mod tests {
                 added_by: "aa".into(),
                 added_at: 1,
                 role: crate::membership::Role::Editor,
+                person: String::new(),
             })
             .unwrap()
         };

@@ -179,6 +179,11 @@ impl Node {
         let node_id = node_id.as_str();
         self.with_state(|st| {
             st.require_writer()?;
+            if st.private_space == Some(space) {
+                return Err(Error::Invalid(
+                    "the Private space syncs only among your own devices: link one with `peernotes device link`".into(),
+                ));
+            }
             let key = st.device_key()?;
             st.space_mut(space)?
                 .space
@@ -242,6 +247,94 @@ impl Node {
             }
             st.space_changed(space)
         })
+    }
+}
+
+/// A person's devices: linking one more, listing them, revoking one.
+impl Node {
+    /// Links `node_id` as one more device of this device's person, shown as
+    /// `name`: in every space this device is a member of (its Private space
+    /// too), with this device's role there. The new device then joins each
+    /// (`join_space`) through this one. Returns the spaces it was linked in.
+    pub fn link_device(&self, node_id: &str, name: &str) -> Result<Vec<SpaceId>> {
+        let node_id = node_id.trim().to_ascii_lowercase();
+        if crate::membership::device_key(&node_id).is_none() {
+            return Err(Error::Invalid(format!(
+                "`{node_id}` is not a node id (64 hexadecimal digits; see `peernotes id`)"
+            )));
+        }
+        self.with_state(|st| {
+            st.require_writer()?;
+            if node_id == st.node_id {
+                return Err(Error::Invalid("a device cannot link itself".into()));
+            }
+            let key = st.device_key()?;
+            let me = st.node_id.clone();
+            let now = now_ms();
+            let mut linked = Vec::new();
+            let spaces: Vec<SpaceId> = st.spaces.keys().copied().collect();
+            for space in spaces {
+                let open = st.spaces.get_mut(&space).expect("listed above");
+                if !open.space.is_member(&me) || open.space.is_member(&node_id) {
+                    continue;
+                }
+                open.space.link_device(&node_id, name, &key, now)?;
+                st.dirty_spaces.insert(space);
+                st.outbox.push(NodeEvent::SpaceChanged { space });
+                linked.push(space);
+            }
+            st.flush()?;
+            Ok(linked)
+        })
+    }
+
+    /// This device's person's devices (this one among them), as its Private
+    /// space lists them.
+    pub fn devices(&self) -> Result<Vec<Member>> {
+        self.with_state(|st| {
+            let private = st
+                .private_space
+                .ok_or_else(|| Error::Invalid("this device has no Private space yet".into()))?;
+            let space = &st
+                .spaces
+                .get(&private)
+                .expect("the private space is open")
+                .space;
+            let person = space
+                .member(&st.node_id)
+                .map(|m| m.person)
+                .unwrap_or_else(|| st.node_id.clone());
+            Ok(space
+                .members()
+                .into_iter()
+                .filter(|m| m.person == person || m.node_id == person)
+                .collect())
+        })
+    }
+
+    /// Revokes `node_id`, another device of this device's person (a lost
+    /// laptop), in every space it is a member of: alone; the person's other
+    /// devices keep their access. Returns the spaces it was removed from.
+    pub fn remove_device(&self, node_id: &str) -> Result<Vec<SpaceId>> {
+        let node_id = node_id.trim().to_ascii_lowercase();
+        if !self.devices()?.iter().any(|d| d.node_id == node_id) {
+            return Err(Error::Invalid(format!(
+                "{} is not one of your devices (see `peernotes device list`)",
+                short(&node_id)
+            )));
+        }
+        let spaces: Vec<SpaceId> = self.with_state(|st| {
+            Ok(st
+                .spaces
+                .iter()
+                .filter(|(_, open)| open.space.is_member(&node_id))
+                .map(|(id, _)| *id)
+                .collect())
+        })?;
+        for space in &spaces {
+            self.remove_member(*space, &node_id)?;
+        }
+        Ok(spaces)
     }
 }
 

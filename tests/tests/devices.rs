@@ -1,0 +1,158 @@
+//! A person's several devices, over iroh on loopback. Ana links her laptop:
+//! it is admitted to every space she is in (her Private space too) with her
+//! role there, as a device of her person, and gets her notes. Bob, another
+//! person, sees the laptop as Ana's and takes its edits. Ana revokes the
+//! laptop: it is told, what it writes afterwards is refused by everyone, and
+//! Ana herself keeps her access. Nobody else can join a Private space.
+
+use std::time::Duration;
+
+use peernotes_sync::membership::Role;
+use peernotes_sync::net::NetConfig;
+use peernotes_sync::SpaceId;
+use peernotes_tests::device;
+use peernotes_tests::mallory::{assert_no_panic, eventually, install_panic_hook};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn person_of(node: &peernotes_sync::Node, space: SpaceId, device: &str) -> Option<String> {
+    node.members(space)
+        .ok()?
+        .into_iter()
+        .find(|m| m.node_id == device)
+        .map(|m| m.person)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linked_device_gets_its_persons_spaces_and_is_revoked_alone() {
+    install_panic_hook();
+    let ana = device(&NetConfig::loopback()).await.unwrap();
+    let bob = device(&NetConfig::loopback()).await.unwrap();
+    let laptop = device(&NetConfig::loopback()).await.unwrap();
+    let (ana_id, laptop_id) = (
+        ana.node.node_id().to_string(),
+        laptop.node.node_id().to_string(),
+    );
+    // Bob owns Team; Ana is an editor of it and has a private note.
+    let team = bob.node.create_space("Team").unwrap();
+    bob.node
+        .add_member(team, &ana_id, "Ana", Role::Editor)
+        .unwrap();
+    ana.node.join_space(team, bob.node.node_id()).unwrap();
+    ana.net.keep_connected(bob.net.addr());
+    let shared = bob.node.create_in(team, "# Plans\n").unwrap();
+    let private = ana.node.private_space().unwrap();
+    let diary = ana.node.create("# Diary\nonly mine\n").unwrap();
+    eventually("Ana to have Team", WAIT, || ana.node.get(&shared).is_ok()).await;
+
+    // Nobody else joins a Private space.
+    let refused = ana
+        .node
+        .add_member(private, bob.node.node_id(), "Bob", Role::Editor)
+        .unwrap_err();
+    assert!(refused.to_string().contains("own devices"), "{refused}");
+
+    // Ana links her laptop: in both spaces, as herself.
+    let mut linked = ana.node.link_device(&laptop_id, "laptop").unwrap();
+    linked.sort();
+    let mut expected = vec![private, team];
+    expected.sort();
+    assert_eq!(linked, expected);
+    for space in [private, team] {
+        laptop.node.join_space(space, &ana_id).unwrap();
+    }
+    laptop.net.keep_connected(ana.net.addr());
+    eventually("the laptop to get Ana's notes", WAIT, || {
+        laptop
+            .node
+            .get(&diary)
+            .is_ok_and(|n| n.text.contains("only mine"))
+            && laptop.node.get(&shared).is_ok()
+    })
+    .await;
+    let devices: Vec<String> = ana
+        .node
+        .devices()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.node_id)
+        .collect();
+    assert!(
+        devices.contains(&ana_id) && devices.contains(&laptop_id),
+        "{devices:?}"
+    );
+    assert_eq!(
+        laptop
+            .node
+            .members(team)
+            .unwrap()
+            .iter()
+            .find(|m| m.node_id == laptop_id)
+            .map(|m| m.role),
+        Some(Role::Editor),
+        "the laptop has Ana's role"
+    );
+
+    // Bob sees the laptop as Ana's, and takes its edits.
+    eventually("Bob to learn of the laptop", WAIT, || {
+        person_of(&bob.node, team, &laptop_id).as_deref() == Some(ana_id.as_str())
+    })
+    .await;
+    laptop.net.keep_connected(bob.net.addr());
+    laptop
+        .node
+        .splice(&shared, 0, 0, "from the laptop\n")
+        .unwrap();
+    eventually("the laptop's edit to reach Bob", WAIT, || {
+        bob.node
+            .get(&shared)
+            .is_ok_and(|n| n.text.contains("from the laptop"))
+    })
+    .await;
+    // The diary never reached Bob.
+    assert!(bob.node.get(&diary).is_err());
+
+    // The laptop is lost: Ana revokes it, alone.
+    let mut removed = ana.node.remove_device(&laptop_id).unwrap();
+    removed.sort();
+    assert_eq!(removed, expected);
+    eventually("the laptop to learn it was removed", WAIT, || {
+        [private, team].iter().all(|s| {
+            laptop
+                .node
+                .space_info(*s)
+                .is_ok_and(|i| i.removed_by.is_some())
+        })
+    })
+    .await;
+    eventually("Bob to see the laptop go", WAIT, || {
+        person_of(&bob.node, team, &laptop_id).is_none()
+    })
+    .await;
+    laptop
+        .node
+        .splice(&shared, 0, 0, "after the loss\n")
+        .unwrap();
+    ana.node.splice(&shared, 0, 0, "Ana, still here\n").unwrap();
+    eventually("Ana's edit to reach Bob", WAIT, || {
+        bob.node
+            .get(&shared)
+            .is_ok_and(|n| n.text.contains("Ana, still here"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (who, node) in [("Ana", &ana.node), ("Bob", &bob.node)] {
+        let text = node.get(&shared).unwrap().text;
+        assert!(
+            !text.contains("after the loss"),
+            "{who} took the lost laptop's edit: {text:?}"
+        );
+    }
+    assert!(ana
+        .node
+        .members(team)
+        .unwrap()
+        .iter()
+        .any(|m| m.node_id == ana_id));
+    assert_no_panic();
+}
