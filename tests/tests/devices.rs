@@ -62,12 +62,13 @@ async fn a_linked_device_gets_its_persons_spaces_and_is_revoked_alone() {
         laptop.node.join_space(space, &ana_id).unwrap();
     }
     laptop.net.keep_connected(ana.net.addr());
-    eventually("the laptop to get Ana's notes", WAIT, || {
+    eventually("the laptop to get Ana's spaces and notes", WAIT, || {
         laptop
             .node
             .get(&diary)
             .is_ok_and(|n| n.text.contains("only mine"))
             && laptop.node.get(&shared).is_ok()
+            && person_of(&laptop.node, team, &laptop_id).is_some()
     })
     .await;
     let devices: Vec<String> = ana
