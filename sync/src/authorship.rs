@@ -162,6 +162,11 @@ pub const MAX_CHECKED_PER_AUTHOR: usize = 4;
 /// Most attestations a device keeps per author and document: the newest that
 /// each vouched for something the others did not.
 pub const MAX_KEPT_PER_AUTHOR: usize = 4;
+/// Most signers whose offered attestations one check verifies and walks
+/// from: each walk may visit the whole set, so this bounds what one frame
+/// costs (a note written by more devices than this arrives by the sync
+/// protocol, a few authors at a time, only if its messages stay within it).
+pub const MAX_SIGNERS_PER_CHECK: usize = 64;
 
 /// What `check` found about a set of changes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -185,7 +190,8 @@ pub struct Known {
 
 /// Which of `changes` (new to `doc` here) are vouched for by their claimed
 /// author. `offered` came with the changes and are verified here: at most
-/// `MAX_CHECKED_PER_AUTHOR` per signer; any for another document, by a device
+/// `MAX_CHECKED_PER_AUTHOR` per signer, from at most `MAX_SIGNERS_PER_CHECK`
+/// signers; any for another document, by a device
 /// that wrote none of the set (or, for a legacy one, that `may_vouch_legacy`
 /// refuses), or past that limit, are ignored unchecked. `known` is trusted as
 /// it is. A change is vouched for when a head attested by the device its
@@ -235,8 +241,14 @@ pub fn check(
         } else {
             authors.contains(&attestation.author)
         };
+        if !wanted || attestation.doc != doc {
+            continue;
+        }
+        if !checked.contains_key(&attestation.author) && checked.len() >= MAX_SIGNERS_PER_CHECK {
+            continue;
+        }
         let count = checked.entry(attestation.author).or_default();
-        if !wanted || attestation.doc != doc || *count >= MAX_CHECKED_PER_AUTHOR {
+        if *count >= MAX_CHECKED_PER_AUTHOR {
             continue;
         }
         *count += 1;
@@ -538,5 +550,32 @@ mod tests {
         );
         assert!(checked.unvouched.is_empty());
         assert_eq!(checked.newer, vec![fresh], "the stale one is not kept");
+    }
+
+    #[test]
+    fn one_check_walks_from_a_bounded_number_of_signers() {
+        // A chain of changes, each by another device that signs its own.
+        let n = MAX_SIGNERS_PER_CHECK as u8 + 1;
+        let changes: Vec<ChangeNode> = (1..=n)
+            .map(|i| {
+                let deps: Vec<u8> = (i > 1).then(|| i - 1).into_iter().collect();
+                change(i, i, &deps)
+            })
+            .collect();
+        let offered: Vec<Attestation> = (1..=n)
+            .map(|i| Attestation::sign("note", &key(i), vec![[i; 32]]))
+            .collect();
+        let checked = check(
+            "note",
+            &changes,
+            &[],
+            &offered,
+            &Known::default(),
+            &|_| false,
+            None,
+        );
+        assert_eq!(checked.unvouched.len(), 1, "only the signer past the limit");
+        assert_eq!(checked.unvouched[0].claimed, Some(device(n)));
+        assert_eq!(checked.newer.len(), MAX_SIGNERS_PER_CHECK);
     }
 }
