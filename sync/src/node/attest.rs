@@ -11,9 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use automerge::{AutoCommit, ChangeHash};
-use ed25519_dalek::SigningKey;
 
-use super::State;
+use super::{decode_heads, State};
 use crate::authorship::{self, Attestation, ChangeNode, DeviceKey, Known};
 use crate::membership;
 use crate::note::NoteId;
@@ -67,10 +66,10 @@ impl State {
         self.author_key().map(|(_, mine)| mine)
     }
 
-    /// This device's key and its author key, if it can sign (a writer).
+    /// This device's key and its author key (its node id's bytes), if it
+    /// can sign (a writer).
     fn author_key(&self) -> Option<([u8; 32], DeviceKey)> {
-        let key = self.key?;
-        Some((key, SigningKey::from_bytes(&key).verifying_key().to_bytes()))
+        Some((self.key?, membership::device_key(&self.node_id)?))
     }
 
     /// What to send with changes of `doc` by `authors` (`None`: any author
@@ -115,12 +114,10 @@ impl State {
     /// A document this device holds in memory that it may have written: a
     /// note in use, or a space's index.
     fn own_doc(&mut self, doc: &str) -> Option<&mut AutoCommit> {
-        if let Some(id) = doc.strip_prefix("space-") {
-            let id: SpaceId = id.parse().ok()?;
-            return self.spaces.get_mut(&id).map(|open| open.space.doc_mut());
+        match DocRef::parse(doc)? {
+            DocRef::Index(id) => self.spaces.get_mut(&id).map(|open| open.space.doc_mut()),
+            DocRef::Note(id) => self.open.peek_mut(&id).map(|open| open.note.doc_mut()),
         }
-        let id: NoteId = doc.parse().ok()?;
-        self.open.peek_mut(&id).map(|open| open.note.doc_mut())
     }
 
     /// This device's attestation of `doc` as it holds it: a signature over
@@ -189,11 +186,7 @@ impl State {
                 return None;
             }
         };
-        let heads: Vec<[u8; 32]> = heads
-            .chunks_exact(32)
-            .map(|h| h.try_into().expect("32-byte chunks"))
-            .collect();
-        let signed = Attestation::sign_legacy(doc, &key, heads);
+        let signed = Attestation::sign_legacy(doc, &key, decode_heads(&heads));
         self.keep(doc, signed.clone());
         Some(signed)
     }
@@ -325,13 +318,11 @@ impl State {
 
     /// Whether `doc` is a space's index or a note this device holds.
     fn holds_doc(&self, doc: &str) -> bool {
-        if let Some(id) = doc.strip_prefix("space-") {
-            return id
-                .parse::<SpaceId>()
-                .is_ok_and(|id| self.spaces.contains_key(&id));
+        match DocRef::parse(doc) {
+            Some(DocRef::Index(id)) => self.spaces.contains_key(&id),
+            Some(DocRef::Note(id)) => matches!(self.note_space(&id), Ok(Some(_))),
+            None => false,
         }
-        doc.parse::<NoteId>()
-            .is_ok_and(|id| matches!(self.note_space(&id), Ok(Some(_))))
     }
 
     /// Whether a note's latest change, by `author` (a node id), is shown
@@ -344,6 +335,21 @@ impl State {
             return false;
         };
         !self.kept(doc).contains_key(&(device, false))
+    }
+}
+
+/// What a document key names: a space's index (`SpaceId::doc_key`) or a note.
+enum DocRef {
+    Index(SpaceId),
+    Note(NoteId),
+}
+
+impl DocRef {
+    fn parse(doc: &str) -> Option<DocRef> {
+        match doc.strip_prefix("space-") {
+            Some(id) => id.parse().ok().map(DocRef::Index),
+            None => doc.parse().ok().map(DocRef::Note),
+        }
     }
 }
 

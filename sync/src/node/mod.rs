@@ -787,6 +787,14 @@ fn encode_heads(heads: &[ChangeHash]) -> Vec<u8> {
     heads.iter().flat_map(|h| h.0).collect()
 }
 
+/// Heads as stored, read back.
+fn decode_heads(bytes: &[u8]) -> Vec<[u8; 32]> {
+    bytes
+        .chunks_exact(32)
+        .map(|h| h.try_into().expect("32-byte chunks"))
+        .collect()
+}
+
 pub use spaces::{device_name, SpaceInfo};
 pub use window::Window;
 

@@ -18,7 +18,7 @@ use super::admit::{admit, changes_in, check_shape, Shape};
 use super::attest;
 use super::decode::strict_load;
 use super::spaces::OpenSpace;
-use super::{lock, now_ms, Node, NodeEvent, OpenNote, SavedSyncState, State};
+use super::{decode_heads, lock, now_ms, Node, NodeEvent, OpenNote, SavedSyncState, State};
 use crate::authorship::{Attestation, ChangeNode, DeviceKey};
 use crate::error::{Error, Result};
 use crate::membership::{self, Log, Role as MemberRole};
@@ -350,13 +350,8 @@ impl PeerReplicas<'_> {
         let target = self.doc_mut(space, key)?;
         let admitted = admit(target, shape, changes)?;
         let new = attest::new_to(target, &nodes);
-        let vouchers = self.legacy_vouchers(space);
-        let vouched = self
-            .st
-            .check_authorship(key, &new, offered, &|d| vouchers.contains(d))?;
-        self.note_legacy(key, vouched.legacy);
         let admitted_now = Admitted {
-            newer: vouched.newer,
+            newer: self.vouch(space, key, &new, offered)?,
             new,
         };
         // A space still being joined has no members known here yet: its
@@ -418,12 +413,25 @@ impl PeerReplicas<'_> {
         })
     }
 
-    /// Logs that `count` changes of `doc` were accepted as made before
-    /// changes were signed.
-    fn note_legacy(&self, doc: &str, count: usize) {
-        if count > 0 {
-            tracing::info!(peer = %self.peer, doc, count, "accepted changes from before signing, vouched for by an owner");
+    /// Refuses `new` (changes of `key` new here) unless their authors, or
+    /// for changes from before signing an owner of `space`, vouched for them
+    /// (`State::check_authorship`). Returns the offered attestations to keep
+    /// once they are applied.
+    fn vouch(
+        &mut self,
+        space: SpaceId,
+        key: &str,
+        new: &[ChangeNode],
+        offered: &[Attestation],
+    ) -> std::result::Result<Vec<Attestation>, String> {
+        let vouchers = self.legacy_vouchers(space);
+        let vouched = self
+            .st
+            .check_authorship(key, new, offered, &|d| vouchers.contains(d))?;
+        if vouched.legacy > 0 {
+            tracing::info!(peer = %self.peer, doc = key, count = vouched.legacy, "accepted changes from before signing, vouched for by an owner");
         }
+        Ok(vouched.newer)
     }
 
     /// For each space this device has removed the peer from (not one it
@@ -645,7 +653,7 @@ impl Replicas for PeerReplicas<'_> {
         let mut whole = strict_load(saved)?;
         let mut arrived_whole = None;
         let before = self.doc_mut(space, key)?.get_heads();
-        let newer = if before.is_empty() {
+        let admitted = if before.is_empty() {
             // New here: checked by its shape and its authors, kept as loaded,
             // and its bytes kept for the store.
             check_shape(&whole, shape)?;
@@ -654,12 +662,7 @@ impl Replicas for PeerReplicas<'_> {
                 .iter()
                 .map(ChangeNode::from)
                 .collect();
-            let vouchers = self.legacy_vouchers(space);
-            let vouched = self
-                .st
-                .check_authorship(key, &nodes, attestations, &|d| vouchers.contains(d))?;
-            self.note_legacy(key, vouched.legacy);
-            let newer = vouched.newer;
+            let newer = self.vouch(space, key, &nodes, attestations)?;
             if let Some(open) = self.st.spaces.get(&space) {
                 check_authors(&open.space, open.space.log(), &nodes, &[])?;
             }
@@ -667,16 +670,19 @@ impl Replicas for PeerReplicas<'_> {
             let actor = target.get_actor().clone();
             *target = whole.with_actor(actor);
             arrived_whole = Some(saved.to_vec());
-            newer
+            // Whole, nothing of it waits for dependencies.
+            Admitted {
+                newer,
+                new: Vec::new(),
+            }
         } else {
             let changes = self.doc_mut(space, key)?.get_changes_added(&mut whole);
             let admitted = self.admit(space, key, &changes, attestations)?;
             let target = self.doc_mut(space, key)?;
             target.apply_changes(changes).map_err(|e| e.to_string())?;
-            self.admitted(space, key, admitted)?;
-            Vec::new()
+            admitted
         };
-        self.st.keep_newer(key, newer);
+        self.admitted(space, key, admitted)?;
         let after = self.doc_mut(space, key)?.get_heads();
         if after == before {
             return Ok(None);
@@ -714,14 +720,6 @@ impl Replicas for PeerReplicas<'_> {
 
 fn hashes(heads: &[ChangeHash]) -> Vec<Hash> {
     heads.iter().map(|h| h.0).collect()
-}
-
-/// Heads as the store keeps them: 32-byte hashes back to back.
-fn decode_heads(bytes: &[u8]) -> Vec<Hash> {
-    bytes
-        .chunks_exact(32)
-        .map(|h| h.try_into().expect("32-byte chunks"))
-        .collect()
 }
 
 /// What `admit` found: the attestations to keep once the changes are
