@@ -399,6 +399,21 @@ pub async fn invite(
         .map_err(CommandError::pairing)
 }
 
+/// An invitation that links the device redeeming it as one more of this
+/// person's devices.
+#[tauri::command]
+pub async fn invite_device(app: State<'_, App>, minutes: u64) -> Reply<Invitation> {
+    app.network()?
+        .invite_device(minutes, InviteBy::TicketAndCode)
+        .map_err(CommandError::pairing)
+}
+
+/// Revokes one of this person's devices (a lost laptop) in every space.
+#[tauri::command]
+pub async fn remove_device(app: State<'_, App>, node_id: String) -> Reply<()> {
+    logged("remove_device", app.node()?.remove_device(node_id.trim())).map(|_| ())
+}
+
 #[tauri::command]
 pub async fn cancel_invite(app: State<'_, App>) -> Reply<()> {
     app.network()?.cancel_invite();

@@ -92,6 +92,8 @@ fn run() -> anyhow::Result<()> {
             commands::set_role,
             commands::network_status,
             commands::invite,
+            commands::invite_device,
+            commands::remove_device,
             commands::cancel_invite,
             commands::join,
             commands::set_presence,

@@ -420,6 +420,16 @@ impl Log {
         })
     }
 
+    /// Whether any op of the log grants `device` a role, takes its standing
+    /// or is by it: it is or was a member (or was named as one).
+    pub fn names(&self, device: &DeviceKey) -> bool {
+        self.ops().any(|op| {
+            op.author() == device
+                || grants(op) == Some(*device)
+                || takes_standing(op).is_some_and(|(target, _)| target == *device)
+        })
+    }
+
     /// Who removed `device`, if a counted removal of it stands (its own
     /// leave names itself).
     pub fn removed_by(&self, device: &DeviceKey) -> Option<DeviceKey> {

@@ -137,6 +137,10 @@ pub struct Joined {
     pub space_name: String,
     /// The inviter's node id.
     pub inviter: String,
+    /// This device was linked as one more device of the inviter's person
+    /// (`space` is that person's Private space).
+    #[serde(default)]
+    pub linked: bool,
 }
 
 /// Where the network stands.
@@ -252,6 +256,30 @@ impl Network {
         by: InviteBy,
         role: Role,
     ) -> anyhow::Result<Invitation> {
+        self.open_invitation(space, minutes, by, role, false)
+    }
+
+    /// Opens an invitation for `minutes` that links the device redeeming it
+    /// as one more device of this device's person: it gets the person's
+    /// Private space and every space the person is in, with the person's
+    /// role there. Replaces any open invitation.
+    pub fn invite_device(&self, minutes: u64, by: InviteBy) -> anyhow::Result<Invitation> {
+        let private = self.node.private_space()?;
+        self.open_invitation(private, minutes, by, Role::Owner, true)
+    }
+
+    fn open_invitation(
+        &self,
+        space: SpaceId,
+        minutes: u64,
+        by: InviteBy,
+        role: Role,
+        link: bool,
+    ) -> anyhow::Result<Invitation> {
+        let offer = |offer: Offer| {
+            let offer = offer.with_role(role);
+            Arc::new(if link { offer.linking() } else { offer })
+        };
         let transport = self.transport()?;
         if by == InviteBy::Code && !transport.has_mdns() {
             anyhow::bail!(MDNS_OFF);
@@ -277,7 +305,7 @@ impl Network {
         };
         let mut offers = Vec::new();
         if by != InviteBy::Code {
-            let offer = Arc::new(Offer::generate(space, expires_at)?.with_role(role));
+            let offer = offer(Offer::generate(space, expires_at)?);
             let addr = transport.addr();
             let inviter: EndpointId = self
                 .node
@@ -299,7 +327,7 @@ impl Network {
         }
         if by != InviteBy::Ticket {
             if transport.has_mdns() {
-                let offer = Arc::new(Offer::generate_code(space, expires_at)?.with_role(role));
+                let offer = offer(Offer::generate_code(space, expires_at)?);
                 invitation.code = offer.code().map(ShortCode::to_string);
                 offers.push(offer);
             } else {
@@ -370,10 +398,15 @@ impl Network {
     ) -> anyhow::Result<Joined> {
         let transport = self.transport()?;
         let text = invitation.trim();
-        let (space, space_name, inviter) = if text.starts_with("peernotes1") {
+        let (space, space_name, inviter, linked) = if text.starts_with("peernotes1") {
             let ticket = Ticket::decode(text)?;
-            let space_name = transport.pair(&ticket, name).await?;
-            (ticket.space_id(), space_name, ticket_inviter(&ticket)?)
+            let (space_name, linked) = transport.pair(&ticket, name).await?;
+            (
+                ticket.space_id(),
+                space_name,
+                ticket_inviter(&ticket)?,
+                linked,
+            )
         } else {
             let code = ShortCode::parse(text)?;
             if !transport.has_mdns() {
@@ -387,6 +420,7 @@ impl Network {
             space,
             space_name,
             inviter: inviter.id.to_string(),
+            linked,
         })
     }
 

@@ -105,6 +105,18 @@ pub struct Member {
     pub person: String,
 }
 
+impl Member {
+    /// The node id of the person this device belongs to (its own when no
+    /// other device of a person linked it).
+    pub fn person_id(&self) -> &str {
+        if self.person.is_empty() {
+            &self.node_id
+        } else {
+            &self.person
+        }
+    }
+}
+
 fn legacy_role() -> Role {
     Role::Editor
 }
@@ -281,6 +293,11 @@ impl Space {
         }
         let device = membership::device_key(node_id)?;
         log.membership().role(&device)
+    }
+
+    /// Whether `node_id` is or ever was a member, by the signed log.
+    pub fn ever_member(&self, node_id: &str) -> bool {
+        membership::device_key(node_id).is_some_and(|device| self.log.names(&device))
     }
 
     /// Who removed `node_id` (itself, if it left), if it was a member and is

@@ -142,6 +142,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE notes ADD COLUMN updated_by_unverified INTEGER NOT NULL DEFAULT 0;
     UPDATE notes SET updated_by_unverified = 1 WHERE updated_by != '';
     "#,
+    // 9: an invitation that links this device to another device's person:
+    // the space it joins is that person's Private space, which becomes this
+    // device's own.
+    r#"
+    ALTER TABLE invitations ADD COLUMN private INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// What kind of bytes a chunk holds.
@@ -223,6 +229,10 @@ pub struct Batch {
     pub sync_states: Vec<(String, String, Vec<u8>, Vec<u8>)>,
     /// `(doc, author, encoded attestation)`, each replacing the author's last.
     pub attestations: Vec<(String, Vec<u8>, Vec<u8>)>,
+    /// `(old, new)`: this device was linked to a person whose Private space
+    /// is `new` (written in this batch); `old`, its own, is retired and its
+    /// notes are filed under `new`.
+    pub private_switch: Option<(String, String)>,
 }
 
 impl Batch {
@@ -231,6 +241,7 @@ impl Batch {
             && self.spaces.is_empty()
             && self.sync_states.is_empty()
             && self.attestations.is_empty()
+            && self.private_switch.is_none()
     }
 }
 
@@ -381,6 +392,9 @@ impl Store {
         for space in &batch.spaces {
             write_space(&tx, space, false).map_err(|e| classify(&path, e))?;
         }
+        if let Some((old, new)) = &batch.private_switch {
+            switch_private(&tx, old, new).map_err(|e| classify(&path, e))?;
+        }
         for (peer, doc, state, their_heads) in &batch.sync_states {
             tx.execute(
                 "INSERT INTO sync_states (peer, doc, state, their_heads) VALUES (?1, ?2, ?3, ?4)
@@ -474,26 +488,28 @@ impl Store {
             .map_err(|e| classify(&self.path, e))
     }
 
-    /// Remembers an accepted invitation until the space's index arrives.
-    pub fn add_invitation(&mut self, space_id: &str, inviter: &str) -> Result<()> {
+    /// Remembers an accepted invitation until the space's index arrives;
+    /// `private`: it links this device, and the space is its person's Private.
+    pub fn add_invitation(&mut self, space_id: &str, inviter: &str, private: bool) -> Result<()> {
         self.conn
             .execute(
-                "INSERT INTO invitations (space_id, inviter) VALUES (?1, ?2)
-                 ON CONFLICT (space_id) DO UPDATE SET inviter = excluded.inviter",
-                [space_id, inviter],
+                "INSERT INTO invitations (space_id, inviter, private) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (space_id) DO UPDATE SET inviter = excluded.inviter,
+                     private = excluded.private",
+                params![space_id, inviter, private],
             )
             .map_err(|e| classify(&self.path, e))?;
         Ok(())
     }
 
-    /// `(space id, inviter)` of invitations still waiting for their space.
-    pub fn invitations(&self) -> Result<Vec<(String, String)>> {
+    /// `(space id, inviter, private)` of invitations still waiting for their space.
+    pub fn invitations(&self) -> Result<Vec<(String, String, bool)>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT space_id, inviter FROM invitations ORDER BY space_id")
+            .prepare("SELECT space_id, inviter, private FROM invitations ORDER BY space_id")
             .map_err(|e| classify(&self.path, e))?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0)))
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(|e| classify(&self.path, e))?;
         Ok(rows)
@@ -944,6 +960,22 @@ fn write_space(tx: &Transaction<'_>, space: &SpaceWrite, private: bool) -> rusql
             ],
         )?;
     }
+    Ok(())
+}
+
+/// Makes `new` the Private space in place of `old`: `old`'s notes are filed
+/// under `new`, and `old` (its index, its attestations) is forgotten.
+fn switch_private(tx: &Transaction<'_>, old: &str, new: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE notes SET space_id = ?2 WHERE space_id = ?1 OR space_id = ''",
+        params![old, new],
+    )?;
+    let index = format!("space-{old}");
+    tx.execute("DELETE FROM chunks WHERE note_id = ?1", [&index])?;
+    tx.execute("DELETE FROM attestations WHERE doc = ?1", [&index])?;
+    tx.execute("DELETE FROM legacy_heads WHERE doc = ?1", [&index])?;
+    tx.execute("DELETE FROM spaces WHERE id = ?1", [old])?;
+    tx.execute("UPDATE spaces SET private = 1 WHERE id = ?1", [new])?;
     Ok(())
 }
 

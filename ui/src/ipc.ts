@@ -83,6 +83,11 @@ export interface PeerStatus {
   space_name: string;
   node_id: string;
   name: string;
+  /** The node id of the person this device belongs to, and that person's name. */
+  person: string;
+  person_name: string;
+  /** One of this device's person's other devices. */
+  yours: boolean;
   role: Role;
   /** This device is an owner of the space: it may change roles and remove. */
   you_manage: boolean;
@@ -125,6 +130,8 @@ export interface Invitation {
 export interface Joined {
   space: SpaceId;
   space_name: string;
+  /** This device was linked as one more device of the inviter's person. */
+  linked: boolean;
 }
 
 /** Error kinds the backend reports (mirrors `commands::CommandError`). */
@@ -294,6 +301,16 @@ export function cancelInvite(): Promise<void> {
 }
 
 /** Joins with a ticket (`peernotes1…`) or a short code (`7-amber-falcon`). */
+/** Opens an invitation that links one more device of this person. */
+export function inviteDevice(minutes: number): Promise<Invitation> {
+  return call<Invitation>("invite_device", { minutes });
+}
+
+/** Revokes one of this person's devices in every space. */
+export function removeDevice(nodeId: string): Promise<void> {
+  return call<void>("remove_device", { nodeId });
+}
+
 export function join(invitation: string, name: string | null): Promise<Joined> {
   return call<Joined>("join", { invitation, name });
 }

@@ -24,6 +24,7 @@ import {
   onStoreProblem,
   onRemovedFromSpace,
   onStoreRecovered,
+  removeDevice,
   removeMember,
   setRole,
   restoreNote,
@@ -131,6 +132,12 @@ const peers = new PeersPanel({
     await setRole(space, nodeId, role);
     await network.refresh();
   },
+  onRemoveDevice: async (nodeId) => {
+    await removeDevice(nodeId);
+    await network.refresh();
+    scheduleRefresh();
+  },
+  onLinkDevice: () => invite.openLink(),
   spaceName: (space, fallback) => spaceName(space) ?? fallback,
   onToggle: (open) => {
     statusBar.setExpanded(open);
@@ -411,6 +418,13 @@ async function restore(id: NoteId, reopen: boolean): Promise<void> {
 // ---- spaces and pairing ----
 
 async function onJoined(joined: Joined): Promise<void> {
+  if (joined.linked) {
+    toast.show("Linked: this is now one more of your devices. Your notes and spaces arrive as it syncs.");
+    await loadSpaces();
+    setView({ kind: "all" });
+    void network.refresh();
+    return;
+  }
   state.joining = { id: joined.space, name: joined.space_name };
   await loadSpaces();
   setView({ kind: "space", id: joined.space });

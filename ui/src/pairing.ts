@@ -5,10 +5,15 @@
 // errors). main.ts routes `pairing` events to whichever is open.
 
 import { byId, copyWithFeedback, errorText } from "./dom";
-import { cancelInvite, invite, join, type Invitation, type Joined, type PairingProgress, type Role, type SpaceId } from "./ipc";
+import { cancelInvite, invite, inviteDevice, join, type Invitation, type Joined, type PairingProgress, type Role, type SpaceId } from "./ipc";
 
 /** How long an invitation lasts. */
 const INVITE_MINUTES = 10;
+
+const LEAD_SPACE =
+  "On the other device, choose Join… and type the code, or paste the ticket. Scan the QR code from a phone.";
+const LEAD_DEVICE =
+  "On your other device, choose Join… and type the code, or paste the ticket. It becomes one more of your devices: it gets your Private notes and every space you are in.";
 
 function countdown(ms: number): string {
   const seconds = Math.max(0, Math.ceil(ms / 1000));
@@ -28,7 +33,10 @@ export class InviteDialog {
   private readonly error = byId("invite-error", HTMLParagraphElement);
   private readonly renew = byId("invite-renew", HTMLButtonElement);
   private readonly role = byId("invite-role", HTMLSelectElement);
-  private space: { id: SpaceId; name: string } | null = null;
+  private readonly roleField = byId("invite-role-field", HTMLDivElement);
+  private readonly lead = byId("invite-lead", HTMLParagraphElement);
+  /** What the invitation is for: a space, or linking one more of this person's devices. */
+  private target: { kind: "space"; id: SpaceId; name: string } | { kind: "device" } | null = null;
   /** Bumped on every open, renew and close, so a late `invite()` answer is dropped. */
   private generation = 0;
   private expiresAt = 0;
@@ -52,22 +60,38 @@ export class InviteDialog {
   /** Opens the dialog and starts inviting into `space`. */
   open(space: SpaceId, name: string): void {
     if (this.dialog.open) return;
-    this.space = { id: space, name };
+    this.target = { kind: "space", id: space, name };
     this.role.value = "editor";
+    this.roleField.hidden = false;
     this.heading.textContent = `Invite a device to ${name}`;
+    this.lead.textContent = LEAD_SPACE;
+    this.dialog.showModal();
+    void this.start();
+  }
+
+  /** Opens the dialog and starts an invitation that links one more of this person's devices. */
+  openLink(): void {
+    if (this.dialog.open) return;
+    this.target = { kind: "device" };
+    this.roleField.hidden = true;
+    this.heading.textContent = "Link another of your devices";
+    this.lead.textContent = LEAD_DEVICE;
     this.dialog.showModal();
     void this.start();
   }
 
   private async start(): Promise<void> {
-    const space = this.space;
-    if (space === null) return;
+    const target = this.target;
+    if (target === null) return;
     const generation = ++this.generation;
     this.reset();
     this.status.textContent = "Creating an invitation…";
     let invitation: Invitation;
     try {
-      invitation = await invite(space.id, INVITE_MINUTES, this.role.value as Role);
+      invitation =
+        target.kind === "space"
+          ? await invite(target.id, INVITE_MINUTES, this.role.value as Role)
+          : await inviteDevice(INVITE_MINUTES);
     } catch (err) {
       if (generation !== this.generation) return;
       this.status.textContent = "";
@@ -165,7 +189,7 @@ export class InviteDialog {
     this.generation++;
     window.clearInterval(this.tick);
     window.clearTimeout(this.closeTimer);
-    this.space = null;
+    this.target = null;
     void cancelInvite().catch(() => undefined);
   }
 }
@@ -229,7 +253,9 @@ export class JoinDialog {
     this.progress.textContent = this.byCode ? "Looking for the inviter on this network…" : "Connecting to the inviter…";
     try {
       const joined = await join(invitation, name === "" ? null : name);
-      this.progress.textContent = `Joined ${joined.space_name}`;
+      this.progress.textContent = joined.linked
+        ? "Linked ✓ This is now one more of your devices; your notes are arriving."
+        : `Joined ${joined.space_name}`;
       this.onJoined(joined);
       this.closeTimer = window.setTimeout(() => this.dialog.close(), 1500);
     } catch (err) {

@@ -1,8 +1,11 @@
 // The peers panel (`#peers-panel`, opened from the status bar): this device's
-// node id with a copy button, then every member of every space grouped by space
-// — online dot, "last seen …", "in sync" / "N notes waiting" / "offline", its
-// role, and, where this device is an owner, a role menu and a Remove button
-// that asks first. Changing roles and removing go through `PeersEvents`.
+// node id with a copy button and "Link another device…", then every member of
+// every space grouped by space and, within a space, by person ("Ana — laptop,
+// desktop") — online dot, "last seen …", "in sync" / "N notes waiting" /
+// "offline", its role, and, where this device is an owner, a role menu and a
+// Remove button that asks first. A device of this device's own person has
+// Revoke instead, which removes it from every space. Changing roles, removing
+// and revoking go through `PeersEvents`.
 
 import { confirmAction } from "./dialogs";
 import { byId, copyWithFeedback, errorText, h } from "./dom";
@@ -14,6 +17,10 @@ export interface PeersEvents {
   onRemove(space: SpaceId, nodeId: string): Promise<void>;
   /** Gives a member another role; a rejection is shown in the panel. */
   onSetRole(space: SpaceId, nodeId: string, role: Role): Promise<void>;
+  /** Revokes one of this person's devices in every space (confirmed). */
+  onRemoveDevice(nodeId: string): Promise<void>;
+  /** Opens the dialog that links one more of this person's devices. */
+  onLinkDevice(): void;
   /** How the window names `space` ("Private" for the device's own). */
   spaceName(space: SpaceId, fallback: string): string;
   /** The panel opened or closed. */
@@ -44,6 +51,25 @@ function groups(
   const list = [...bySpace.values()].sort((a, b) => a.name.localeCompare(b.name));
   for (const group of list) group.peers.sort((a, b) => a.name.localeCompare(b.name));
   return list;
+}
+
+/** One space's members by person: each person's devices together, people by name. */
+export function people(peers: readonly PeerStatus[]): { person: string; name: string; yours: boolean; devices: PeerStatus[] }[] {
+  const byPerson = new Map<string, { person: string; name: string; yours: boolean; devices: PeerStatus[] }>();
+  for (const peer of peers) {
+    let person = byPerson.get(peer.person);
+    if (person === undefined) {
+      person = { person: peer.person, name: peer.yours ? "You" : peer.person_name, yours: peer.yours, devices: [] };
+      byPerson.set(peer.person, person);
+    }
+    person.devices.push(peer);
+  }
+  return [...byPerson.values()].sort((a, b) => Number(b.yours) - Number(a.yours) || a.name.localeCompare(b.name));
+}
+
+/** "Ana — laptop, desktop": a person and the devices listed. */
+export function personLine(name: string, devices: readonly PeerStatus[]): string {
+  return `${name} — ${devices.map((d) => d.name || d.node_id.slice(0, 8)).join(", ")}`;
 }
 
 function peerRow(peer: PeerStatus, now: number): HTMLLIElement {
@@ -77,7 +103,17 @@ function peerRow(peer: PeerStatus, now: number): HTMLLIElement {
         }),
       )
     : h("span", { class: "peer-role", title: ROLE_HELP[peer.role] }, ROLE_NAMES[peer.role]);
-  const remove = peer.you_manage
+  const remove = peer.yours
+    ? h(
+        "button",
+        {
+          class: "small-button peer-revoke",
+          title: `Revoke ${peer.name} everywhere: it gets nothing more, and what it writes from now on is refused`,
+          attrs: { type: "button", "data-node-id": peer.node_id, "data-space": peer.space },
+        },
+        "Revoke",
+      )
+    : peer.you_manage
     ? h(
         "button",
         {
@@ -126,9 +162,12 @@ export class PeersPanel {
   constructor(private readonly events: PeersEvents) {
     byId("peers-close", HTMLButtonElement).addEventListener("click", () => this.close());
     this.copyButton.addEventListener("click", () => void copyWithFeedback(this.copyButton, this.nodeId.textContent ?? ""));
+    byId("link-device", HTMLButtonElement).addEventListener("click", () => this.events.onLinkDevice());
     this.groupsEl.addEventListener("click", (event) => {
       const button = (event.target as Element).closest<HTMLButtonElement>(".peer-remove");
       if (button !== null) void this.remove(button);
+      const revoke = (event.target as Element).closest<HTMLButtonElement>(".peer-revoke");
+      if (revoke !== null) void this.revoke(revoke);
     });
     this.groupsEl.addEventListener("change", (event) => {
       const select = (event.target as Element).closest<HTMLSelectElement>(".peer-role");
@@ -211,7 +250,14 @@ export class PeersPanel {
           "section",
           { class: "peer-group", attrs: { "data-space": group.space } },
           h("h3", {}, group.name),
-          h("ul", { class: "peer-list" }, ...group.peers.map((p) => peerRow(p, now))),
+          ...people(group.peers).map((person) =>
+            h(
+              "div",
+              { class: "peer-person", attrs: { "data-person": person.person } },
+              h("h4", { class: "peer-person-name" }, personLine(person.name, person.devices)),
+              h("ul", { class: "peer-list" }, ...person.devices.map((p) => peerRow(p, now))),
+            ),
+          ),
         ),
       ),
     );
@@ -234,6 +280,24 @@ export class PeersPanel {
     } catch (err) {
       select.value = peer.role;
       this.removeProblem = `Could not make ${peer.name} ${ROLE_NAMES[role].toLowerCase()}: ${errorText(err)}`;
+    }
+    this.showProblem();
+  }
+
+  private async revoke(button: HTMLButtonElement): Promise<void> {
+    const nodeId = button.dataset.nodeId;
+    const peer = this.latest?.peers.find((p) => p.node_id === nodeId && p.yours);
+    if (peer === undefined) return;
+    const sure = await confirmAction(
+      `Revoke ${peer.name}? It is removed from every space: it gets no further changes, and what it writes from now on is refused. Your other devices keep their access.`,
+      "Revoke",
+    );
+    if (!sure) return;
+    this.removeProblem = null;
+    try {
+      await this.events.onRemoveDevice(peer.node_id);
+    } catch (err) {
+      this.removeProblem = `Could not revoke ${peer.name}: ${errorText(err)}`;
     }
     this.showProblem();
   }

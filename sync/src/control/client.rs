@@ -111,12 +111,33 @@ impl Client {
         role: Role,
         on_invitation: &mut dyn FnMut(&Invitation),
     ) -> Result<String> {
-        let request = Request::Invite {
-            space,
-            by,
-            minutes,
-            role,
-        };
+        self.invite_with(
+            Request::Invite {
+                space,
+                by,
+                minutes,
+                role,
+            },
+            on_invitation,
+        )
+    }
+
+    /// Opens an invitation in the holder that links the device redeeming it
+    /// as one more device of this person; then like `invite`.
+    pub fn invite_device(
+        &self,
+        by: InviteBy,
+        minutes: u64,
+        on_invitation: &mut dyn FnMut(&Invitation),
+    ) -> Result<String> {
+        self.invite_with(Request::LinkDevice { by, minutes }, on_invitation)
+    }
+
+    fn invite_with(
+        &self,
+        request: Request,
+        on_invitation: &mut dyn FnMut(&Invitation),
+    ) -> Result<String> {
         let reply = self.ask_with(request, &mut |response| {
             if let Response::Invitation(invitation) = response {
                 on_invitation(&invitation);
@@ -306,5 +327,21 @@ impl Device for Client {
             inviter: inviter.to_string(),
         })
         .map(|_| ())
+    }
+
+    fn devices(&self) -> Result<Vec<Member>> {
+        match self.ask(Request::Devices)? {
+            Reply::Members(devices) => Ok(devices),
+            _ => Err(unexpected()),
+        }
+    }
+
+    fn remove_device(&self, node_id: &str) -> Result<Vec<SpaceId>> {
+        match self.ask(Request::RemoveDevice {
+            node_id: node_id.to_string(),
+        })? {
+            Reply::SpaceIds(spaces) => Ok(spaces),
+            _ => Err(unexpected()),
+        }
     }
 }

@@ -41,6 +41,10 @@ pub trait Device {
     fn remove_member(&self, space: SpaceId, node_id: &str) -> Result<()>;
     fn leave_space(&self, space: SpaceId) -> Result<()>;
     fn join_space(&self, space: SpaceId, inviter: &str) -> Result<()>;
+    /// This device's person's devices (this one among them).
+    fn devices(&self) -> Result<Vec<Member>>;
+    /// Revokes one of them in every space; returns those spaces.
+    fn remove_device(&self, node_id: &str) -> Result<Vec<SpaceId>>;
 }
 
 impl Device for Node {
@@ -128,5 +132,13 @@ impl Device for Node {
 
     fn join_space(&self, space: SpaceId, inviter: &str) -> Result<()> {
         Node::join_space(self, space, inviter)
+    }
+
+    fn devices(&self) -> Result<Vec<Member>> {
+        Node::devices(self)
+    }
+
+    fn remove_device(&self, node_id: &str) -> Result<Vec<SpaceId>> {
+        Node::remove_device(self, node_id)
     }
 }

@@ -162,6 +162,18 @@ pub enum Request {
         invitation: String,
         name: String,
     },
+    /// This device's person's devices.
+    Devices,
+    /// Revoke one of this person's devices in every space.
+    RemoveDevice {
+        node_id: String,
+    },
+    /// Like `Invite`, for an invitation that links the joiner as one more
+    /// device of this device's person.
+    LinkDevice {
+        by: InviteBy,
+        minutes: u64,
+    },
 }
 
 /// What a request's answer holds.
@@ -185,6 +197,8 @@ pub enum Reply {
     },
     Spaces(Vec<SpaceInfo>),
     Members(Vec<Member>),
+    /// The spaces a request touched.
+    SpaceIds(Vec<SpaceId>),
     /// The joiner's node id.
     Joiner(String),
     /// The joined space and how many notes it has here now.

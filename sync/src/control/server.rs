@@ -196,7 +196,13 @@ impl Context {
                 by,
                 minutes,
                 role,
-            } => self.invite(&mut stream, space, by, minutes, role).await,
+            } => {
+                self.invite(&mut stream, Some((space, role)), by, minutes)
+                    .await
+            }
+            Request::LinkDevice { by, minutes } => {
+                self.invite(&mut stream, None, by, minutes).await
+            }
             Request::Join { invitation, name } => self.join(&mut stream, &invitation, &name).await,
             Request::Holder => Ok(Reply::Holder(self.holder.clone())),
             Request::Focus => match &self.hooks.focus {
@@ -235,20 +241,21 @@ impl Context {
         }
     }
 
-    /// Opens the invitation, sends it, then waits for the joiner; withdraws
-    /// it if the client hangs up first.
+    /// Opens the invitation (into `space` with `role`, or, `None`, one that
+    /// links a device of this person), sends it, then waits for the joiner;
+    /// withdraws it if the client hangs up first.
     async fn invite(
         &self,
         stream: &mut UnixStream,
-        space: crate::space::SpaceId,
+        member: Option<(crate::space::SpaceId, crate::membership::Role)>,
         by: crate::network::InviteBy,
         minutes: u64,
-        role: crate::membership::Role,
     ) -> Result<Reply> {
-        let invitation = self
-            .network
-            .invite_as(space, minutes, by, role)
-            .map_err(invalid)?;
+        let invitation = match member {
+            Some((space, role)) => self.network.invite_as(space, minutes, by, role),
+            None => self.network.invite_device(minutes, by),
+        }
+        .map_err(invalid)?;
         send(stream, &Response::Invitation(invitation)).await?;
         let (mut read, _write) = stream.split();
         let mut byte = [0u8; 1];
@@ -357,10 +364,13 @@ fn answer(node: &Node, request: Request) -> Result<Reply> {
             node.join_space(space, &inviter)?;
             Reply::Nothing
         }
+        Request::Devices => Reply::Members(node.devices()?),
+        Request::RemoveDevice { node_id } => Reply::SpaceIds(node.remove_device(&node_id)?),
         Request::Holder
         | Request::Focus
         | Request::Stop
         | Request::Invite { .. }
+        | Request::LinkDevice { .. }
         | Request::Join { .. } => return Err(Error::Invalid("not a request for the Node".into())),
     })
 }
@@ -391,6 +401,9 @@ fn request_name(request: &Request) -> &'static str {
         Request::JoinSpace { .. } => "join-space",
         Request::Invite { .. } => "invite",
         Request::Join { .. } => "join",
+        Request::Devices => "devices",
+        Request::RemoveDevice { .. } => "remove-device",
+        Request::LinkDevice { .. } => "link-device",
     }
 }
 

@@ -213,11 +213,16 @@ async fn run(
             }
             () = out.room.notified(), if session.wants_to_transmit() => {}
             _ = membership.tick() => {
-                if node.with_peer(&peer, |r| r.shared_spaces().is_empty()) {
+                let shared = node.with_peer(&peer, |r| r.shared_spaces());
+                if shared.is_empty() {
                     for (space, ops) in node.with_peer(&peer, |r| r.removal_notices()) {
                         session.tell_removed(space, ops);
                     }
                     session.close("no longer a member of a space we share".into());
+                } else if session.shares_more_than_announced(&shared) {
+                    // E.g. the peer was just added to a space, or linked:
+                    // the next session lists it.
+                    session.close("a space is newly shared; reconnecting".into());
                 }
             }
             change = changes.recv() => match change {

@@ -22,15 +22,16 @@ use crate::pairing::{
 use crate::space::SpaceId;
 
 impl Transport {
-    /// Redeems a ticket with its inviter: on success this device is a member and
-    /// will receive the space by sync. Returns the space's name.
-    pub async fn pair(&self, ticket: &Ticket, name: &str) -> anyhow::Result<String> {
+    /// Redeems a ticket with its inviter: on success this device is a member
+    /// (or, `linked`, one more device of the inviter's person) and will
+    /// receive the space by sync. Returns the space's name and `linked`.
+    pub async fn pair(&self, ticket: &Ticket, name: &str) -> anyhow::Result<(String, bool)> {
         let result = self.pair_by_ticket(ticket, name).await;
         self.report_pairing(result.as_ref().map(|_| ticket.space_id()), name);
         result
     }
 
-    async fn pair_by_ticket(&self, ticket: &Ticket, name: &str) -> anyhow::Result<String> {
+    async fn pair_by_ticket(&self, ticket: &Ticket, name: &str) -> anyhow::Result<(String, bool)> {
         let (joiner, first) = Joiner::with_ticket(ticket, name, now_ms() / 1000)?;
         let inviter = ticket_addr(ticket)?;
         self.node.publish(NodeEvent::Pairing {
@@ -43,18 +44,28 @@ impl Transport {
             .connect(inviter, PAIR_ALPN)
             .await
             .context("cannot reach the inviter: is `peernotes invite` still running there?")?;
-        let (space, space_name) = run_joiner(&conn, joiner, first).await?;
-        self.node.join_space(space, &ticket.inviter_id())?;
-        Ok(space_name)
+        let (space, space_name, linked) = run_joiner(&conn, joiner, first).await?;
+        self.join(space, &ticket.inviter_id(), linked)?;
+        Ok((space_name, linked))
+    }
+
+    /// After pairing: syncs `space` with the inviter until it arrives.
+    fn join(&self, space: SpaceId, inviter: &str, linked: bool) -> crate::error::Result<()> {
+        if linked {
+            self.node.join_as_device(space, inviter)
+        } else {
+            self.node.join_space(space, inviter)
+        }
     }
 
     /// Finds the inviter of a short code on the LAN (mDNS) and pairs with it by
-    /// SPAKE2. Returns the space, its name and the inviter's address.
+    /// SPAKE2. Returns the space, its name, the inviter's address and whether
+    /// this device was linked to the inviter's person.
     pub async fn pair_with_code(
         &self,
         code: &ShortCode,
         name: &str,
-    ) -> anyhow::Result<(SpaceId, String, EndpointAddr)> {
+    ) -> anyhow::Result<(SpaceId, String, EndpointAddr, bool)> {
         let result = self.pair_by_code(code, name).await;
         self.report_pairing(result.as_ref().map(|(space, ..)| *space), name);
         result
@@ -79,7 +90,7 @@ impl Transport {
         &self,
         code: &ShortCode,
         name: &str,
-    ) -> anyhow::Result<(SpaceId, String, EndpointAddr)> {
+    ) -> anyhow::Result<(SpaceId, String, EndpointAddr, bool)> {
         self.node.publish(NodeEvent::Pairing {
             progress: PairingProgress::LookingForInviter,
         });
@@ -98,9 +109,9 @@ impl Transport {
             .await
             .context("found the inviter but cannot reach it")?;
         let (joiner, first) = Joiner::with_code(code, name, &joiner_id, &inviter_id);
-        let (space, space_name) = run_joiner(&conn, joiner, first).await?;
-        self.node.join_space(space, &inviter.id.to_string())?;
-        Ok((space, space_name, inviter))
+        let (space, space_name, linked) = run_joiner(&conn, joiner, first).await?;
+        self.join(space, &inviter.id.to_string(), linked)?;
+        Ok((space, space_name, inviter, linked))
     }
 }
 
@@ -109,7 +120,7 @@ async fn run_joiner(
     conn: &Connection,
     mut joiner: Joiner,
     first: PairRequest,
-) -> anyhow::Result<(SpaceId, String)> {
+) -> anyhow::Result<(SpaceId, String, bool)> {
     let (mut send, mut recv) = conn.open_bi().await?;
     let mut request = first;
     let result = loop {
@@ -117,7 +128,11 @@ async fn run_joiner(
         let response: PairResponse = read_pair_message(&mut recv).await?;
         match joiner.receive(response) {
             Ok(JoinerNext::Send(next)) => request = next,
-            Ok(JoinerNext::Joined { space, space_name }) => break Ok((space, space_name)),
+            Ok(JoinerNext::Joined {
+                space,
+                space_name,
+                linked,
+            }) => break Ok((space, space_name, linked)),
             Err(e) => break Err(e),
         }
     };
@@ -225,8 +240,14 @@ async fn answer_pairing(
                 response
             }
             InviterNext::Admit { space, name } => {
-                let role = inviter.chosen().map_or(Role::Editor, |offer| offer.role);
-                if let Err(e) = node.add_member(space, &joiner, &name, role) {
+                let admitted = match inviter.chosen() {
+                    Some(offer) if offer.link => node.link_device(&joiner, &name).map(|_| ()),
+                    chosen => {
+                        let role = chosen.map_or(Role::Editor, |offer| offer.role);
+                        node.add_member(space, &joiner, &name, role)
+                    }
+                };
+                if let Err(e) = admitted {
                     // E.g. this device is no longer an owner: its invitation
                     // stopped working.
                     let reason = format!("the invitation no longer works: {e}");

@@ -63,6 +63,10 @@ impl State {
         if !self.has_pending() {
             return Ok(Vec::new());
         }
+        // A changed space may be one this person's other devices are not in.
+        if !self.dirty_spaces.is_empty() {
+            self.link_siblings();
+        }
         // Every change this device commits is signed: one attestation over
         // the document's heads covers it and its earlier ones.
         let mine = self.own_device();
@@ -111,6 +115,9 @@ impl State {
                     )
                 })
                 .collect(),
+            private_switch: self
+                .private_switch
+                .map(|(old, new)| (old.to_string(), new.to_string())),
             ..Batch::default()
         };
         let writes = &mut batch.notes;

@@ -275,6 +275,12 @@ struct State {
     /// Spaces this device was invited to but whose index has not arrived yet,
     /// with the inviter's node id (the one peer to sync them with).
     joining: BTreeMap<SpaceId, String>,
+    /// The Private space of the person this device is being linked to, until
+    /// its index arrives (`devices`).
+    linking: Option<SpaceId>,
+    /// `(old, new)`: the Private space this device retires for its person's,
+    /// until the group commit has stored the switch.
+    private_switch: Option<(SpaceId, SpaceId)>,
     /// Per document, each author's newest attestation (`attest`), loaded
     /// from the store the first time a document needs them.
     attestations: std::collections::HashMap<String, attest::Kept>,
@@ -707,6 +713,8 @@ impl State {
             incoming: BTreeMap::new(),
             set_aside: BTreeSet::new(),
             joining: BTreeMap::new(),
+            linking: None,
+            private_switch: None,
             attestations: std::collections::HashMap::new(),
             new_attestations: BTreeMap::new(),
             held_attestations: BTreeMap::new(),
@@ -773,6 +781,7 @@ mod events;
 use cache::OpenNote;
 use commit::run_flusher;
 mod decode;
+mod devices;
 mod replicas;
 mod spaces;
 mod status;

@@ -89,7 +89,8 @@ impl Node {
         self.with_state(|st| {
             st.require_writer()?;
             if !st.spaces.contains_key(&space) {
-                st.store.add_invitation(&space.to_string(), inviter)?;
+                st.store
+                    .add_invitation(&space.to_string(), inviter, false)?;
                 st.joining.insert(space, inviter.to_string());
             }
             Ok(())
@@ -213,6 +214,9 @@ impl PeerReplicas<'_> {
             self.st.spaces.insert(space, OpenSpace::new(index, 0));
             self.st.dirty_spaces.insert(space);
             self.st.joining.remove(&space);
+            if self.st.linking == Some(space) {
+                self.st.adopt_linked_private(space);
+            }
             return Ok(());
         }
         if !has("text", ObjType::Text) {
@@ -451,6 +455,11 @@ impl PeerReplicas<'_> {
 }
 
 impl Replicas for PeerReplicas<'_> {
+    fn peer_offers(&mut self, spaces: &BTreeSet<SpaceKey>) {
+        let peer = self.peer.clone();
+        self.st.join_offered(&peer, spaces);
+    }
+
     fn receive_removal(&mut self, space: &SpaceKey, ops: &[Vec<u8>]) -> bool {
         let id = SpaceId::from_bytes(*space);
         let me = self.st.node_id.clone();

@@ -250,97 +250,9 @@ impl Node {
     }
 }
 
-/// A person's devices: linking one more, listing them, revoking one.
-impl Node {
-    /// Links `node_id` as one more device of this device's person, shown as
-    /// `name`: in every space this device is a member of (its Private space
-    /// too), with this device's role there. The new device then joins each
-    /// (`join_space`) through this one. Returns the spaces it was linked in.
-    pub fn link_device(&self, node_id: &str, name: &str) -> Result<Vec<SpaceId>> {
-        let node_id = node_id.trim().to_ascii_lowercase();
-        if crate::membership::device_key(&node_id).is_none() {
-            return Err(Error::Invalid(format!(
-                "`{node_id}` is not a node id (64 hexadecimal digits; see `peernotes id`)"
-            )));
-        }
-        self.with_state(|st| {
-            st.require_writer()?;
-            if node_id == st.node_id {
-                return Err(Error::Invalid("a device cannot link itself".into()));
-            }
-            let key = st.device_key()?;
-            let me = st.node_id.clone();
-            let now = now_ms();
-            let mut linked = Vec::new();
-            let spaces: Vec<SpaceId> = st.spaces.keys().copied().collect();
-            for space in spaces {
-                let open = st.spaces.get_mut(&space).expect("listed above");
-                if !open.space.is_member(&me) || open.space.is_member(&node_id) {
-                    continue;
-                }
-                open.space.link_device(&node_id, name, &key, now)?;
-                st.dirty_spaces.insert(space);
-                st.outbox.push(NodeEvent::SpaceChanged { space });
-                linked.push(space);
-            }
-            st.flush()?;
-            Ok(linked)
-        })
-    }
-
-    /// This device's person's devices (this one among them), as its Private
-    /// space lists them.
-    pub fn devices(&self) -> Result<Vec<Member>> {
-        self.with_state(|st| {
-            let private = st
-                .private_space
-                .ok_or_else(|| Error::Invalid("this device has no Private space yet".into()))?;
-            let space = &st
-                .spaces
-                .get(&private)
-                .expect("the private space is open")
-                .space;
-            let person = space
-                .member(&st.node_id)
-                .map(|m| m.person)
-                .unwrap_or_else(|| st.node_id.clone());
-            Ok(space
-                .members()
-                .into_iter()
-                .filter(|m| m.person == person || m.node_id == person)
-                .collect())
-        })
-    }
-
-    /// Revokes `node_id`, another device of this device's person (a lost
-    /// laptop), in every space it is a member of: alone; the person's other
-    /// devices keep their access. Returns the spaces it was removed from.
-    pub fn remove_device(&self, node_id: &str) -> Result<Vec<SpaceId>> {
-        let node_id = node_id.trim().to_ascii_lowercase();
-        if !self.devices()?.iter().any(|d| d.node_id == node_id) {
-            return Err(Error::Invalid(format!(
-                "{} is not one of your devices (see `peernotes device list`)",
-                short(&node_id)
-            )));
-        }
-        let spaces: Vec<SpaceId> = self.with_state(|st| {
-            Ok(st
-                .spaces
-                .iter()
-                .filter(|(_, open)| open.space.is_member(&node_id))
-                .map(|(id, _)| *id)
-                .collect())
-        })?;
-        for space in &spaces {
-            self.remove_member(*space, &node_id)?;
-        }
-        Ok(spaces)
-    }
-}
-
 impl State {
     /// After this device changed a space's index: store it and tell.
-    fn space_changed(&mut self, space: SpaceId) -> Result<()> {
+    pub(super) fn space_changed(&mut self, space: SpaceId) -> Result<()> {
         self.dirty_spaces.insert(space);
         self.outbox.push(NodeEvent::SpaceChanged { space });
         self.flush()
@@ -414,10 +326,13 @@ impl State {
             self.spaces
                 .insert(id, OpenSpace::new(space, sizes.incremental_chunks));
         }
-        for (space, inviter) in self.store.invitations()? {
+        for (space, inviter, private) in self.store.invitations()? {
             let space: SpaceId = space.parse()?;
             if !self.spaces.contains_key(&space) {
                 self.joining.insert(space, inviter);
+                if private {
+                    self.linking = Some(space);
+                }
             }
         }
         Ok(())
@@ -479,11 +394,17 @@ impl State {
     /// After a successful commit: nothing of the written spaces is pending any
     /// more. Returns their ids, for `compact_spaces`.
     pub(super) fn spaces_written(&mut self) -> Vec<SpaceId> {
-        let written: Vec<SpaceId> = std::mem::take(&mut self.dirty_spaces).into_iter().collect();
+        let mut written: Vec<SpaceId> =
+            std::mem::take(&mut self.dirty_spaces).into_iter().collect();
         for id in &written {
             let open = self.spaces.get_mut(id).expect("dirty spaces are loaded");
             open.incremental_chunks += open.pending.len();
             open.pending.clear();
+        }
+        // A Private space retired for the person's is gone from the store.
+        if let Some((old, _)) = self.private_switch.take() {
+            self.spaces.remove(&old);
+            written.retain(|id| *id != old);
         }
         written
     }
@@ -507,7 +428,7 @@ impl State {
 }
 
 /// The start of a node id, for messages.
-fn short(node_id: &str) -> &str {
+pub(super) fn short(node_id: &str) -> &str {
     node_id.get(..12).unwrap_or(node_id)
 }
 

@@ -25,6 +25,12 @@ pub struct PeerStatus {
     pub space_name: String,
     pub node_id: String,
     pub name: String,
+    /// The node id of the person this device belongs to (its own, unless
+    /// another device of that person linked it), and that person's name.
+    pub person: String,
+    pub person_name: String,
+    /// One of this device's person's other devices.
+    pub yours: bool,
     /// The member's role in the space.
     pub role: Role,
     /// Whether this device is an owner of the space (so may change the
@@ -79,7 +85,20 @@ impl Node {
                     docs.push((note.to_string(), split_hashes(&heads)));
                 }
                 let me = st.node_id.clone();
-                for member in members.into_iter().filter(|m| m.node_id != me) {
+                let my_person = members
+                    .iter()
+                    .find(|m| m.node_id == me)
+                    .map_or_else(|| me.clone(), |m| m.person_id().to_string());
+                let names: std::collections::BTreeMap<String, String> = members
+                    .iter()
+                    .map(|m| (m.node_id.clone(), m.name.clone()))
+                    .collect();
+                for member in members.iter().filter(|m| m.node_id != me).cloned() {
+                    let person = member.person_id().to_string();
+                    let person_name = names
+                        .get(&person)
+                        .cloned()
+                        .unwrap_or_else(|| member.name.clone());
                     let mut waiting = 0;
                     let mut incoming = 0;
                     for (doc, heads) in &docs {
@@ -100,6 +119,9 @@ impl Node {
                         last_seen: seen.map(|(at, _)| at),
                         node_id: member.node_id,
                         name: member.name,
+                        yours: person == my_person,
+                        person,
+                        person_name,
                         role: member.role,
                         you_manage,
                         waiting,

@@ -29,8 +29,13 @@ pub const MAX_NAME_CHARS: usize = 100;
 pub enum JoinerNext {
     /// Send this and wait for the answer.
     Send(PairRequest),
-    /// Admitted: this device is now a member of `space`.
-    Joined { space: SpaceId, space_name: String },
+    /// Admitted: this device is now a member of `space`, or (`linked`) one
+    /// more device of the inviter's person, `space` being its Private space.
+    Joined {
+        space: SpaceId,
+        space_name: String,
+        linked: bool,
+    },
 }
 
 enum JoinerState {
@@ -103,7 +108,18 @@ impl Joiner {
             }
             (JoinerState::AwaitingWelcome { space }, PairResponse::Welcome { space_name, .. }) => {
                 // A ticket names its space: the welcome cannot move the joiner elsewhere.
-                Ok(JoinerNext::Joined { space, space_name })
+                Ok(JoinerNext::Joined {
+                    space,
+                    space_name,
+                    linked: false,
+                })
+            }
+            (JoinerState::AwaitingWelcome { space }, PairResponse::Linked { space_name, .. }) => {
+                Ok(JoinerNext::Joined {
+                    space,
+                    space_name,
+                    linked: true,
+                })
             }
             (
                 JoinerState::AwaitingChallenge { exchange, name },
@@ -117,6 +133,14 @@ impl Joiner {
                 Ok(JoinerNext::Joined {
                     space: SpaceId::from_bytes(space),
                     space_name,
+                    linked: false,
+                })
+            }
+            (JoinerState::AwaitingCodeWelcome, PairResponse::Linked { space, space_name }) => {
+                Ok(JoinerNext::Joined {
+                    space: SpaceId::from_bytes(space),
+                    space_name,
+                    linked: true,
                 })
             }
             _ => Err(Error::Pairing("the inviter answered out of turn".into())),
@@ -248,11 +272,13 @@ impl Inviter {
         }
     }
 
-    /// The welcome for an admitted joiner.
+    /// The welcome for an admitted joiner (a linked device is told so).
     pub fn welcome(&self, space: SpaceId, space_name: String) -> PairResponse {
-        PairResponse::Welcome {
-            space: *space.as_bytes(),
-            space_name,
+        let space = *space.as_bytes();
+        if self.chosen().is_some_and(|offer| offer.link) {
+            PairResponse::Linked { space, space_name }
+        } else {
+            PairResponse::Welcome { space, space_name }
         }
     }
 }
@@ -303,13 +329,34 @@ mod tests {
             joined,
             JoinerNext::Joined {
                 space: space(),
-                space_name: "Team".into()
+                space_name: "Team".into(),
+                linked: false,
             }
         );
         let (mut j, first) = Joiner::with_ticket(&ticket, "Bee", NOW).unwrap();
         let mut i = Inviter::new(vec![offer], INVITER, JOINER, NOW);
         let again = run(&mut j, first, &mut i).unwrap_err().to_string();
         assert!(again.contains("already used"), "{again}");
+    }
+
+    #[test]
+    fn a_link_ticket_tells_the_joiner_it_is_linked_by_ticket_or_code() {
+        let offer = Arc::new(Offer::generate(space(), NOW + 60).unwrap().linking());
+        let ticket = offer.ticket(INVITER, Vec::new(), None).unwrap();
+        let (mut j, first) = Joiner::with_ticket(&ticket, "laptop", NOW).unwrap();
+        let mut i = Inviter::new(vec![offer], INVITER, JOINER, NOW);
+        assert!(matches!(
+            run(&mut j, first, &mut i).unwrap(),
+            JoinerNext::Joined { space: s, linked: true, .. } if s == space()
+        ));
+        let offer = Arc::new(Offer::generate_code(space(), NOW + 60).unwrap().linking());
+        let code = offer.code().unwrap().clone();
+        let (mut j, first) = Joiner::with_code(&code, "laptop", &JOINER, &INVITER);
+        let mut i = Inviter::new(vec![offer], INVITER, JOINER, NOW);
+        assert!(matches!(
+            run(&mut j, first, &mut i).unwrap(),
+            JoinerNext::Joined { linked: true, .. }
+        ));
     }
 
     #[test]

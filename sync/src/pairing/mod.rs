@@ -143,6 +143,12 @@ pub enum PairResponse {
         message: Vec<u8>,
         proof: [u8; 32],
     },
+    /// Admitted as one more device of the inviter's person: `space` is that
+    /// person's Private space, and the joiner takes it as its own.
+    Linked {
+        space: [u8; 16],
+        space_name: String,
+    },
 }
 
 /// What an invitation is redeemed with.
@@ -167,6 +173,9 @@ pub struct Offer {
     pub secret: Secret,
     /// The role the joiner gets.
     pub role: Role,
+    /// Whether the joiner becomes one more device of the inviter's person
+    /// (`space` is then the inviter's Private space) rather than a member.
+    pub link: bool,
     expires_at: i64,
     state: Mutex<OfferState>,
     /// The node id of the device that joined with it, once it has.
@@ -179,6 +188,7 @@ impl Offer {
             space,
             secret,
             role: Role::Editor,
+            link: false,
             expires_at,
             state: Mutex::new(OfferState::Open),
             joiner: Mutex::new(None),
@@ -188,6 +198,12 @@ impl Offer {
     /// The same offer, giving the joiner `role`.
     pub fn with_role(mut self, role: Role) -> Offer {
         self.role = role;
+        self
+    }
+
+    /// The same offer, linking the joiner as a device of this device's person.
+    pub fn linking(mut self) -> Offer {
+        self.link = true;
         self
     }
 

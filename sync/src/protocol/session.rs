@@ -6,7 +6,9 @@
 //!    frame the driver vetted itself, outside any lock), `local_change`
 //!    whenever a document changed on this device;
 //! 3. after every call, act on each `poll_event`, and send frames from
-//!    `poll_transmit` in order while the connection has room for them.
+//!    `poll_transmit` in order while the connection has room for them;
+//! 4. close the session and start a new one when `shares_more_than_announced`
+//!    (a space became shared after the hellos: only a new hello lists it).
 //!
 //! Work is bounded by what the peer can make this device spend, not by what it
 //! asks: every frame is vetted (`vet`) before Automerge sees it; each document
@@ -35,6 +37,10 @@ use super::vet::Vetted;
 pub trait Replicas {
     /// Spaces this device shares with the remote peer.
     fn shared_spaces(&self) -> BTreeSet<SpaceKey>;
+    /// The peer's hello listed `spaces`, which this device does not share
+    /// with it: a device may start joining some (a device of the same
+    /// person). They sync from the next session on. The default ignores them.
+    fn peer_offers(&mut self, _spaces: &BTreeSet<SpaceKey>) {}
     /// Every document of `space` with its current heads.
     fn docs(&mut self, space: &SpaceKey) -> BTreeMap<DocKey, Vec<Hash>>;
     /// The next sync message for `doc`, with an attestation by each author of
@@ -155,6 +161,8 @@ pub struct Session {
     phase: Phase,
     /// Spaces both sides listed in their hellos.
     shared: BTreeSet<SpaceKey>,
+    /// Spaces our hello listed.
+    announced: BTreeSet<SpaceKey>,
     states: HashMap<(SpaceKey, DocKey), sync::State>,
     outbox: VecDeque<Frame>,
     events: VecDeque<SessionEvent>,
@@ -179,6 +187,7 @@ impl Session {
         Session {
             phase: Phase::New,
             shared: BTreeSet::new(),
+            announced: BTreeSet::new(),
             states: HashMap::new(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
@@ -202,12 +211,13 @@ impl Session {
         if self.phase != Phase::New {
             return;
         }
-        let spaces = replicas
-            .shared_spaces()
-            .into_iter()
+        self.announced = replicas.shared_spaces();
+        let spaces = self
+            .announced
+            .iter()
             .map(|space| SpaceSummary {
-                hash: summary_hash(&replicas.docs(&space)),
-                space,
+                hash: summary_hash(&replicas.docs(space)),
+                space: *space,
             })
             .collect();
         self.outbox.push_back(Frame::Hello {
@@ -246,6 +256,13 @@ impl Session {
             self.close(e.to_string());
         }
         result
+    }
+
+    /// Whether this device now shares a space with the peer that its hello
+    /// did not list (`shared` is what `Replicas::shared_spaces` says now):
+    /// the session cannot sync it, and should be closed and started again.
+    pub fn shares_more_than_announced(&self, shared: &BTreeSet<SpaceKey>) -> bool {
+        self.phase == Phase::Open && shared.iter().any(|s| !self.announced.contains(s))
     }
 
     /// A document changed on this device: tell the peer, if it shares the space.
@@ -399,6 +416,10 @@ impl Session {
             .map(|s| s.space)
             .filter(|s| ours.contains(s))
             .collect();
+        let offered: BTreeSet<SpaceKey> = distinct.difference(&ours).copied().collect();
+        if !offered.is_empty() {
+            replicas.peer_offers(&offered);
+        }
         self.phase = Phase::Open;
         for summary in spaces {
             if !self.shared.contains(&summary.space) {

@@ -183,6 +183,39 @@ enum Command {
         #[command(subcommand)]
         command: SpaceCommand,
     },
+    /// Your devices: link another one as yours, list them, revoke a lost one
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// Link another device of yours: it gets your Private space and every
+    /// space you are in, with your role there. Run `peernotes join` with the
+    /// ticket or code on that device
+    Link {
+        /// Print a short code such as 7-amber-falcon instead of a ticket, for a
+        /// device on the same LAN (found by mDNS)
+        #[arg(long)]
+        code: bool,
+        /// Minutes until the ticket or code expires
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+    },
+    /// List your devices
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke one of your devices (a lost laptop) in every space; your other
+    /// devices keep their access
+    Remove {
+        /// The device's node id (see `peernotes device list`)
+        node_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -368,6 +401,12 @@ fn run_with_node(node: Node, command: Command) -> anyhow::Result<i32> {
             pair::join(node, &invitation, name)?;
             return Ok(exit_code::OK);
         }
+        Command::Device {
+            command: DeviceCommand::Link { code, minutes },
+        } => {
+            pair::link(node, invite_by(code), minutes)?;
+            return Ok(exit_code::OK);
+        }
         _ => {}
     }
     let events = node.subscribe();
@@ -410,6 +449,15 @@ fn run_through(holder: &Client, dir: &Path, command: Command) -> anyhow::Result<
                     pair::show_invitation(invitation, minutes)
                 })?;
             pair::invited(&joiner);
+            Ok(exit_code::OK)
+        }
+        Command::Device {
+            command: DeviceCommand::Link { code, minutes },
+        } => {
+            holder.invite_device(invite_by(code), minutes, &mut |invitation| {
+                pair::show_invitation(invitation, minutes)
+            })?;
+            pair::linked();
             Ok(exit_code::OK)
         }
         Command::Join { ticket, code, name } => {
@@ -587,15 +635,47 @@ fn dispatch(reader: &Node, device: &dyn Device, command: Command) -> anyhow::Res
                 output::print_status(&status);
             }
         }
-        Command::Serve { .. } | Command::Invite { .. } | Command::Join { .. } => {
+        Command::Serve { .. }
+        | Command::Invite { .. }
+        | Command::Join { .. }
+        | Command::Device {
+            command: DeviceCommand::Link { .. },
+        } => {
             unreachable!("networked commands are run before dispatch")
         }
+        Command::Device { command } => device_command(reader, device, command)?,
         Command::Compact => {
             let (before, after) = device.compact()?;
             eprintln!("Store: {before} → {after} bytes");
         }
     }
     Ok(exit_code::OK)
+}
+
+fn device_command(
+    reader: &Node,
+    device: &dyn Device,
+    command: DeviceCommand,
+) -> anyhow::Result<()> {
+    match command {
+        DeviceCommand::Link { .. } => unreachable!("networked commands are run before dispatch"),
+        DeviceCommand::List { json } => {
+            let devices = device.devices()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&devices)?);
+            } else {
+                output::print_members(&devices, reader.node_id());
+            }
+        }
+        DeviceCommand::Remove { node_id } => {
+            let spaces = device.remove_device(&node_id)?;
+            eprintln!(
+                "Revoked in {} space(s): it receives nothing more, and what it writes from now on is refused",
+                spaces.len()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn space_command(reader: &Node, device: &dyn Device, command: SpaceCommand) -> anyhow::Result<()> {

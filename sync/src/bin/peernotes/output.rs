@@ -88,9 +88,19 @@ pub fn print_members(members: &[Member], this_device: &str) {
         } else {
             ""
         };
+        // A linked device names the person it belongs to.
+        let person = members
+            .iter()
+            .find(|m| {
+                !member.person.is_empty()
+                    && member.person != member.node_id
+                    && m.node_id == member.person
+            })
+            .map(|m| format!("  (a device of {})", printable(&m.name)))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{}  {:<6}  {}{me}",
+            "{}  {:<6}  {}{person}{me}",
             printable(&member.node_id),
             member.role,
             printable(&member.name)

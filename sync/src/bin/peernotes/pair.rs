@@ -37,6 +37,28 @@ pub fn invite(
     finish(node)
 }
 
+/// `peernotes device link`: like `invite`, for an invitation that links the
+/// device redeeming it as one more of this person's devices.
+pub fn link(node: Node, by: InviteBy, minutes: u64) -> anyhow::Result<()> {
+    let node = Arc::new(node);
+    let network = Network::new(node.clone());
+    runtime()?.block_on(async {
+        let result = async {
+            network.start().await?;
+            let invitation = network.invite_device(minutes, by)?;
+            show_invitation(&invitation, minutes);
+            network.wait_for_joiner().await
+        }
+        .await;
+        network.close_within(CLOSE_LIMIT_COMMAND).await;
+        result?;
+        linked();
+        anyhow::Ok(())
+    })?;
+    drop(network);
+    finish(node)
+}
+
 pub fn join(node: Node, invitation: &str, name: Option<String>) -> anyhow::Result<()> {
     let node = Arc::new(node);
     let network = Network::new(node.clone());
@@ -101,8 +123,17 @@ pub fn invited(joiner: &str) {
     eprintln!("Done: the new member has the space.");
 }
 
+/// The linking device's last line.
+pub fn linked() {
+    eprintln!("Done: the new device is yours and has your Private space; your other spaces follow as it syncs.");
+}
+
 /// The joiner paired; the first sync follows.
 pub fn paired(joined: &Joined) {
+    if joined.linked {
+        eprintln!("Linked as one more device of the inviting device's person; syncing…");
+        return;
+    }
     eprintln!(
         "Joined “{}”; syncing…",
         crate::output::printable(&joined.space_name)
@@ -112,6 +143,12 @@ pub fn paired(joined: &Joined) {
 /// The joiner's last lines: the space id on stdout, a summary on stderr.
 pub fn joined(joined: &Joined, notes: usize) {
     println!("{}", joined.space);
+    if joined.linked {
+        eprintln!(
+            "Your Private space is here with {notes} note(s); your other spaces follow as this device syncs."
+        );
+        return;
+    }
     eprintln!(
         "“{}” is here with {notes} note(s).",
         crate::output::printable(&joined.space_name)
