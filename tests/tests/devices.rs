@@ -4,12 +4,19 @@
 //! person, sees the laptop as Ana's and takes its edits. Ana revokes the
 //! laptop: it is told, what it writes afterwards is refused by everyone, and
 //! Ana herself keeps her access. Nobody else can join a Private space.
+//!
+//! The second scenario links by ticket, as the app and `peernotes device
+//! link` do: the laptop takes Ana's Private space as its own (its own earlier
+//! private notes move there), and a space Ana joins afterwards reaches the
+//! laptop with no further step. A revoked laptop is not linked again.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use peernotes_sync::membership::Role;
 use peernotes_sync::net::NetConfig;
-use peernotes_sync::SpaceId;
+use peernotes_sync::network::{InviteBy, Network};
+use peernotes_sync::{Node, NodeOptions, SpaceId};
 use peernotes_tests::device;
 use peernotes_tests::mallory::{assert_no_panic, eventually, install_panic_hook};
 
@@ -155,5 +162,154 @@ async fn a_linked_device_gets_its_persons_spaces_and_is_revoked_alone() {
         .unwrap()
         .iter()
         .any(|m| m.node_id == ana_id));
+    assert_no_panic();
+}
+
+/// A device with the whole network the app and the CLI run: it connects to
+/// every member of its spaces by itself. On loopback, no mDNS, no relay.
+async fn networked() -> (Arc<Node>, Arc<Network>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "bind = \"127.0.0.1:0\"\nmdns = false\nrelay = \"off\"\n",
+    )
+    .unwrap();
+    let node = Arc::new(Node::open(NodeOptions::new(dir.path())).unwrap());
+    let net = Network::new(node.clone());
+    net.start().await.unwrap();
+    (node, net, dir)
+}
+
+/// `owner` invites `joiner` into `space` by ticket; the joiner redeems it.
+async fn pair(owner: &Network, space: SpaceId, joiner: &Network, name: &str) {
+    let ticket = owner
+        .invite(space, 10, InviteBy::Ticket)
+        .unwrap()
+        .ticket
+        .unwrap();
+    let joined = joiner.join(&ticket, name, |_| {}).await.unwrap();
+    assert!(!joined.linked);
+    assert_eq!(joined.space, space);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_linked_by_ticket_takes_the_private_space_and_follows_later_spaces() {
+    install_panic_hook();
+    let (ana, ana_net, _a) = networked().await;
+    let (laptop, laptop_net, laptop_dir) = networked().await;
+    let (carol, carol_net, _c) = networked().await;
+    let laptop_id = laptop.node_id().to_string();
+    let diary = ana.create("# Diary\nonly mine\n").unwrap();
+    let jotted = laptop
+        .create("# Jotted on the laptop\nbefore linking\n")
+        .unwrap();
+    let (ana_private, old_private) = (
+        ana.private_space().unwrap(),
+        laptop.private_space().unwrap(),
+    );
+    assert_ne!(ana_private, old_private);
+
+    // Ana links the laptop with a ticket.
+    let ticket = ana_net
+        .invite_device(10, InviteBy::Ticket)
+        .unwrap()
+        .ticket
+        .unwrap();
+    let joined = laptop_net.join(&ticket, "laptop", |_| {}).await.unwrap();
+    assert!(joined.linked, "the laptop is told it was linked");
+    assert_eq!(joined.space, ana_private);
+    eventually("the laptop to take Ana's Private space", WAIT, || {
+        laptop.private_space().ok() == Some(ana_private)
+            && laptop
+                .get(&diary)
+                .is_ok_and(|n| n.text.contains("only mine"))
+    })
+    .await;
+    let moved = laptop.get(&jotted).unwrap();
+    assert_eq!(
+        moved.space,
+        Some(ana_private),
+        "its own private note moved along"
+    );
+    assert!(moved.text.contains("before linking"));
+    assert!(
+        laptop.spaces().unwrap().iter().all(|s| s.id != old_private),
+        "the laptop's old Private space is gone"
+    );
+    eventually("Ana to get the laptop's note", WAIT, || {
+        ana.get(&jotted).is_ok_and(|n| n.space == Some(ana_private))
+    })
+    .await;
+    assert!(ana
+        .devices()
+        .unwrap()
+        .iter()
+        .any(|d| d.node_id == laptop_id));
+
+    // Carol shares a space with Ana, later: the laptop follows by itself.
+    let book = carol.create_space("Book club").unwrap();
+    let chapter = carol.create_in(book, "# Chapter 1\n").unwrap();
+    pair(&carol_net, book, &ana_net, "Ana").await;
+    eventually("the laptop to follow Ana into the book club", WAIT, || {
+        laptop.get(&chapter).is_ok()
+            && carol
+                .members(book)
+                .is_ok_and(|m| m.iter().any(|m| m.node_id == laptop_id))
+    })
+    .await;
+    laptop.splice(&chapter, 0, 0, "from the laptop\n").unwrap();
+    eventually("the laptop's edit to reach Carol", WAIT, || {
+        carol
+            .get(&chapter)
+            .is_ok_and(|n| n.text.contains("from the laptop"))
+    })
+    .await;
+
+    // Revoked, the laptop is not linked into anything again: not into the
+    // spaces it was removed from, not into a space Ana joins afterwards.
+    ana.remove_device(&laptop_id).unwrap();
+    eventually("the laptop to learn it was removed", WAIT, || {
+        [ana_private, book]
+            .iter()
+            .all(|s| laptop.space_info(*s).is_ok_and(|i| i.removed_by.is_some()))
+    })
+    .await;
+    let later = carol.create_space("Later").unwrap();
+    pair(&carol_net, later, &ana_net, "Ana").await;
+    ana.splice(&chapter, 0, 0, "Ana, after the loss\n").unwrap();
+    eventually("Ana's edit to reach Carol", WAIT, || {
+        carol
+            .get(&chapter)
+            .is_ok_and(|n| n.text.contains("Ana, after the loss"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for space in [ana_private, book, later] {
+        assert!(
+            !ana.members(space)
+                .unwrap()
+                .iter()
+                .any(|m| m.node_id == laptop_id),
+            "the revoked laptop is a member of {space} again"
+        );
+    }
+    assert!(!ana
+        .devices()
+        .unwrap()
+        .iter()
+        .any(|d| d.node_id == laptop_id));
+    for net in [&ana_net, &laptop_net, &carol_net] {
+        net.close().await;
+    }
+    drop((laptop_net, laptop));
+    // What the laptop took on survives a restart.
+    let reopened = Node::open(NodeOptions::new(laptop_dir.path())).unwrap();
+    assert_eq!(reopened.private_space().unwrap(), ana_private);
+    assert_eq!(reopened.get(&jotted).unwrap().space, Some(ana_private));
+    assert!(reopened
+        .spaces()
+        .unwrap()
+        .iter()
+        .all(|s| s.id != old_private));
     assert_no_panic();
 }

@@ -401,9 +401,15 @@ impl State {
             open.incremental_chunks += open.pending.len();
             open.pending.clear();
         }
-        // A Private space retired for the person's is gone from the store.
+        // A Private space retired for the person's is gone from the store;
+        // its notes, now filed in the person's, are news to the person's
+        // other devices.
         if let Some((old, _)) = self.private_switch.take() {
-            self.spaces.remove(&old);
+            if let Some(retired) = self.spaces.remove(&old) {
+                for id in retired.space.notes() {
+                    self.outbox.push(NodeEvent::NoteChanged { id });
+                }
+            }
             written.retain(|id| *id != old);
         }
         written
