@@ -83,6 +83,11 @@ impl Node {
     /// devices keep their access. Returns the spaces it was removed from.
     pub fn remove_device(&self, node_id: &str) -> Result<Vec<SpaceId>> {
         let node_id = node_id.trim().to_ascii_lowercase();
+        if node_id == self.node_id() {
+            return Err(Error::Invalid(
+                "that is this device; revoke it from another of your devices".into(),
+            ));
+        }
         if !self.devices()?.iter().any(|d| d.node_id == node_id) {
             return Err(Error::Invalid(format!(
                 "{} is not one of your devices (see `peernotes device list`)",
