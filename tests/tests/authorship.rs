@@ -316,6 +316,7 @@ async fn reopen_as_before_signing(device: Device) -> Device {
             "DROP TABLE attestations;
              DROP TABLE legacy_heads;
              ALTER TABLE notes DROP COLUMN updated_by_unverified;
+             ALTER TABLE invitations DROP COLUMN private;
              PRAGMA user_version = 7;",
         )
         .unwrap();
