@@ -274,6 +274,11 @@ async fn a_device_linked_by_ticket_takes_the_private_space_and_follows_later_spa
             .all(|s| laptop.space_info(*s).is_ok_and(|i| i.removed_by.is_some()))
     })
     .await;
+    // Revoking vouches for what the laptop wrote before: that is no edit of
+    // Ana's, and the list does not say so.
+    let listed = ana.list(peernotes_sync::ListFilter::Active).unwrap();
+    let jot = listed.iter().find(|n| n.id == jotted).unwrap();
+    assert_ne!(jot.updated_by.as_deref(), Some("you"), "{jot:?}");
     let later = carol.create_space("Later").unwrap();
     pair(&carol_net, later, &ana_net, "Ana").await;
     ana.splice(&chapter, 0, 0, "Ana, after the loss\n").unwrap();

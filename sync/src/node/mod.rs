@@ -157,17 +157,37 @@ pub fn device_actor(node_id: &str, role: u8) -> Vec<u8> {
     actor
 }
 
-/// The node id (hex) of the device that made the document's latest change, from
-/// its actor id ("" if the actor is not one of ours).
+/// The node id (hex) of the device that made the document's latest edit, from
+/// its actor id ("" if the actor is not one of ours). Empty changes (an owner
+/// vouching for a removed member's work) are no edit: the walk looks past
+/// them, through at most `VOUCH_WALK` of them. Reads change metadata only.
 fn latest_author(doc: &mut AutoCommit) -> String {
-    let heads = doc.get_heads();
-    let latest = heads
-        .iter()
-        .filter_map(|h| doc.get_change_by_hash(h))
-        .max_by_key(|c| (c.timestamp(), c.actor_id().to_bytes().to_vec()))
-        .map(|c| c.actor_id().to_bytes().to_vec());
+    const VOUCH_WALK: usize = 256;
+    let mut todo = doc.get_heads();
+    let mut seen = std::collections::HashSet::new();
+    let mut skipped = 0;
+    let mut latest: Option<(i64, Vec<u8>)> = None;
+    while let Some(hash) = todo.pop() {
+        if !seen.insert(hash) {
+            continue;
+        }
+        let Some(meta) = doc.get_change_meta_by_hash(&hash) else {
+            continue;
+        };
+        if meta.max_op < meta.start_op && skipped < VOUCH_WALK {
+            skipped += 1;
+            todo.extend(meta.deps.iter().copied());
+            continue;
+        }
+        let candidate = (meta.timestamp, meta.actor.to_bytes().to_vec());
+        if latest.as_ref().is_none_or(|best| candidate > *best) {
+            latest = Some(candidate);
+        }
+    }
     match latest {
-        Some(actor) if actor.len() > 32 => actor[..32].iter().map(|b| format!("{b:02x}")).collect(),
+        Some((_, actor)) if actor.len() > 32 => {
+            actor[..32].iter().map(|b| format!("{b:02x}")).collect()
+        }
         _ => String::new(),
     }
 }

@@ -270,8 +270,8 @@ impl State {
                     continue;
                 }
             };
+            // A vouch is no edit: the note keeps its time and its author.
             if open.note.vouch_for(device, now) {
-                open.updated_at = now;
                 self.dirty.insert(id.clone());
                 self.outbox.push(NodeEvent::NoteChanged { id: id.clone() });
             }
