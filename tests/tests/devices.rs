@@ -209,6 +209,12 @@ async fn a_device_linked_by_ticket_takes_the_private_space_and_follows_later_spa
     );
     assert_ne!(ana_private, old_private);
 
+    // Ana is already in Carol's Early space when she links the laptop.
+    let early = carol.create_space("Early").unwrap();
+    let agenda = carol.create_in(early, "# Agenda\n").unwrap();
+    pair(&carol_net, early, &ana_net, "Ana").await;
+    eventually("Ana to have Early", WAIT, || ana.get(&agenda).is_ok()).await;
+
     // Ana links the laptop with a ticket.
     let ticket = ana_net
         .invite_device(10, InviteBy::Ticket)
@@ -245,6 +251,12 @@ async fn a_device_linked_by_ticket_takes_the_private_space_and_follows_later_spa
         .unwrap()
         .iter()
         .any(|d| d.node_id == laptop_id));
+    eventually(
+        "the laptop to get the space Ana was in already",
+        WAIT,
+        || laptop.get(&agenda).is_ok(),
+    )
+    .await;
 
     // Carol shares a space with Ana, later: the laptop follows by itself.
     let book = carol.create_space("Book club").unwrap();
@@ -289,7 +301,7 @@ async fn a_device_linked_by_ticket_takes_the_private_space_and_follows_later_spa
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    for space in [ana_private, book, later] {
+    for space in [ana_private, early, book, later] {
         assert!(
             !ana.members(space)
                 .unwrap()

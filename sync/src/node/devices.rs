@@ -199,7 +199,15 @@ impl State {
     /// A sibling's hello named `spaces` as shared with this device: joins,
     /// through it, those this device does not have yet.
     pub(super) fn join_offered(&mut self, peer: &str, spaces: &BTreeSet<SpaceKey>) {
-        if self.key.is_none() || !self.is_sibling(peer) {
+        if self.key.is_none() {
+            return;
+        }
+        if !self.is_sibling(peer) {
+            // The inviter's first hello comes before its Private space has
+            // arrived here; it is not yet known as a sibling.
+            if self.linking.is_some() {
+                self.offered_while_linking = Some((peer.to_string(), spaces.clone()));
+            }
             return;
         }
         let new: Vec<SpaceId> = spaces
@@ -254,5 +262,8 @@ impl State {
         self.dirty_spaces.insert(new);
         self.outbox.push(NodeEvent::SpaceChanged { space: new });
         self.outbox.push(NodeEvent::SpaceChanged { space: old });
+        if let Some((peer, spaces)) = self.offered_while_linking.take() {
+            self.join_offered(&peer, &spaces);
+        }
     }
 }

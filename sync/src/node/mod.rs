@@ -301,6 +301,13 @@ struct State {
     /// `(old, new)`: the Private space this device retires for its person's,
     /// until the group commit has stored the switch.
     private_switch: Option<(SpaceId, SpaceId)>,
+    /// What a peer's hello offered while this device was still waiting for
+    /// its person's Private space (so could not yet tell a sibling): looked
+    /// at again once it arrives.
+    offered_while_linking: Option<(
+        String,
+        std::collections::BTreeSet<crate::protocol::frame::SpaceKey>,
+    )>,
     /// Per document, each author's newest attestation (`attest`), loaded
     /// from the store the first time a document needs them.
     attestations: std::collections::HashMap<String, attest::Kept>,
@@ -735,6 +742,7 @@ impl State {
             joining: BTreeMap::new(),
             linking: None,
             private_switch: None,
+            offered_while_linking: None,
             attestations: std::collections::HashMap::new(),
             new_attestations: BTreeMap::new(),
             held_attestations: BTreeMap::new(),
