@@ -320,10 +320,16 @@ async fn a_removed_device_is_told_by_whom_and_stops_syncing() {
         .remove_member(w.team, w.bob.node.node_id())
         .unwrap();
     assert_eq!(removed_by(&w.bob.node, w.team).await, alice_name);
-    let told = events.try_iter().any(|e| {
-        matches!(e, peernotes_sync::NodeEvent::RemovedFromSpace { space, ref by, .. }
-            if space == w.team && *by == alice_name)
-    });
+    // Events are sent once the lock is released, so wait a moment for it.
+    let mut told = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !told && std::time::Instant::now() < deadline {
+        told = events.try_iter().any(|e| {
+            matches!(e, peernotes_sync::NodeEvent::RemovedFromSpace { space, ref by, .. }
+                if space == w.team && *by == alice_name)
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(told, "Bob's subscribers heard that he was removed");
     assert!(
         !w.bob

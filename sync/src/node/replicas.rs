@@ -258,9 +258,22 @@ impl PeerReplicas<'_> {
         arrived_whole: Option<Vec<u8>>,
     ) -> std::result::Result<(), String> {
         if doc == space.doc_key() {
+            let me = self.st.node_id.clone();
             if let Some(open) = self.st.spaces.get_mut(&space) {
+                let was_removed = open.space.remover_name(&me).is_some();
                 open.space.read_log();
                 self.st.dirty_spaces.insert(space);
+                // The removal may arrive as an ordinary change of the log, not
+                // only as a notice: either way this device's user is told.
+                if let Some(by) = open.space.remover_name(&me).filter(|_| !was_removed) {
+                    tracing::warn!(space = %space, by = %by, "this device was removed from the space");
+                    let space_name = open.space.name();
+                    self.st.outbox.push(NodeEvent::RemovedFromSpace {
+                        space,
+                        space_name,
+                        by,
+                    });
+                }
                 // Relay it to the other members this device is connected to.
                 self.st.outbox.push(NodeEvent::SpaceChanged { space });
             }
