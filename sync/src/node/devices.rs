@@ -169,9 +169,19 @@ impl State {
         let now = now_ms();
         let me = self.node_id.clone();
         let private = self.private_space;
+        // Only the spaces that changed can have gained a member this person's
+        // devices lack, unless the person gained a device: then all of them.
+        let scope: Vec<SpaceId> = if private.is_some_and(|p| self.dirty_spaces.contains(&p)) {
+            self.spaces.keys().copied().collect()
+        } else {
+            self.dirty_spaces.iter().copied().collect()
+        };
         let mut linked = Vec::new();
-        for (id, open) in self.spaces.iter_mut() {
-            if Some(*id) == private || !open.space.is_member(&me) || open.space.is_legacy() {
+        for id in scope {
+            let Some(open) = self.spaces.get_mut(&id) else {
+                continue;
+            };
+            if Some(id) == private || !open.space.is_member(&me) || open.space.is_legacy() {
                 continue;
             }
             for sibling in &siblings {
@@ -182,7 +192,7 @@ impl State {
                     .space
                     .link_device(&sibling.node_id, &sibling.name, &key, now)
                 {
-                    Ok(()) => linked.push(*id),
+                    Ok(()) => linked.push(id),
                     Err(e) => {
                         tracing::warn!(space = %id, device = %short(&sibling.node_id), "cannot link a device of this person: {e}");
                     }
@@ -205,7 +215,12 @@ impl State {
         if !self.is_sibling(peer) {
             // The inviter's first hello comes before its Private space has
             // arrived here; it is not yet known as a sibling.
-            if self.linking.is_some() {
+            // Kept only from the device this one is being linked by.
+            let from_inviter = self
+                .linking
+                .and_then(|space| self.joining.get(&space))
+                .is_some_and(|inviter| inviter == peer);
+            if from_inviter {
                 self.offered_while_linking = Some((peer.to_string(), spaces.clone()));
             }
             return;
