@@ -11,16 +11,16 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use iroh::endpoint::{Connection, SendStream};
+use iroh::endpoint::{Connection, RecvStream, SendStream};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::{
-    Activity, Connected, Cursor, Outgoing, MAX_CONNECTIONS_PER_PEER, MAX_QUEUED_BYTES,
-    MEMBERSHIP_CHECK, READ_BUFFER,
+    Activity, Connected, Cursor, Outgoing, FRAMES_AHEAD, MAX_CONNECTIONS_PER_PEER,
+    MAX_QUEUED_BYTES, MEMBERSHIP_CHECK, READ_BUFFER,
 };
-use crate::node::{Node, NodeEvent};
+use crate::node::{Node, NodeEvent, Preloaded};
 use crate::note::NoteId;
 use crate::protocol::frame::SpaceKey;
 use crate::protocol::{Frame, FrameDecoder, Replicas, Session, SessionEvent, Vetted};
@@ -147,7 +147,7 @@ async fn run(
         conn.close(1u32.into(), b"not a member of a shared space");
         return Ok(());
     }
-    let (send, mut recv) = if initiator {
+    let (send, recv) = if initiator {
         conn.open_bi().await?
     } else {
         conn.accept_bi().await?
@@ -171,42 +171,35 @@ async fn run(
     let mut session = Session::new();
     node.with_peer(&peer, |r| session.start(r));
     queue_out(&mut session, &out, &node, &peer, &mut moved)?;
-    let mut decoder = FrameDecoder::new();
-    let mut buf = vec![0u8; READ_BUFFER];
+    let (mut incoming, reader) = spawn_reader(recv, activity.clone());
     let mut membership = tokio::time::interval(MEMBERSHIP_CHECK);
     let mut peer_hung_up = false;
     loop {
         tokio::select! {
-            read = recv.read(&mut buf) => {
-                let Some(n) = read? else {
-                    peer_hung_up = true;
-                    break;
-                };
-                activity.touch();
-                activity.bytes_received.fetch_add(n as u64, Ordering::SeqCst);
-                moved.bytes_received += n as u64;
-                decoder.push(&buf[..n]);
-                // A protocol error closes the session, which queues a
-                // goodbye saying why; it is sent below before the
-                // connection closes.
-                loop {
-                    let frame = match decoder.next_frame() {
-                        Ok(Some(frame)) => frame,
-                        Ok(None) => break,
-                        Err(e) => {
-                            session.close(e.to_string());
-                            break;
+            next = incoming.recv() => {
+                match next {
+                    Some(Incoming::Frame(frame)) => {
+                        let _ = node.with_peer(&peer, |r| session.handle_vetted(frame, r));
+                    }
+                    Some(Incoming::Loading(task)) => match task.await {
+                        Ok((frame, preloaded)) => {
+                            let _ = node.with_peer_preloaded(&peer, preloaded, |r| {
+                                session.handle_vetted(frame, r)
+                            });
                         }
-                    };
-                    // Vetted here, before the Node's lock is taken.
-                    let frame = match Vetted::check(frame) {
-                        Ok(frame) => frame,
-                        Err(e) => {
-                            session.close(e.to_string());
-                            break;
+                        Err(e) => session.close(format!("cannot load the document sent: {e}")),
+                    },
+                    // A protocol error closes the session, which queues a
+                    // goodbye saying why; it is sent below before the
+                    // connection closes.
+                    Some(Incoming::Bad(reason)) => session.close(reason),
+                    None => {
+                        moved.bytes_received = reader.received.load(Ordering::SeqCst);
+                        match reader.task.await {
+                            Ok(Ok(())) => peer_hung_up = true,
+                            Ok(Err(e)) => return Err(e),
+                            Err(e) => anyhow::bail!("the connection's reader failed: {e}"),
                         }
-                    };
-                    if node.with_peer(&peer, |r| session.handle_vetted(frame, r)).is_err() {
                         break;
                     }
                 }
@@ -252,9 +245,10 @@ async fn run(
     let writer = out.close();
     let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
     if !peer_hung_up {
-        let drain = async { while let Ok(Some(_)) = recv.read(&mut buf).await {} };
+        let drain = async { while incoming.recv().await.is_some() {} };
         let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
     }
+    moved.bytes_received = reader.received.load(Ordering::SeqCst);
     conn.close(0u32.into(), b"done");
     tracing::info!(
         bytes_sent = sent.load(Ordering::SeqCst),
@@ -359,6 +353,71 @@ fn queue_out(
         out.send(bytes)?;
     }
     Ok(())
+}
+
+/// What the reader task hands the session, in the order it arrived.
+enum Incoming {
+    /// A vetted frame.
+    Frame(Vetted),
+    /// A vetted frame whose document a worker thread is loading; the worker
+    /// gives the frame back with the load.
+    Loading(JoinHandle<(Vetted, Option<Preloaded>)>),
+    /// The stream broke framing or vetting: the session ends, saying why.
+    Bad(String),
+}
+
+/// The reader task: its frames, and how many bytes it read.
+struct Reader {
+    task: JoinHandle<anyhow::Result<()>>,
+    received: Arc<AtomicU64>,
+}
+
+/// Reads, decodes and vets frames (none of it under the Node's lock) and
+/// starts loading each whole document on a worker thread, up to
+/// `FRAMES_AHEAD` frames ahead of the session: both cores load while the
+/// session takes in the frames before. The channel closes when the peer
+/// finishes its stream or after a frame that is not acceptable.
+fn spawn_reader(
+    mut recv: RecvStream,
+    activity: Arc<Activity>,
+) -> (tokio::sync::mpsc::Receiver<Incoming>, Reader) {
+    let (frames, incoming) = tokio::sync::mpsc::channel(FRAMES_AHEAD);
+    let received = Arc::new(AtomicU64::new(0));
+    let counted = received.clone();
+    let task = tokio::spawn(async move {
+        let mut decoder = FrameDecoder::new();
+        let mut buf = vec![0u8; READ_BUFFER];
+        while let Some(n) = recv.read(&mut buf).await? {
+            activity.touch();
+            activity
+                .bytes_received
+                .fetch_add(n as u64, Ordering::SeqCst);
+            counted.fetch_add(n as u64, Ordering::SeqCst);
+            decoder.push(&buf[..n]);
+            loop {
+                let item = match decoder.next_frame().map_err(|e| e.to_string()) {
+                    Ok(None) => break,
+                    Ok(Some(frame)) => match Vetted::check(frame) {
+                        Ok(frame) if Preloaded::wanted(&frame) => {
+                            Incoming::Loading(tokio::task::spawn_blocking(move || {
+                                let preloaded = Preloaded::of(&frame);
+                                (frame, preloaded)
+                            }))
+                        }
+                        Ok(frame) => Incoming::Frame(frame),
+                        Err(e) => Incoming::Bad(e.to_string()),
+                    },
+                    Err(e) => Incoming::Bad(e),
+                };
+                let bad = matches!(item, Incoming::Bad(_));
+                if frames.send(item).await.is_err() || bad {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    });
+    (incoming, Reader { task, received })
 }
 
 /// The queue to a connection's writer task: frames in order, and how many

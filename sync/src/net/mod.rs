@@ -50,6 +50,10 @@ const CODE_SEARCH: Duration = Duration::from_secs(30);
 /// How often `connect_members` looks for members it is not yet dialling.
 const MEMBER_SCAN: Duration = Duration::from_secs(2);
 const READ_BUFFER: usize = 64 * 1024;
+/// Frames a connection reads (and whose documents it loads) ahead of the
+/// session: enough to keep both cores loading, few enough that what waits
+/// stays small (at most this many frames of `MAX_FRAME_BYTES`).
+const FRAMES_AHEAD: usize = 4;
 /// How long a pairing exchange may take before the inviter hangs up.
 const PAIRING_TIMEOUT: Duration = Duration::from_secs(10);
 const RECONNECT_MIN: std::time::Duration = std::time::Duration::from_millis(100);

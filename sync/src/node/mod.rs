@@ -810,12 +810,14 @@ use cache::OpenNote;
 use commit::run_flusher;
 mod decode;
 mod devices;
+mod preload;
 mod replicas;
 mod spaces;
 mod status;
 mod window;
 
 pub use events::{NodeEvent, PairingProgress};
+pub use preload::Preloaded;
 pub use replicas::PeerReplicas;
 pub use status::PeerStatus;
 

@@ -14,9 +14,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use automerge::sync::{self, SyncDoc};
 use automerge::{AutoCommit, ChangeHash, ObjType, ReadDoc, Value, ROOT};
 
-use super::admit::{admit, changes_in, check_shape, Shape};
+use super::admit::{admit, changes_in, Shape};
 use super::attest;
-use super::decode::strict_load;
+use super::preload::{Loaded, Preloaded};
 use super::spaces::OpenSpace;
 use super::{decode_heads, lock, now_ms, Node, NodeEvent, OpenNote, SavedSyncState, State};
 use crate::authorship::{Attestation, ChangeNode, DeviceKey};
@@ -35,17 +35,30 @@ pub const MAX_INCOMING_PER_PEER: usize = 10_000;
 pub struct PeerReplicas<'a> {
     st: &'a mut State,
     peer: String,
+    /// The document of the frame being handled, loaded ahead (`preload`).
+    preloaded: Option<Preloaded>,
 }
 
 impl Node {
     /// Runs `f` with this device's documents as `peer` (a node id) may see them,
     /// to drive a `protocol::Session`.
     pub fn with_peer<R>(&self, peer: &str, f: impl FnOnce(&mut PeerReplicas<'_>) -> R) -> R {
+        self.with_peer_preloaded(peer, None, f)
+    }
+
+    /// `with_peer`, for handling a frame whose document was loaded ahead.
+    pub fn with_peer_preloaded<R>(
+        &self,
+        peer: &str,
+        preloaded: Option<Preloaded>,
+        f: impl FnOnce(&mut PeerReplicas<'_>) -> R,
+    ) -> R {
         let result = {
             let mut st = lock(&self.shared.state);
             let mut replicas = PeerReplicas {
                 st: &mut st,
                 peer: peer.to_string(),
+                preloaded,
             };
             f(&mut replicas)
         };
@@ -73,6 +86,7 @@ impl Node {
         let replicas = PeerReplicas {
             st: &mut st,
             peer: peer.to_string(),
+            preloaded: None,
         };
         replicas.shared_spaces().contains(space.as_bytes())
     }
@@ -667,23 +681,21 @@ impl Replicas for PeerReplicas<'_> {
             return Err(format!("{doc} is not a document of that space"));
         }
         let key = doc;
-        let shape = if key == &space.doc_key() {
-            Shape::Index
-        } else {
-            Shape::Note
+        let loaded = match Preloaded::take_for(&mut self.preloaded, space.as_bytes(), key, saved) {
+            Some(loaded) => loaded?,
+            None => Loaded::from_saved(space, key, saved)?,
         };
-        let mut whole = strict_load(saved)?;
+        let Loaded {
+            doc: mut whole,
+            nodes,
+            shape,
+        } = loaded;
         let mut arrived_whole = None;
         let before = self.doc_mut(space, key)?.get_heads();
         let admitted = if before.is_empty() {
             // New here: checked by its shape and its authors, kept as loaded,
             // and its bytes kept for the store.
-            check_shape(&whole, shape)?;
-            let nodes: Vec<ChangeNode> = whole
-                .get_changes_meta(&[])
-                .iter()
-                .map(ChangeNode::from)
-                .collect();
+            shape?;
             let newer = self.vouch(space, key, &nodes, attestations)?;
             if let Some(open) = self.st.spaces.get(&space) {
                 check_authors(&open.space, open.space.log(), &nodes, &[])?;

@@ -74,6 +74,11 @@ impl Vetted {
     pub fn into_inner(self) -> Frame {
         self.0
     }
+
+    /// The frame, to look at (e.g. to load its document ahead of the session).
+    pub fn frame(&self) -> &Frame {
+        &self.0
+    }
 }
 
 fn check_frame(frame: &Frame) -> Result<(), String> {
