@@ -6,7 +6,9 @@
 //! the schema migrations. WAL with `synchronous=FULL`: a transaction that returned
 //! is on disk. It knows nothing of Automerge; it stores and returns bytes.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction};
 use serde::Serialize;
@@ -287,9 +289,17 @@ pub struct ChunkStats {
     pub bytes: usize,
 }
 
+/// Note id to its `space_id` and `heads` columns.
+type HeadsCache = HashMap<String, (String, Vec<u8>)>;
+
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// Every note's `space_id` and `heads` columns, read in one scan the first
+    /// time they are asked for and kept in step with each write since: sync
+    /// asks for them on almost every frame. Only a store that writes keeps
+    /// them (a read-only one would not see another process's writes).
+    heads: Option<OnceLock<HeadsCache>>,
 }
 
 impl Store {
@@ -297,7 +307,11 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
         let path = dir.join(STORE_FILE);
         let conn = Connection::open(&path).map_err(|e| classify(&path, e))?;
-        let mut store = Store { conn, path };
+        let mut store = Store {
+            conn,
+            path,
+            heads: Some(OnceLock::new()),
+        };
         store.configure()?;
         store.migrate()?;
         Ok(store)
@@ -316,7 +330,11 @@ impl Store {
         require_notes_table(&conn, &path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(|e| classify(&path, e))?;
-        Ok(Store { conn, path })
+        Ok(Store {
+            conn,
+            path,
+            heads: None,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -396,20 +414,20 @@ impl Store {
             switch_private(&tx, old, new).map_err(|e| classify(&path, e))?;
         }
         for (peer, doc, state, their_heads) in &batch.sync_states {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO sync_states (peer, doc, state, their_heads) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (peer, doc) DO UPDATE
                  SET state = excluded.state, their_heads = excluded.their_heads",
-                params![peer, doc, state, their_heads],
             )
+            .and_then(|mut stmt| stmt.execute(params![peer, doc, state, their_heads]))
             .map_err(|e| classify(&path, e))?;
         }
         for (doc, author, attestation) in &batch.attestations {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO attestations (doc, author, attestation) VALUES (?1, ?2, ?3)
                  ON CONFLICT (doc, author) DO UPDATE SET attestation = excluded.attestation",
-                params![doc, author, attestation],
             )
+            .and_then(|mut stmt| stmt.execute(params![doc, author, attestation]))
             .map_err(|e| classify(&path, e))?;
         }
         for write in &batch.notes {
@@ -417,14 +435,25 @@ impl Store {
             let snapshot = write.snapshot.iter().map(|s| (ChunkKind::Snapshot, s));
             let chunks = write.chunks.iter().map(|c| (ChunkKind::Incremental, c));
             for (kind, data) in snapshot.chain(chunks) {
-                tx.execute(
-                    "INSERT INTO chunks (note_id, kind, data) VALUES (?1, ?2, ?3)",
-                    params![write.row.id, kind as i64, data],
-                )
-                .map_err(|e| classify(&path, e))?;
+                tx.prepare_cached("INSERT INTO chunks (note_id, kind, data) VALUES (?1, ?2, ?3)")
+                    .and_then(|mut stmt| stmt.execute(params![write.row.id, kind as i64, data]))
+                    .map_err(|e| classify(&path, e))?;
             }
         }
-        tx.commit().map_err(|e| classify(&path, e))
+        tx.commit().map_err(|e| classify(&path, e))?;
+        // In the order the transaction wrote them.
+        if let Some(heads) = self.heads.as_mut().and_then(OnceLock::get_mut) {
+            if let Some((old, new)) = &batch.private_switch {
+                refile(heads, &[old, ""], new);
+            }
+            for write in &batch.notes {
+                heads.insert(
+                    write.row.id.clone(),
+                    (write.row.space_id.clone(), write.row.heads.clone()),
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Stores a device's first private space and files every note that has no
@@ -438,7 +467,11 @@ impl Store {
             [&space.id],
         )
         .map_err(|e| classify(&path, e))?;
-        tx.commit().map_err(|e| classify(&path, e))
+        tx.commit().map_err(|e| classify(&path, e))?;
+        if let Some(heads) = self.heads.as_mut().and_then(OnceLock::get_mut) {
+            refile(heads, &[""], &space.id);
+        }
+        Ok(())
     }
 
     /// The sync state remembered for `doc` with `peer`, and the heads the peer
@@ -723,6 +756,29 @@ impl Store {
     /// A note's space id and encoded heads, without its text: what the sync
     /// protocol needs to check and compare.
     pub fn space_and_heads(&self, note_id: &str) -> Result<Option<(String, Vec<u8>)>> {
+        let Some(cache) = &self.heads else {
+            return self.read_space_and_heads(note_id);
+        };
+        if cache.get().is_none() {
+            let all = self.all_spaces_and_heads()?;
+            let _ = cache.set(all);
+        }
+        let heads = cache.get().expect("filled above");
+        Ok(heads.get(note_id).cloned())
+    }
+
+    /// Every note's space and heads, in one scan.
+    fn all_spaces_and_heads(&self) -> Result<HeadsCache> {
+        self.conn
+            .prepare("SELECT id, space_id, heads FROM notes")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?
+                    .collect()
+            })
+            .map_err(|e| classify(&self.path, e))
+    }
+
+    fn read_space_and_heads(&self, note_id: &str) -> Result<Option<(String, Vec<u8>)>> {
         self.conn
             .prepare_cached("SELECT space_id, heads FROM notes WHERE id = ?1")
             .and_then(|mut stmt| {
@@ -914,7 +970,7 @@ fn require_notes_table(conn: &Connection, path: &Path) -> Result<()> {
 }
 
 fn upsert_row(tx: &Transaction<'_>, row: &NoteRow) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO notes
             (id, title, snippet, text, created_at, updated_at, trashed_at, space_id, heads,
              updated_by, updated_by_unverified)
@@ -925,20 +981,20 @@ fn upsert_row(tx: &Transaction<'_>, row: &NoteRow) -> rusqlite::Result<()> {
             trashed_at = excluded.trashed_at, space_id = excluded.space_id,
             heads = excluded.heads, updated_by = excluded.updated_by,
             updated_by_unverified = excluded.updated_by_unverified",
-        params![
-            row.id,
-            row.title,
-            row.snippet,
-            row.text,
-            row.created_at,
-            row.updated_at,
-            row.trashed_at,
-            row.space_id,
-            row.heads,
-            row.updated_by,
-            row.updated_by_unverified
-        ],
-    )?;
+    )?
+    .execute(params![
+        row.id,
+        row.title,
+        row.snippet,
+        row.text,
+        row.created_at,
+        row.updated_at,
+        row.trashed_at,
+        row.space_id,
+        row.heads,
+        row.updated_by,
+        row.updated_by_unverified
+    ])?;
     Ok(())
 }
 
@@ -977,6 +1033,15 @@ fn switch_private(tx: &Transaction<'_>, old: &str, new: &str) -> rusqlite::Resul
     tx.execute("DELETE FROM spaces WHERE id = ?1", [old])?;
     tx.execute("UPDATE spaces SET private = 1 WHERE id = ?1", [new])?;
     Ok(())
+}
+
+/// Files the notes of the spaces `from` under `to`, in the heads cache.
+fn refile(heads: &mut HeadsCache, from: &[&str], to: &str) {
+    for (space, _) in heads.values_mut() {
+        if from.contains(&space.as_str()) {
+            *space = to.to_string();
+        }
+    }
 }
 
 /// Turns what a user typed into an FTS5 query that cannot be a syntax error: each
@@ -1059,6 +1124,71 @@ mod tests {
         assert_eq!(store.search("bre", 10).unwrap().len(), 1);
         // Query syntax in user input is just text.
         assert!(store.search("\"unbalanced OR (", 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn cached_heads_follow_every_write_and_match_a_fresh_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let write = |id: &str, space: &str, heads: &[u8]| NoteWrite {
+            row: NoteRow {
+                space_id: space.into(),
+                heads: heads.to_vec(),
+                ..row(id, "text")
+            },
+            snapshot: None,
+            chunks: vec![],
+        };
+        let commit = |store: &mut Store, notes: Vec<NoteWrite>, switch: Option<(&str, &str)>| {
+            store
+                .commit(&Batch {
+                    notes,
+                    private_switch: switch.map(|(a, b)| (a.to_string(), b.to_string())),
+                    ..Batch::default()
+                })
+                .unwrap()
+        };
+        commit(
+            &mut store,
+            vec![write("aa", "", &[1]), write("bb", "s1", &[2])],
+            None,
+        );
+        // The first read fills the cache from the table.
+        assert_eq!(
+            store.space_and_heads("aa").unwrap(),
+            Some((String::new(), vec![1]))
+        );
+        assert_eq!(store.space_and_heads("zz").unwrap(), None);
+        commit(
+            &mut store,
+            vec![write("aa", "", &[3]), write("cc", "s2", &[4])],
+            None,
+        );
+        store
+            .adopt_private_space(&SpaceWrite {
+                id: "s1".into(),
+                name: "Private".into(),
+                chunks: vec![],
+            })
+            .unwrap();
+        // Switched in the same transaction that writes a note of the old space.
+        commit(
+            &mut store,
+            vec![write("dd", "s2", &[5])],
+            Some(("s2", "s3")),
+        );
+        let cached: Vec<_> = ["aa", "bb", "cc", "dd"]
+            .iter()
+            .map(|id| store.space_and_heads(id).unwrap())
+            .collect();
+        let fresh: Vec<_> = ["aa", "bb", "cc", "dd"]
+            .iter()
+            .map(|id| store.read_space_and_heads(id).unwrap())
+            .collect();
+        assert_eq!(cached, fresh);
+        assert_eq!(cached[0], Some(("s1".to_string(), vec![3])));
+        assert_eq!(cached[2], Some(("s3".to_string(), vec![4])));
+        assert_eq!(cached[3], Some(("s2".to_string(), vec![5])));
     }
 
     #[test]
