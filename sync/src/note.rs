@@ -270,12 +270,21 @@ impl Note {
     ) -> Result<Vec<ChangeHash>> {
         if base
             .iter()
-            .any(|h| self.doc.get_change_by_hash(h).is_none())
+            .any(|h| self.doc.get_change_meta_by_hash(h).is_none())
         {
             return Err(Error::Invalid(format!(
                 "note {} does not have the state the edit was made against",
                 self.id.short()
             )));
+        }
+        let mut sorted = base.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if self.doc.get_heads() == sorted {
+            // At the current state already: the same edit, without the
+            // isolation (which walks the whole document twice).
+            self.splice_many(edits, now_ms)?;
+            return Ok(self.doc.get_heads());
         }
         self.doc.isolate(base);
         let result = self.splice_many(edits, now_ms);

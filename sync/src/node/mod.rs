@@ -611,12 +611,12 @@ impl Node {
     /// Whether this device has every change of `heads` for the note.
     pub fn has(&self, id: &NoteId, heads: &Heads) -> bool {
         self.with_state(|st| {
-            let known = st.open.contains(id) || st.store.row(id.as_str())?.is_some();
+            let known = st.open.contains(id) || st.store.space_and_heads(id.as_str())?.is_some();
             if !known {
                 return Ok(false);
             }
             let doc = st.load(id)?.note.doc_mut();
-            Ok(heads.0.iter().all(|h| doc.get_change_by_hash(h).is_some()))
+            Ok(heads.0.iter().all(|h| doc.get_change_meta_by_hash(h).is_some()))
         })
         .unwrap_or(false)
     }
