@@ -7,6 +7,8 @@ use automerge::AutoCommit;
 
 use super::decode::{decode_all, decode_chunk};
 use super::{now_ms, NodeEvent, State};
+use automerge::ChangeHash;
+
 use crate::error::{Error, Result};
 use crate::note::{Note, NoteId};
 use crate::space::SpaceId;
@@ -20,12 +22,33 @@ pub(super) struct OpenNote {
     pub(super) updated_at: i64,
     /// Encoded changes taken from the document but not yet committed.
     pub(super) pending: Vec<Vec<u8>>,
-    /// A note that arrived whole from a peer: the bytes it came in (Automerge's
-    /// save format, already checked strictly), stored as its first snapshot.
-    pub(super) arrived_whole: Option<Vec<u8>>,
+    /// A note that arrived whole from a peer and is not stored yet.
+    pub(super) arrived_whole: Option<ArrivedWhole>,
     pub(super) snapshot_bytes: usize,
     pub(super) incremental_bytes: usize,
     pub(super) incremental_chunks: usize,
+}
+
+/// A note as it arrived whole from a peer.
+pub(super) struct ArrivedWhole {
+    /// The bytes it came in (Automerge's save format, already checked
+    /// strictly), stored as its first snapshot.
+    pub(super) bytes: Vec<u8>,
+    /// Its text at the heads it came with, read on a worker thread while it
+    /// was loaded, so the group commit need not read it under the lock.
+    pub(super) text: Option<(Vec<ChangeHash>, String)>,
+}
+
+impl OpenNote {
+    /// The note's text: read from the document, unless it is the text the
+    /// note arrived with and nothing changed since.
+    pub(super) fn text(&mut self) -> String {
+        let heads = self.note.heads();
+        match self.arrived_whole.as_ref().and_then(|a| a.text.as_ref()) {
+            Some((at, text)) if *at == heads => text.clone(),
+            _ => self.note.text(),
+        }
+    }
 }
 
 /// How a document's stored chunks add up, for compaction decisions.
@@ -146,5 +169,36 @@ impl State {
             self.open.pop_lru();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use automerge::ActorId;
+
+    #[test]
+    fn the_text_a_note_arrived_with_counts_only_at_the_heads_it_came_with() {
+        let actor = ActorId::random();
+        let mut note = Note::create(NoteId::generate(), &actor, "hello", 1).unwrap();
+        let heads = note.heads();
+        let mut open = OpenNote {
+            note,
+            space: SpaceId::generate(),
+            created_at: 1,
+            updated_at: 1,
+            pending: Vec::new(),
+            // A text that differs from the document's, to see which is read.
+            arrived_whole: Some(ArrivedWhole {
+                bytes: Vec::new(),
+                text: Some((heads, "as it came".into())),
+            }),
+            snapshot_bytes: 0,
+            incremental_bytes: 0,
+            incremental_chunks: 0,
+        };
+        assert_eq!(open.text(), "as it came");
+        open.note.splice(0, 0, "oh, ", 2).unwrap();
+        assert_eq!(open.text(), "oh, hello");
     }
 }

@@ -123,7 +123,7 @@ impl State {
         let writes = &mut batch.notes;
         for id in &self.dirty {
             let open = self.open.peek_mut(id).expect("dirty notes stay in memory");
-            let text = open.note.text();
+            let text = open.text();
             writes.push(NoteWrite {
                 row: NoteRow {
                     id: id.to_string(),
@@ -138,7 +138,7 @@ impl State {
                     updated_by: latest_author(open.note.doc_mut()),
                     updated_by_unverified: false,
                 },
-                snapshot: open.arrived_whole.clone(),
+                snapshot: open.arrived_whole.as_ref().map(|a| a.bytes.clone()),
                 chunks: open.pending.clone(),
             });
         }
@@ -166,8 +166,8 @@ impl State {
             open.incremental_bytes += open.pending.iter().map(Vec::len).sum::<usize>();
             open.incremental_chunks += open.pending.len();
             open.pending.clear();
-            if let Some(snapshot) = open.arrived_whole.take() {
-                open.snapshot_bytes = snapshot.len();
+            if let Some(arrived) = open.arrived_whole.take() {
+                open.snapshot_bytes = arrived.bytes.len();
             }
         }
         let due = written

@@ -536,8 +536,8 @@ impl Node {
     /// not already in memory.
     pub fn get(&self, id: &NoteId) -> Result<NoteView> {
         self.with_state(|st| {
-            if let Some(open) = st.open.get(id) {
-                let text = open.note.text();
+            if let Some(open) = st.open.get_mut(id) {
+                let text = open.text();
                 return Ok(NoteView {
                     id: id.clone(),
                     space: Some(open.space),
@@ -616,7 +616,10 @@ impl Node {
                 return Ok(false);
             }
             let doc = st.load(id)?.note.doc_mut();
-            Ok(heads.0.iter().all(|h| doc.get_change_meta_by_hash(h).is_some()))
+            Ok(heads
+                .0
+                .iter()
+                .all(|h| doc.get_change_meta_by_hash(h).is_some()))
         })
         .unwrap_or(false)
     }

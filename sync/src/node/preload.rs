@@ -9,7 +9,7 @@
 //! Nothing here is trusted more for having been done early: the same checks
 //! run, and a document that fails one is refused exactly as before.
 
-use automerge::AutoCommit;
+use automerge::{AutoCommit, ObjType, ReadDoc, Value, ROOT};
 
 use super::admit::{check_shape, Shape};
 use super::decode::strict_load;
@@ -34,6 +34,8 @@ pub(super) struct Loaded {
     /// Whether it has the shape of what it claims to be (checked only when
     /// the document is new here, so kept as a result).
     pub shape: Result<(), String>,
+    /// A note's text, read here so that storing the note need not.
+    pub text: Option<String>,
 }
 
 impl Loaded {
@@ -45,6 +47,10 @@ impl Loaded {
         } else {
             Shape::Note
         };
+        let text = match (shape, whole.get(ROOT, "text")) {
+            (Shape::Note, Ok(Some((Value::Object(ObjType::Text), text)))) => whole.text(&text).ok(),
+            _ => None,
+        };
         let shape = check_shape(&whole, shape);
         let nodes = whole
             .get_changes_meta(&[])
@@ -55,6 +61,7 @@ impl Loaded {
             doc: whole,
             nodes,
             shape,
+            text,
         })
     }
 }

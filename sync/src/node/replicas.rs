@@ -16,6 +16,7 @@ use automerge::{AutoCommit, ChangeHash, ObjType, ReadDoc, Value, ROOT};
 
 use super::admit::{admit, changes_in, Shape};
 use super::attest;
+use super::cache::ArrivedWhole;
 use super::preload::{Loaded, Preloaded};
 use super::spaces::OpenSpace;
 use super::{decode_heads, lock, now_ms, Node, NodeEvent, OpenNote, SavedSyncState, State};
@@ -210,7 +211,7 @@ impl PeerReplicas<'_> {
         &mut self,
         space: SpaceId,
         key: &str,
-        arrived_whole: Option<Vec<u8>>,
+        arrived_whole: Option<ArrivedWhole>,
     ) -> std::result::Result<(), String> {
         let slot = (space, key.to_string());
         let Some(doc) = self.st.incoming.get(&self.peer).and_then(|m| m.get(&slot)) else {
@@ -269,7 +270,7 @@ impl PeerReplicas<'_> {
         &mut self,
         space: SpaceId,
         doc: &str,
-        arrived_whole: Option<Vec<u8>>,
+        arrived_whole: Option<ArrivedWhole>,
     ) -> std::result::Result<(), String> {
         if doc == space.doc_key() {
             let me = self.st.node_id.clone();
@@ -689,6 +690,7 @@ impl Replicas for PeerReplicas<'_> {
             doc: mut whole,
             nodes,
             shape,
+            text,
         } = loaded;
         let mut arrived_whole = None;
         let before = self.doc_mut(space, key)?.get_heads();
@@ -700,10 +702,14 @@ impl Replicas for PeerReplicas<'_> {
             if let Some(open) = self.st.spaces.get(&space) {
                 check_authors(&open.space, open.space.log(), &nodes, &[])?;
             }
+            let heads = whole.get_heads();
             let target = self.doc_mut(space, key)?;
             let actor = target.get_actor().clone();
             *target = whole.with_actor(actor);
-            arrived_whole = Some(saved.to_vec());
+            arrived_whole = Some(ArrivedWhole {
+                bytes: saved.to_vec(),
+                text: text.map(|text| (heads, text)),
+            });
             // Whole, nothing of it waits for dependencies.
             Admitted {
                 newer,

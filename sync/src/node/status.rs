@@ -229,7 +229,9 @@ fn we_have(
         return match st.spaces.get_mut(&space) {
             Some(open) => {
                 let doc = open.space.doc_mut();
-                hashes.iter().all(|h| doc.get_change_meta_by_hash(h).is_some())
+                hashes
+                    .iter()
+                    .all(|h| doc.get_change_meta_by_hash(h).is_some())
             }
             None => false,
         };
@@ -240,7 +242,9 @@ fn we_have(
     match st.load(&id) {
         Ok(open) => {
             let doc = open.note.doc_mut();
-            hashes.iter().all(|h| doc.get_change_meta_by_hash(h).is_some())
+            hashes
+                .iter()
+                .all(|h| doc.get_change_meta_by_hash(h).is_some())
         }
         Err(_) => false,
     }
