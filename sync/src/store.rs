@@ -478,12 +478,14 @@ impl Store {
     /// last announced for it.
     pub fn sync_state(&self, peer: &str, doc: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         self.conn
-            .query_row(
+            .prepare_cached(
                 "SELECT state, their_heads FROM sync_states WHERE peer = ?1 AND doc = ?2",
-                [peer, doc],
-                |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .optional()
+            .and_then(|mut statement| {
+                statement
+                    .query_row([peer, doc], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
             .map_err(|e| classify(&self.path, e))
     }
 

@@ -765,6 +765,7 @@ pub fn hello(spaces: &[SpaceId]) -> Frame {
             .map(|s| SpaceSummary {
                 space: *s.as_bytes(),
                 hash: [0; 32],
+                changed: None,
             })
             .collect(),
     }

@@ -80,6 +80,7 @@ fn valid_frames() -> Vec<u8> {
             spaces: vec![SpaceSummary {
                 space: [1; 16],
                 hash: [2; 32],
+                changed: None,
             }],
         },
         Frame::Buckets {

@@ -49,6 +49,7 @@ fn hello(space: SpaceId) -> Frame {
         spaces: vec![SpaceSummary {
             space: *space.as_bytes(),
             hash: [0; 32],
+            changed: None,
         }],
     }
 }

@@ -139,7 +139,19 @@ fn a_reconnect_sends_only_what_changed() {
         "in sync: nothing to send"
     );
     alice.splice(&notes[7], 0, 0, "edited ").unwrap();
-    let again = sync(alice, bob);
+    let (mut compared, mut first) = (0, None);
+    let again = sync_watching(alice, bob, |frame| match frame {
+        Frame::Buckets { .. } | Frame::Heads { .. } => compared += 1,
+        Frame::Sync { message, .. } if first.is_none() => {
+            first = Some(automerge::sync::Message::decode(message).unwrap());
+        }
+        _ => {}
+    });
+    assert_eq!(compared, 0, "the hellos listed what changed: no buckets");
+    assert!(
+        first.is_some_and(|m| !m.changes.is_empty()),
+        "the first sync message carries the edit"
+    );
     println!(
         "initial sync {} bytes; reconnect after one edit {} bytes",
         initial.bytes, again.bytes
@@ -248,6 +260,66 @@ fn status_says_in_sync_only_when_the_peer_has_acknowledged_every_note() {
 }
 
 #[test]
+fn a_note_sent_whole_counts_as_acknowledged_only_once_the_peer_says_it_has_it() {
+    let (alice, bob) = (device(), device());
+    let (alice, bob) = (&alice.node, &bob.node);
+    let team = team(alice, bob);
+    let note = alice.create_in(team, "sent whole").unwrap();
+    let waiting_for_bob = || {
+        alice
+            .status()
+            .unwrap()
+            .into_iter()
+            .find(|s| s.node_id == bob.node_id())
+            .expect("Bob is listed")
+            .waiting
+    };
+    // A session in which everything from the first whole document on is
+    // lost on its way to Bob (the connection dropped as it was sent).
+    let (mut sa, mut sb) = (Session::new(), Session::new());
+    alice.with_peer(bob.node_id(), |r| sa.start(r));
+    bob.with_peer(alice.node_id(), |r| sb.start(r));
+    let mut lost = 0;
+    for _ in 0..100 {
+        let to_b: Vec<Frame> = alice.with_peer(bob.node_id(), |r| {
+            std::iter::from_fn(|| sa.poll_transmit(r)).collect()
+        });
+        let to_a: Vec<Frame> = bob.with_peer(alice.node_id(), |r| {
+            std::iter::from_fn(|| sb.poll_transmit(r)).collect()
+        });
+        if to_a.is_empty() && to_b.is_empty() {
+            break;
+        }
+        for frame in to_b {
+            if lost > 0 || matches!(frame, Frame::Document { .. }) {
+                lost += 1;
+                continue;
+            }
+            bob.with_peer(alice.node_id(), |r| sb.handle_frame(frame, r))
+                .unwrap();
+        }
+        for frame in to_a {
+            alice
+                .with_peer(bob.node_id(), |r| sa.handle_frame(frame, r))
+                .unwrap();
+        }
+    }
+    alice.flush().unwrap();
+    assert!(lost > 0, "Alice sent something whole");
+    assert!(bob.get(&note).is_err(), "the note never reached Bob");
+    assert!(
+        waiting_for_bob() > 0,
+        "what Bob never received is not counted as his"
+    );
+
+    // The next session sends it again; Bob's answer acknowledges it.
+    sync(alice, bob);
+    assert_eq!(bob.get(&note).unwrap().text, "sent whole");
+    assert_eq!(waiting_for_bob(), 0, "Bob acknowledged everything");
+    assert!(sync(alice, bob).synced.is_empty(), "nothing left to say");
+}
+
+#[test]
 fn status_counts_what_the_peer_announced_but_has_not_sent_yet() {
     let (alice, bob) = (device(), device());
     let (alice, bob) = (&alice.node, &bob.node);
@@ -255,9 +327,11 @@ fn status_counts_what_the_peer_announced_but_has_not_sent_yet() {
     let note = alice.create_in(team, "shared").unwrap();
     sync(alice, bob);
     alice.splice(&note, 0, 0, "new ").unwrap();
+    bob.splice(&note, 6, 0, " too").unwrap();
 
     // A session cut off right after Alice's first sync message for the note,
-    // which announces her heads before it carries any change.
+    // which (both having changed it) announces her heads before it carries
+    // any change.
     let (mut sa, mut sb) = (Session::new(), Session::new());
     alice.with_peer(bob.node_id(), |r| sa.start(r));
     bob.with_peer(alice.node_id(), |r| sb.start(r));
@@ -285,7 +359,7 @@ fn status_counts_what_the_peer_announced_but_has_not_sent_yet() {
     bob.flush().unwrap();
     assert_eq!(
         bob.get(&note).unwrap().text,
-        "shared",
+        "shared too",
         "no change arrived yet"
     );
     let alice_seen_by_bob = bob

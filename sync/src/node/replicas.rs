@@ -564,6 +564,10 @@ impl Replicas for PeerReplicas<'_> {
         docs
     }
 
+    fn index_key(&self, space: &SpaceKey) -> Option<DocKey> {
+        Some(SpaceId::from_bytes(*space).doc_key())
+    }
+
     fn generate_sync_message(
         &mut self,
         space: &SpaceKey,

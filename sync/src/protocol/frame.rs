@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::authorship::Attestation;
 
 /// The protocol version this build speaks, sent in `Hello`.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 /// Largest frame accepted or sent, in bytes (after the length prefix).
 pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 const LENGTH_PREFIX: usize = 4;
@@ -25,7 +25,9 @@ pub type Hash = [u8; 32];
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Frame {
     /// First frame each side sends: version and, per space both may share, a hash
-    /// over its sorted `(doc, heads)`; equal hashes mean nothing to do.
+    /// over its sorted `(doc, heads)` (equal hashes mean nothing to do) and
+    /// the documents whose heads here differ from what the receiver last
+    /// acknowledged.
     Hello {
         version: u16,
         spaces: Vec<SpaceSummary>,
@@ -73,6 +75,11 @@ pub enum Frame {
 pub struct SpaceSummary {
     pub space: SpaceKey,
     pub hash: Hash,
+    /// Every document whose heads differ from those the receiver last
+    /// acknowledged (or that it never acknowledged), with its heads here;
+    /// `None` when there are too many to list
+    /// (`session::MAX_CHANGED_LISTED`), so buckets are compared instead.
+    pub changed: Option<Vec<DocHeads>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +181,10 @@ mod tests {
                 spaces: vec![SpaceSummary {
                     space: [1; 16],
                     hash: [2; 32],
+                    changed: Some(vec![DocHeads {
+                        doc: "abc".into(),
+                        heads: vec![[3; 32]],
+                    }]),
                 }],
             },
             Frame::Sync {

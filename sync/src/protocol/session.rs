@@ -43,6 +43,11 @@ pub trait Replicas {
     fn peer_offers(&mut self, _spaces: &BTreeSet<SpaceKey>) {}
     /// Every document of `space` with its current heads.
     fn docs(&mut self, space: &SpaceKey) -> BTreeMap<DocKey, Vec<Hash>>;
+    /// The document of `space` the others depend on (its index, holding the
+    /// membership), sent before them. The default names none.
+    fn index_key(&self, _space: &SpaceKey) -> Option<DocKey> {
+        None
+    }
     /// The next sync message for `doc`, with an attestation by each author of
     /// the changes it carries, or `None` if there is nothing to say. A
     /// document this device does not have yet is treated as empty.
@@ -174,6 +179,12 @@ pub struct Session {
     /// at most once; frames for them are made by `poll_transmit`.
     due_order: VecDeque<(SpaceKey, DocKey)>,
     due: HashMap<(SpaceKey, DocKey), Due>,
+    /// What the peer last acknowledged of each document (its shared heads),
+    /// read when our hello is made and kept until theirs is handled.
+    acknowledged: HashMap<(SpaceKey, DocKey), Vec<Hash>>,
+    /// Documents sent whole whose receipt the peer has not acknowledged yet:
+    /// until it does, they are not remembered as synced.
+    unacknowledged: BTreeSet<(SpaceKey, DocKey)>,
 }
 
 impl Default for Session {
@@ -195,6 +206,8 @@ impl Session {
             heads_seen: BTreeSet::new(),
             due_order: VecDeque::new(),
             due: HashMap::new(),
+            unacknowledged: BTreeSet::new(),
+            acknowledged: HashMap::new(),
         }
     }
 
@@ -212,14 +225,28 @@ impl Session {
             return;
         }
         self.announced = replicas.shared_spaces();
-        let spaces = self
-            .announced
-            .iter()
-            .map(|space| SpaceSummary {
-                hash: summary_hash(&replicas.docs(space)),
-                space: *space,
-            })
-            .collect();
+        let mut spaces = Vec::new();
+        for space in self.announced.clone() {
+            let docs = replicas.docs(&space);
+            let mut changed = Some(Vec::new());
+            for (doc, heads) in &docs {
+                if same_heads(heads, self.acknowledged(&space, doc, replicas)) {
+                    continue;
+                }
+                match &mut changed {
+                    Some(list) if list.len() < MAX_CHANGED_LISTED => list.push(DocHeads {
+                        doc: doc.clone(),
+                        heads: heads.clone(),
+                    }),
+                    _ => changed = None,
+                }
+            }
+            spaces.push(SpaceSummary {
+                hash: summary_hash(&docs),
+                space,
+                changed,
+            });
+        }
         self.outbox.push_back(Frame::Hello {
             version: PROTOCOL_VERSION,
             spaces,
@@ -425,16 +452,115 @@ impl Session {
             if !self.shared.contains(&summary.space) {
                 continue;
             }
-            let docs = replicas.docs(&summary.space);
-            if summary_hash(&docs) != summary.hash {
+            let space = summary.space;
+            let docs = replicas.docs(&space);
+            let settled = if summary_hash(&docs) == summary.hash {
+                self.remember_equal(&space, &docs, replicas);
+                true
+            } else {
+                summary.changed.is_some_and(|listed| {
+                    self.sync_listed(&space, &docs, listed, &summary.hash, replicas)
+                })
+            };
+            if !settled {
                 let hashes = buckets(&docs).iter().map(summary_hash).collect();
-                self.outbox.push_back(Frame::Buckets {
-                    space: summary.space,
-                    hashes,
-                });
+                self.outbox.push_back(Frame::Buckets { space, hashes });
             }
         }
+        self.acknowledged.clear();
         Ok(())
+    }
+
+    /// What the peer last acknowledged of `doc`: the shared heads of the
+    /// remembered sync state (none if it never acknowledged any).
+    fn acknowledged(
+        &mut self,
+        space: &SpaceKey,
+        doc: &DocKey,
+        replicas: &mut impl Replicas,
+    ) -> &Vec<Hash> {
+        self.acknowledged
+            .entry((*space, doc.clone()))
+            .or_insert_with(|| {
+                let state = replicas.load_sync_state(space, doc);
+                hashes(&state.shared_heads)
+            })
+    }
+
+    /// Both sides have exactly `docs`: each document not yet remembered as
+    /// acknowledged at these heads (as when both got it from a third device)
+    /// is remembered so, so status counts it as in sync.
+    fn remember_equal(
+        &mut self,
+        space: &SpaceKey,
+        docs: &BTreeMap<DocKey, Vec<Hash>>,
+        replicas: &mut impl Replicas,
+    ) {
+        for (doc, heads) in docs {
+            if !heads.is_empty() && !same_heads(heads, self.acknowledged(space, doc, replicas)) {
+                self.assume_in_sync(space, doc, heads, replicas);
+            }
+        }
+    }
+
+    /// The peer listed the documents it changed since we last acknowledged
+    /// them. If what it has is then exactly what it listed plus what it last
+    /// acknowledged of the rest — its summary hash says whether — the
+    /// differences are known without comparing buckets: each document
+    /// changed here goes at once, as its changes since the peer's heads
+    /// (the first message carries them, with no have/bloom round first), or
+    /// whole if the peer has none of it. Returns false (compare buckets
+    /// instead) if the summary does not match.
+    fn sync_listed(
+        &mut self,
+        space: &SpaceKey,
+        docs: &BTreeMap<DocKey, Vec<Hash>>,
+        listed: Vec<DocHeads>,
+        their_summary: &Hash,
+        replicas: &mut impl Replicas,
+    ) -> bool {
+        let theirs: BTreeMap<DocKey, Vec<Hash>> =
+            listed.into_iter().map(|d| (d.doc, d.heads)).collect();
+        let mut predicted = theirs.clone();
+        for doc in docs.keys() {
+            if !theirs.contains_key(doc) {
+                let acknowledged = self.acknowledged(space, doc, replicas);
+                if !acknowledged.is_empty() {
+                    predicted.insert(doc.clone(), acknowledged.clone());
+                }
+            }
+        }
+        if summary_hash(&predicted) != *their_summary {
+            return false;
+        }
+        let index = replicas.index_key(space).filter(|k| docs.contains_key(k));
+        let rest = docs.keys().filter(|k| Some(*k) != index.as_ref());
+        for doc in index.iter().chain(rest) {
+            let ours = &docs[doc];
+            let acknowledged = self.acknowledged(space, doc, replicas).clone();
+            match theirs.get(doc) {
+                Some(their_heads) if same_heads(their_heads, ours) => {
+                    if !same_heads(&acknowledged, ours) {
+                        self.assume_in_sync(space, doc, ours, replicas);
+                    }
+                }
+                // Both changed it: an ordinary round of the sync protocol.
+                Some(_) if !same_heads(ours, &acknowledged) => {
+                    self.make_due(space, doc, Due::Sync);
+                }
+                // Only the peer changed it: it sends.
+                Some(_) => {}
+                None if same_heads(ours, &acknowledged) => {}
+                None if acknowledged.is_empty() => self.make_due(space, doc, Due::Whole),
+                // The peer has exactly what it acknowledged: send what came since.
+                None => {
+                    let state = self.state(space, doc, replicas);
+                    expect_peer_at(state, &acknowledged);
+                    self.make_due(space, doc, Due::Sync);
+                }
+            }
+        }
+        true
     }
 
     /// The peer's bucket hashes for a space: heads for each bucket that differs.
@@ -521,6 +647,20 @@ impl Session {
         self.require_shared(&space, "sync")?;
         let message = sync::Message::decode(message)
             .map_err(|e| SessionError::BadSyncMessage(e.to_string()))?;
+        if self.unacknowledged.remove(&(space, doc.clone())) {
+            let state = self.state(&space, &doc, replicas);
+            if is_acknowledgement(&message, state) {
+                // The peer has exactly what we sent: remembered as synced
+                // without touching the document.
+                state.in_flight = false;
+                state.shared_heads.clone_from(&message.heads);
+                state.their_heads = Some(message.heads);
+                state.their_have = Some(message.have);
+                state.their_need = Some(Vec::new());
+                replicas.save_sync_state(&space, &doc, state);
+                return Ok(());
+            }
+        }
         let changes = !message.changes.is_empty();
         let state = self.state(&space, &doc, replicas);
         if let Err(reason) =
@@ -573,8 +713,15 @@ impl Session {
             });
         }
         if ours.is_some_and(|ours| same_heads(&ours, heads)) {
-            // Both now have exactly this: nothing to say until it changes.
+            // Both now have exactly this: one short message says so, then
+            // nothing until it changes.
             self.assume_in_sync(&space, &doc, heads, replicas);
+            self.outbox.push_back(Frame::Sync {
+                space,
+                doc: doc.clone(),
+                message: acknowledgement(heads).encode(),
+                attestations: Vec::new(),
+            });
         } else {
             self.make_due(&space, &doc, Due::Sync);
         }
@@ -635,9 +782,14 @@ impl Session {
                     saved: whole.saved,
                     attestations: whole.attestations,
                 });
-                // The stream is reliable: the peer will have exactly these heads.
-                // Were the document refused, the peer's sync message corrects it.
-                self.assume_in_sync(space, doc, &heads, replicas);
+                // The stream is reliable: the peer will have exactly these
+                // heads, so nothing more is said until it changes. It is
+                // remembered as synced only once the peer acknowledges it
+                // (`acknowledgement`); were it refused, the peer's sync
+                // message corrects this.
+                let state = self.state(space, doc, replicas);
+                assume_synced(state, &heads);
+                self.unacknowledged.insert((*space, doc.clone()));
             }
             _ => self.sync_doc(space, doc, replicas),
         }
@@ -653,17 +805,8 @@ impl Session {
         heads: &[Hash],
         replicas: &mut impl Replicas,
     ) {
-        let heads: Vec<ChangeHash> = heads.iter().map(|h| ChangeHash(*h)).collect();
         let state = self.state(space, doc, replicas);
-        state.shared_heads.clone_from(&heads);
-        state.last_sent_heads.clone_from(&heads);
-        state.their_have = Some(vec![sync::Have {
-            last_sync: heads.clone(),
-            bloom: Default::default(),
-        }]);
-        state.their_need = Some(Vec::new());
-        state.their_heads = Some(heads);
-        state.have_responded = true;
+        assume_synced(state, heads);
         replicas.save_sync_state(space, doc, state);
     }
 
@@ -691,6 +834,67 @@ impl Session {
         }
     }
 }
+
+/// Sets `state` as a finished round of the sync protocol at `heads` would.
+fn assume_synced(state: &mut sync::State, heads: &[Hash]) {
+    let heads: Vec<ChangeHash> = heads.iter().map(|h| ChangeHash(*h)).collect();
+    state.shared_heads.clone_from(&heads);
+    state.last_sent_heads.clone_from(&heads);
+    state.their_have = Some(vec![sync::Have {
+        last_sync: heads.clone(),
+        bloom: Default::default(),
+    }]);
+    state.their_need = Some(Vec::new());
+    state.their_heads = Some(heads);
+    state.have_responded = true;
+}
+
+/// Sets `state` as if the peer had said it has exactly `heads` and needs
+/// nothing: the next message carries every change since them.
+fn expect_peer_at(state: &mut sync::State, heads: &[Hash]) {
+    let heads: Vec<ChangeHash> = heads.iter().map(|h| ChangeHash(*h)).collect();
+    state.their_have = Some(vec![sync::Have {
+        last_sync: heads.clone(),
+        bloom: Default::default(),
+    }]);
+    state.their_need = Some(Vec::new());
+    state.their_heads = Some(heads);
+}
+
+fn hashes(heads: &[ChangeHash]) -> Vec<Hash> {
+    heads.iter().map(|h| h.0).collect()
+}
+
+/// The sync message that acknowledges a whole document received at `heads`:
+/// those heads, nothing needed, nothing since. Built without the document.
+fn acknowledgement(heads: &[Hash]) -> sync::Message {
+    let heads: Vec<ChangeHash> = heads.iter().map(|h| ChangeHash(*h)).collect();
+    sync::Message {
+        heads: heads.clone(),
+        need: Vec::new(),
+        have: vec![sync::Have {
+            last_sync: heads,
+            bloom: Default::default(),
+        }],
+        changes: Vec::<Vec<u8>>::new().into(),
+        flags: None,
+        version: sync::MessageVersion::V1,
+    }
+}
+
+/// Whether `message` acknowledges exactly what `state` assumed the peer has
+/// (a document sent whole): its heads, no changes, nothing needed.
+fn is_acknowledgement(message: &sync::Message, state: &sync::State) -> bool {
+    message.changes.is_empty()
+        && message.need.is_empty()
+        && !message.heads.is_empty()
+        && message.heads == state.last_sent_heads
+        && state.their_heads.as_ref() == Some(&message.heads)
+}
+
+/// Most documents a hello lists as changed per space; past it the peer
+/// compares buckets instead.
+pub const MAX_CHANGED_LISTED: usize = 4096;
 
 /// Largest whole document sent in one `Document` frame; larger ones go by the
 /// sync protocol.
@@ -723,10 +927,11 @@ fn same_heads(a: &[Hash], b: &[Hash]) -> bool {
 }
 
 /// The hash both sides compare to skip a space whose documents are all equal:
-/// SHA-256 over the documents in key order, each with its sorted heads.
+/// SHA-256 over the documents in key order, each with its sorted heads. A
+/// document with no heads counts as absent.
 pub fn summary_hash(docs: &BTreeMap<DocKey, Vec<Hash>>) -> Hash {
     let mut hasher = Sha256::new();
-    for (doc, heads) in docs {
+    for (doc, heads) in docs.iter().filter(|(_, heads)| !heads.is_empty()) {
         hasher.update((doc.len() as u64).to_be_bytes());
         hasher.update(doc.as_bytes());
         let mut heads = heads.clone();
@@ -754,6 +959,7 @@ mod tests {
         SpaceSummary {
             space: [1; 16],
             hash: [0; 32],
+            changed: None,
         }
     }
 

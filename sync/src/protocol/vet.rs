@@ -83,7 +83,20 @@ impl Vetted {
 
 fn check_frame(frame: &Frame) -> Result<(), String> {
     match frame {
-        Frame::Hello { spaces, .. } => at_most(spaces.len(), MAX_SPACES, "spaces in a hello"),
+        Frame::Hello { spaces, .. } => {
+            at_most(spaces.len(), MAX_SPACES, "spaces in a hello")?;
+            let listed = spaces.iter().filter_map(|s| s.changed.as_ref());
+            at_most(
+                listed.clone().map(Vec::len).sum(),
+                MAX_HEADS_DOCS,
+                "changed documents in a hello",
+            )?;
+            for doc in listed.flatten() {
+                doc_key(&doc.doc)?;
+                at_most(doc.heads.len(), MAX_HASHES, "heads of one document")?;
+            }
+            Ok(())
+        }
         Frame::Buckets { .. } | Frame::Goodbye { .. } => Ok(()),
         Frame::Heads { docs, .. } => {
             at_most(docs.len(), MAX_HEADS_DOCS, "documents in one heads frame")?;
