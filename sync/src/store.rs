@@ -150,6 +150,13 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE invitations ADD COLUMN private INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 10: a note's cached text (title, snippet, text and its search index)
+    // may lag its document while it is typed in: it is refreshed at most
+    // every second. `text_heads` is then the heads the text is of (empty if
+    // unknown); `NULL` means it is of `heads`.
+    r#"
+    ALTER TABLE notes ADD COLUMN text_heads BLOB;
+    "#,
 ];
 
 /// What kind of bytes a chunk holds.
@@ -216,6 +223,10 @@ pub struct NoteListing {
 #[derive(Debug, Clone)]
 pub struct NoteWrite {
     pub row: NoteRow,
+    /// Whether the row's title, snippet and text are written (and indexed for
+    /// search). If not, they keep their stored value, which lags the
+    /// document, and the row says so (`Store::lagging_texts`).
+    pub with_text: bool,
     /// A snapshot to store before the chunks (a note that arrived whole).
     pub snapshot: Option<Vec<u8>>,
     pub chunks: Vec<Vec<u8>>,
@@ -431,7 +442,12 @@ impl Store {
             .map_err(|e| classify(&path, e))?;
         }
         for write in &batch.notes {
-            upsert_row(&tx, &write.row).map_err(|e| classify(&path, e))?;
+            if write.with_text {
+                upsert_row(&tx, &write.row)
+            } else {
+                update_row_keeping_text(&tx, &write.row)
+            }
+            .map_err(|e| classify(&path, e))?;
             let snapshot = write.snapshot.iter().map(|s| (ChunkKind::Snapshot, s));
             let chunks = write.chunks.iter().map(|c| (ChunkKind::Incremental, c));
             for (kind, data) in snapshot.chain(chunks) {
@@ -817,6 +833,20 @@ impl Store {
             .map_err(|e| classify(&self.path, e))
     }
 
+    /// Notes whose cached text lags their document (written while they were
+    /// typed in, then not refreshed: the process stopped first).
+    pub fn lagging_texts(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id FROM notes WHERE text_heads IS NOT NULL")
+            .map_err(|e| classify(&self.path, e))?;
+        let ids = stmt
+            .query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| classify(&self.path, e));
+        ids
+    }
+
     /// Note ids starting with `prefix` (at most `limit`).
     pub fn ids_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
         let mut stmt = self
@@ -971,6 +1001,36 @@ fn require_notes_table(conn: &Connection, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Updates a note's row but not its title, snippet or text (nor so its search
+/// index): `text_heads` keeps the heads that text is of. A note with no row
+/// yet gets one whose text is marked as lagging (of unknown heads).
+fn update_row_keeping_text(tx: &Transaction<'_>, row: &NoteRow) -> rusqlite::Result<()> {
+    let updated = tx
+        .prepare_cached(
+            "UPDATE notes SET
+                created_at = ?2, updated_at = ?3, trashed_at = ?4, space_id = ?5,
+                text_heads = COALESCE(text_heads, heads), heads = ?6, updated_by = ?7,
+                updated_by_unverified = ?8
+             WHERE id = ?1",
+        )?
+        .execute(params![
+            row.id,
+            row.created_at,
+            row.updated_at,
+            row.trashed_at,
+            row.space_id,
+            row.heads,
+            row.updated_by,
+            row.updated_by_unverified
+        ])?;
+    if updated == 0 {
+        upsert_row(tx, row)?;
+        tx.prepare_cached("UPDATE notes SET text_heads = x'' WHERE id = ?1")?
+            .execute([&row.id])?;
+    }
+    Ok(())
+}
+
 fn upsert_row(tx: &Transaction<'_>, row: &NoteRow) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO notes
@@ -982,7 +1042,7 @@ fn upsert_row(tx: &Transaction<'_>, row: &NoteRow) -> rusqlite::Result<()> {
             created_at = excluded.created_at, updated_at = excluded.updated_at,
             trashed_at = excluded.trashed_at, space_id = excluded.space_id,
             heads = excluded.heads, updated_by = excluded.updated_by,
-            updated_by_unverified = excluded.updated_by_unverified",
+            updated_by_unverified = excluded.updated_by_unverified, text_heads = NULL",
     )?
     .execute(params![
         row.id,
@@ -1103,6 +1163,7 @@ mod tests {
         store
             .commit(&Batch {
                 notes: vec![NoteWrite {
+                    with_text: true,
                     row: r.clone(),
                     snapshot: None,
                     chunks: vec![],
@@ -1115,6 +1176,7 @@ mod tests {
         store
             .commit(&Batch {
                 notes: vec![NoteWrite {
+                    with_text: true,
                     row: r,
                     snapshot: None,
                     chunks: vec![],
@@ -1133,6 +1195,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();
         let write = |id: &str, space: &str, heads: &[u8]| NoteWrite {
+            with_text: true,
             row: NoteRow {
                 space_id: space.into(),
                 heads: heads.to_vec(),
@@ -1198,6 +1261,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();
         let write = NoteWrite {
+            with_text: true,
             row: row("bb", "x"),
             snapshot: None,
             chunks: vec![vec![1], vec![2], vec![3]],

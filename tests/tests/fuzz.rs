@@ -305,6 +305,7 @@ fn write_note(
         updated_by_unverified: false,
     };
     let write = NoteWrite {
+        with_text: true,
         row,
         snapshot,
         chunks,

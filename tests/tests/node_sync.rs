@@ -482,6 +482,7 @@ fn a_note_damaged_in_the_store_is_set_aside_and_sync_goes_on() {
         store
             .commit(&Batch {
                 notes: vec![NoteWrite {
+                    with_text: true,
                     row,
                     snapshot: None,
                     chunks: vec![change],

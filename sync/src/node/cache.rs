@@ -3,6 +3,8 @@
 //! their stored chunks on first use with strict decoding (a chunk that fails
 //! is quarantined, never skipped silently).
 
+use std::time::{Duration, Instant};
+
 use automerge::AutoCommit;
 
 use super::decode::{decode_all, decode_chunk};
@@ -13,6 +15,10 @@ use crate::error::{Error, Result};
 use crate::note::{Note, NoteId};
 use crate::space::SpaceId;
 use crate::store::{Chunk, ChunkKind};
+
+/// How often at most a note's text (its title, snippet and search index) is
+/// written while it is typed in; its changes are written every group commit.
+pub(super) const TEXT_REFRESH: Duration = Duration::from_secs(1);
 
 /// A note's document in memory and what of it is not yet in the store.
 pub(super) struct OpenNote {
@@ -27,6 +33,9 @@ pub(super) struct OpenNote {
     pub(super) snapshot_bytes: usize,
     pub(super) incremental_bytes: usize,
     pub(super) incremental_chunks: usize,
+    /// When the group commit last wrote the note's text (title, snippet,
+    /// search index); `None`: not since it was loaded or made here.
+    pub(super) text_written_at: Option<Instant>,
 }
 
 /// A note as it arrived whole from a peer.
@@ -40,6 +49,13 @@ pub(super) struct ArrivedWhole {
 }
 
 impl OpenNote {
+    /// Whether the next group commit writes the note's text: it is written
+    /// at most every `TEXT_REFRESH` while the note is typed in.
+    pub(super) fn text_due(&self, now: Instant) -> bool {
+        self.text_written_at
+            .is_none_or(|at| now.duration_since(at) >= TEXT_REFRESH)
+    }
+
     /// The note's text: read from the document, unless it is the text the
     /// note arrived with and nothing changed since.
     pub(super) fn text(&mut self) -> String {
@@ -103,6 +119,7 @@ impl State {
             snapshot_bytes: sizes.snapshot_bytes,
             incremental_bytes: sizes.incremental_bytes,
             incremental_chunks: sizes.incremental_chunks,
+            text_written_at: None,
         })
     }
 
@@ -163,7 +180,7 @@ impl State {
         self.open.put(id, open);
         while self.open.len() > self.capacity {
             let (lru_id, _) = self.open.peek_lru().expect("cache is not empty");
-            if self.dirty.contains(lru_id) {
+            if self.dirty.contains(lru_id) || self.lagging.contains(lru_id) {
                 self.flush()?;
             }
             self.open.pop_lru();
@@ -196,6 +213,7 @@ mod tests {
             snapshot_bytes: 0,
             incremental_bytes: 0,
             incremental_chunks: 0,
+            text_written_at: None,
         };
         assert_eq!(open.text(), "as it came");
         open.note.splice(0, 0, "oh, ", 2).unwrap();

@@ -1,11 +1,15 @@
 //! Group commit: edits change documents in memory at once; every dirty
 //! note's new changes, its cached text, the space indexes and the sync states
 //! go to the store in one SQLite transaction within the group-commit window,
-//! written by a background flusher thread (or at once by `flush`). A failed
+//! written by a background flusher thread (or at once by `flush`). While a
+//! note is typed in, the flusher writes its text (title, snippet, search
+//! index) at most every `TEXT_REFRESH`, and its changes every commit; `flush`
+//! writes every text, and a writer that starts refreshes the texts a stopped
+//! one left lagging. A failed
 //! write keeps everything pending and is retried; the compactions a commit
 //! makes due are done by the flusher with the lock released.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::compaction::is_due;
 use super::events::send_outbox;
@@ -25,8 +29,14 @@ impl Node {
 }
 
 impl State {
-    /// Whether the group commit has anything to write.
+    /// Whether the group commit has anything to write, now or once a lagging
+    /// text is due.
     pub(super) fn has_pending(&self) -> bool {
+        self.has_writes() || !self.lagging.is_empty()
+    }
+
+    /// Whether the group commit has anything to write now.
+    fn has_writes(&self) -> bool {
         !(self.dirty.is_empty()
             && self.dirty_spaces.is_empty()
             && self.sync_states.is_empty()
@@ -43,24 +53,56 @@ impl State {
         }
     }
 
-    /// The group commit, then the compactions it made due.
+    /// The group commit with every note's text, then the compactions it made
+    /// due.
     pub(super) fn flush(&mut self) -> Result<()> {
-        for id in self.commit_pending()? {
+        for id in self.commit_pending(true)? {
             self.compact(&id)?;
         }
         Ok(())
     }
 
+    /// At start: the notes a writer that stopped left with lagging texts get
+    /// them written.
+    pub(super) fn refresh_lagging_texts(&mut self) -> Result<()> {
+        for id in self.store.lagging_texts()? {
+            let Ok(id) = id.parse::<NoteId>() else {
+                continue;
+            };
+            match self.load(&id) {
+                Ok(_) => {
+                    self.dirty.insert(id);
+                }
+                Err(e) => tracing::warn!(note = %id, "cannot refresh its text: {e}"),
+            }
+        }
+        self.flush()
+    }
+
     /// The group commit: every dirty note's new changes and cached text, in one
     /// transaction. On failure nothing is lost: the changes stay pending in memory.
     /// Returns the notes now due for compaction.
-    fn commit_pending(&mut self) -> Result<Vec<NoteId>> {
+    fn commit_pending(&mut self, every_text: bool) -> Result<Vec<NoteId>> {
         // Attestations of documents still arriving wait outside the commit
         // (and do not make one due) until those documents are whole.
         let held = std::mem::take(&mut self.held_attestations);
         self.new_attestations.extend(held);
         self.held_attestations = self.take_unwritten_attestations();
-        if !self.has_pending() {
+        // Lagging texts whose time has come are written with the rest.
+        let now = Instant::now();
+        let due: Vec<NoteId> = self
+            .lagging
+            .iter()
+            .filter(|id| every_text || self.open.peek(id).is_none_or(|o| o.text_due(now)))
+            .cloned()
+            .collect();
+        for id in due {
+            self.lagging.remove(&id);
+            if self.open.contains(&id) {
+                self.dirty.insert(id);
+            }
+        }
+        if !self.has_writes() {
             return Ok(Vec::new());
         }
         // A changed space may be one this person's other devices are not in.
@@ -123,8 +165,14 @@ impl State {
         let writes = &mut batch.notes;
         for id in &self.dirty {
             let open = self.open.peek_mut(id).expect("dirty notes stay in memory");
-            let text = open.text();
+            let with_text = every_text || open.text_due(now);
+            let text = if with_text {
+                open.text()
+            } else {
+                String::new()
+            };
             writes.push(NoteWrite {
+                with_text,
                 row: NoteRow {
                     id: id.to_string(),
                     space_id: open.space.to_string(),
@@ -161,6 +209,15 @@ impl State {
         self.new_attestations.clear();
         let written_spaces = self.spaces_written();
         let written = std::mem::take(&mut self.dirty);
+        for write in &batch.notes {
+            let id: NoteId = write.row.id.parse().expect("written from a note id");
+            if write.with_text {
+                let open = self.open.peek_mut(&id).expect("dirty notes stay in memory");
+                open.text_written_at = Some(now);
+            } else {
+                self.lagging.insert(id);
+            }
+        }
         for id in &written {
             let open = self.open.peek_mut(id).expect("dirty notes stay in memory");
             open.incremental_bytes += open.pending.iter().map(Vec::len).sum::<usize>();
@@ -191,7 +248,7 @@ pub(super) fn run_flusher(shared: &Shared, window: Duration) {
         drop(st);
         std::thread::sleep(window);
         st = lock(&shared.state);
-        let committed = st.commit_pending();
+        let committed = st.commit_pending(false);
         let failed = committed.is_err();
         // Compactions save a copy of the document with the lock released, so
         // editing goes on meanwhile.
@@ -217,5 +274,88 @@ pub(super) fn run_flusher(shared: &Shared, window: Duration) {
             std::thread::sleep(RETRY_AFTER_FAILURE);
         }
         st = lock(&shared.state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::cache::TEXT_REFRESH;
+    use super::*;
+    use crate::store::Store;
+    use crate::NodeOptions;
+
+    fn stored_text(node: &Node, id: &NoteId) -> String {
+        let st = lock(&node.shared.state);
+        st.store.row(id.as_str()).unwrap().unwrap().text
+    }
+
+    /// Marks the note's text as written just now (or `ago` before).
+    fn text_written(node: &Node, id: &NoteId, ago: Duration) {
+        let mut st = lock(&node.shared.state);
+        st.open.peek_mut(id).unwrap().text_written_at = Some(Instant::now() - ago);
+    }
+
+    #[test]
+    fn while_a_note_is_typed_in_its_text_is_written_at_most_every_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::open(NodeOptions::new(dir.path())).unwrap();
+        let id = node.create("# Draft\n").unwrap();
+        node.flush().unwrap();
+        text_written(&node, &id, Duration::ZERO);
+        node.splice(&id, 8, 0, "typed").unwrap();
+        lock(&node.shared.state).commit_pending(false).unwrap();
+        assert_eq!(stored_text(&node, &id), "# Draft\n", "the text lags");
+        {
+            let mut st = lock(&node.shared.state);
+            assert_eq!(st.store.lagging_texts().unwrap(), vec![id.to_string()]);
+            let heads = st.store.row(id.as_str()).unwrap().unwrap().heads;
+            let open = st.open.peek_mut(&id).unwrap();
+            assert_eq!(
+                heads,
+                encode_heads(&open.note.heads()),
+                "its changes are stored"
+            );
+        }
+        assert_eq!(node.get(&id).unwrap().text, "# Draft\ntyped");
+
+        // A second later the next commit writes it, and search finds it.
+        text_written(&node, &id, TEXT_REFRESH);
+        lock(&node.shared.state).commit_pending(false).unwrap();
+        assert_eq!(stored_text(&node, &id), "# Draft\ntyped");
+        assert!(lock(&node.shared.state)
+            .store
+            .lagging_texts()
+            .unwrap()
+            .is_empty());
+        let found = node.search("typed", 10).unwrap();
+        assert_eq!(found.len(), 1);
+        node.close().unwrap();
+    }
+
+    #[test]
+    fn a_text_a_stopped_writer_left_lagging_is_written_when_the_next_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::open(NodeOptions::new(dir.path())).unwrap();
+        let id = node.create("# Draft\n").unwrap();
+        node.flush().unwrap();
+        text_written(&node, &id, Duration::ZERO);
+        node.splice(&id, 8, 0, "typed before the crash").unwrap();
+        lock(&node.shared.state).commit_pending(false).unwrap();
+        // As if the process died now: nothing writes the text on the way out.
+        lock(&node.shared.state).lagging.clear();
+        node.close().unwrap();
+        assert_eq!(
+            Store::open(dir.path()).unwrap().lagging_texts().unwrap(),
+            vec![id.to_string()]
+        );
+
+        let node = Node::open(NodeOptions::new(dir.path())).unwrap();
+        assert_eq!(stored_text(&node, &id), "# Draft\ntyped before the crash");
+        assert_eq!(
+            node.search("crash", 10).unwrap().len(),
+            1,
+            "the search index has it too"
+        );
+        node.close().unwrap();
     }
 }

@@ -270,6 +270,10 @@ struct State {
     open: LruCache<NoteId, OpenNote>,
     capacity: usize,
     dirty: BTreeSet<NoteId>,
+    /// Committed notes whose stored text lags their document (they were
+    /// typed in less than `TEXT_REFRESH` before): kept in memory until a
+    /// group commit writes it.
+    lagging: BTreeSet<NoteId>,
     shutdown: bool,
     /// Events produced while the state lock is held, sent once it is released.
     outbox: Vec<NodeEvent>,
@@ -362,6 +366,7 @@ impl Node {
         );
         state.load_spaces()?;
         state.ensure_private_space()?;
+        state.refresh_lagging_texts()?;
         Node::start(
             dir,
             node_id,
@@ -449,6 +454,7 @@ impl Node {
                 snapshot_bytes: 0,
                 incremental_bytes: 0,
                 incremental_chunks: 0,
+                text_written_at: None,
             })?;
             st.dirty.insert(id.clone());
             st.outbox.push(NodeEvent::NoteChanged { id: id.clone() });
@@ -757,6 +763,7 @@ impl State {
             open: LruCache::unbounded(),
             capacity: options.cache_capacity.max(1),
             dirty: BTreeSet::new(),
+            lagging: BTreeSet::new(),
             shutdown: false,
             outbox: Vec::new(),
             lock,

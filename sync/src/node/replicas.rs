@@ -257,6 +257,7 @@ impl PeerReplicas<'_> {
                 snapshot_bytes: 0,
                 incremental_bytes: 0,
                 incremental_chunks: 0,
+                text_written_at: None,
             })
             .map_err(|e| e.to_string())?;
         self.st.dirty.insert(id.clone());
