@@ -8,7 +8,7 @@
 //!
 //! Usage: peernotes-bench --cli <path to a release `peernotes`> [--out DIR]
 //!        [--baseline <bench/automerge-repo dir>] [--quick]
-//!        [--only startup|replay|latency|bulk|clownschool]
+//!        [--only <group>[,<group>…]] (groups: startup, replay, latency, bulk, clownschool)
 
 mod baseline;
 mod network;
@@ -26,13 +26,15 @@ struct Options {
     out: PathBuf,
     baseline: Option<PathBuf>,
     quick: bool,
-    /// Run only this group of rows (for profiling one figure).
-    only: Option<String>,
+    /// Run only these groups of rows (for profiling one figure).
+    only: Option<Vec<String>>,
 }
 
 impl Options {
     fn runs(&self, group: &str) -> bool {
-        self.only.as_deref().is_none_or(|only| only == group)
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|g| g == group))
     }
 }
 
@@ -54,13 +56,18 @@ fn options() -> anyhow::Result<Options> {
             "--baseline" => baseline = args.next().map(PathBuf::from),
             "--quick" => quick = true,
             "--only" => {
-                let group = args.next().unwrap_or_default();
+                let groups: Vec<String> = args
+                    .next()
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(str::to_string)
+                    .collect();
                 anyhow::ensure!(
-                    GROUPS.contains(&group.as_str()),
-                    "--only takes one of {}",
+                    groups.iter().all(|g| GROUPS.contains(&g.as_str())),
+                    "--only takes one or more of {}, separated by commas",
                     GROUPS.join(", ")
                 );
-                only = Some(group);
+                only = Some(groups);
             }
             other => anyhow::bail!("unknown argument `{other}`; see the module docs"),
         }
@@ -76,6 +83,13 @@ fn options() -> anyhow::Result<Options> {
 
 fn main() -> anyhow::Result<()> {
     let options = options()?;
+    // Logs only when asked (`PEERNOTES_LOG=info`), on stderr, like the CLI's.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("PEERNOTES_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

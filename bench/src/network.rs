@@ -175,14 +175,40 @@ pub async fn bulk(notes: usize, changed: usize) -> anyhow::Result<Bulk> {
     alice.node.flush()?;
     eprintln!("  built {notes} notes; Bob syncs them…");
 
+    let events = bob.node.subscribe();
     let started = Instant::now();
     let driver = bob.net.connect(alice.net.addr()).await?;
     // Notes arrive roughly in order and never leave: check from the first one
     // still missing, every 20 ms, so polling does not compete for the Node.
     let mut arrived = 0;
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while arrived < ids.len() {
-        anyhow::ensure!(Instant::now() < deadline, "initial sync timed out");
+        if Instant::now() >= deadline {
+            let seen: Vec<String> = events
+                .try_iter()
+                .filter(|e| {
+                    matches!(
+                        e,
+                        NodeEvent::PeerRefused { .. } | NodeEvent::PeerStatusChanged { .. }
+                    )
+                })
+                .map(|e| format!("{e:?}"))
+                .collect();
+            eprintln!("Bob heard: {seen:?}");
+            let missing = ids.iter().filter(|id| bob.node.get(id).is_err()).count();
+            let status: Vec<String> = bob
+                .node
+                .status()?
+                .iter()
+                .map(|s| format!("{s:?}"))
+                .collect();
+            anyhow::bail!(
+                "initial sync timed out: {missing} of {} notes missing on Bob (the first is \
+                 number {arrived}); {} connection(s); Bob's status: {status:?}",
+                ids.len(),
+                bob.net.activity().connections()
+            );
+        }
         while arrived < ids.len() && bob.node.get(&ids[arrived]).is_ok() {
             arrived += 1;
         }
