@@ -4,7 +4,9 @@
 //! - Row 2: keystroke to visible on the peer, over 1,000 single-character edits,
 //!   against the round trip of a 16-byte message on a raw iroh connection
 //!   between the same kind of endpoints; beside it, what signing and
-//!   verifying one attestation (each keystroke's authorship) costs.
+//!   verifying one attestation (each keystroke's authorship) costs; and the
+//!   same keystrokes while the peer types a character every 2 ms into the
+//!   same note.
 //! - Row 3: the initial sync of 1,000 notes of about 5 KB to an empty member.
 //! - Row 4: the reconnect after 10 of them changed on each side while apart.
 //! - Row 6: the `clownschool` trace across 3 devices, against the same
@@ -70,6 +72,7 @@ pub async fn latency(rows: &mut Vec<Row>, edits: usize) -> anyhow::Result<Vec<f6
         }
         samples.push(ms(started));
     }
+    let both = while_both_type(&alice.node, &bob.node, &note, &events, edits)?;
     let raw = raw_round_trips(edits).await?;
     let (mut lat, mut rtt) = (samples.clone(), raw);
     let (p50, p99) = (quantile(&mut lat, 0.5), quantile(&mut lat, 0.99));
@@ -83,6 +86,26 @@ pub async fn latency(rows: &mut Vec<Row>, edits: usize) -> anyhow::Result<Vec<f6
         Row::new("keystroke to peer, p99", p99, "ms")
             .against("raw iroh round trip p99", raw99)
             .target("≤ 10 ms", p99 <= 10.0),
+    );
+    let mut both = both;
+    let (both50, both99) = (quantile(&mut both, 0.5), quantile(&mut both, 0.99));
+    rows.push(
+        Row::new(
+            "keystroke to peer while the peer types too, p50",
+            both50,
+            "ms",
+        )
+        .against("raw iroh round trip p50", raw50)
+        .target("≤ 2× raw + 0.5 ms", both50 <= 2.0 * raw50 + 0.5),
+    );
+    rows.push(
+        Row::new(
+            "keystroke to peer while the peer types too, p99",
+            both99,
+            "ms",
+        )
+        .against("raw iroh round trip p99", raw99)
+        .target("≤ 3 ms", both99 <= 3.0),
     );
     // What authorship adds to each keystroke: the sender signs one
     // attestation, the receiver verifies it.
@@ -104,6 +127,62 @@ pub async fn latency(rows: &mut Vec<Row>, edits: usize) -> anyhow::Result<Vec<f6
     alice.net.close().await;
     bob.net.close().await;
     Ok(samples)
+}
+
+/// Alice's keystrokes to Bob, as in row 2, while Bob types a character every
+/// 2 ms into the same note (far faster than a person), from another thread.
+fn while_both_type(
+    alice: &Node,
+    bob: &std::sync::Arc<Node>,
+    note: &NoteId,
+    events: &std::sync::mpsc::Receiver<NodeEvent>,
+    edits: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let count_x = |node: &Node| -> anyhow::Result<usize> {
+        Ok(node.get(note)?.text.chars().filter(|c| *c == 'x').count())
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let typist = {
+        let (bob, note, stop) = (bob.clone(), note.clone(), stop.clone());
+        std::thread::spawn(move || -> anyhow::Result<usize> {
+            let mut typed = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                bob.splice(&note, typed % 100, 0, "y")?;
+                typed += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Ok(typed)
+        })
+    };
+    while events.try_recv().is_ok() {}
+    let mut samples = Vec::with_capacity(edits);
+    let mut expected = count_x(bob)?;
+    let result = (|| {
+        for i in 0..edits {
+            let length = alice.get(note)?.text.chars().count();
+            let pos = (i * 7919) % (length + 1);
+            let started = Instant::now();
+            alice.splice(note, pos, 0, "x")?;
+            expected += 1;
+            loop {
+                match events.recv_timeout(Duration::from_secs(10)) {
+                    Ok(NodeEvent::NoteChanged { id }) if id == *note => {
+                        if count_x(bob)? == expected {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => anyhow::bail!("edit {i} never reached the peer while it typed"),
+                }
+            }
+            samples.push(ms(started));
+        }
+        Ok(samples)
+    })();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let typed = typist.join().expect("the typist does not panic")?;
+    eprintln!("  the peer typed {typed} characters meanwhile");
+    result
 }
 
 /// Round trips of a 16-byte message on one iroh connection between two
