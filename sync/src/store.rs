@@ -156,6 +156,7 @@ const MIGRATIONS: &[&str] = &[
     // unknown); `NULL` means it is of `heads`.
     r#"
     ALTER TABLE notes ADD COLUMN text_heads BLOB;
+    CREATE INDEX notes_lagging ON notes (id) WHERE text_heads IS NOT NULL;
     "#,
 ];
 

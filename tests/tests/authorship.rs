@@ -317,6 +317,7 @@ async fn reopen_as_before_signing(device: Device) -> Device {
              DROP TABLE legacy_heads;
              ALTER TABLE notes DROP COLUMN updated_by_unverified;
              ALTER TABLE invitations DROP COLUMN private;
+             DROP INDEX notes_lagging;
              ALTER TABLE notes DROP COLUMN text_heads;
              PRAGMA user_version = 7;",
         )

@@ -209,17 +209,15 @@ impl State {
         self.new_attestations.clear();
         let written_spaces = self.spaces_written();
         let written = std::mem::take(&mut self.dirty);
-        for write in &batch.notes {
-            let id: NoteId = write.row.id.parse().expect("written from a note id");
+        let mut lagging = Vec::new();
+        // `batch.notes` was made from `dirty`, in its order.
+        for (id, write) in written.iter().zip(&batch.notes) {
+            let open = self.open.peek_mut(id).expect("dirty notes stay in memory");
             if write.with_text {
-                let open = self.open.peek_mut(&id).expect("dirty notes stay in memory");
                 open.text_written_at = Some(now);
             } else {
-                self.lagging.insert(id);
+                lagging.push(id.clone());
             }
-        }
-        for id in &written {
-            let open = self.open.peek_mut(id).expect("dirty notes stay in memory");
             open.incremental_bytes += open.pending.iter().map(Vec::len).sum::<usize>();
             open.incremental_chunks += open.pending.len();
             open.pending.clear();
@@ -227,6 +225,7 @@ impl State {
                 open.snapshot_bytes = arrived.bytes.len();
             }
         }
+        self.lagging.extend(lagging);
         let due = written
             .into_iter()
             .filter(|id| is_due(self.open.peek(id).expect("dirty notes stay in memory")))

@@ -653,10 +653,8 @@ impl Session {
                 // The peer has exactly what we sent: remembered as synced
                 // without touching the document.
                 state.in_flight = false;
-                state.shared_heads.clone_from(&message.heads);
-                state.their_heads = Some(message.heads);
-                state.their_have = Some(message.have);
-                state.their_need = Some(Vec::new());
+                expect_peer_at(state, &hashes(&message.heads));
+                state.shared_heads = message.heads;
                 replicas.save_sync_state(&space, &doc, state);
                 return Ok(());
             }
@@ -837,28 +835,32 @@ impl Session {
 
 /// Sets `state` as a finished round of the sync protocol at `heads` would.
 fn assume_synced(state: &mut sync::State, heads: &[Hash]) {
-    let heads: Vec<ChangeHash> = heads.iter().map(|h| ChangeHash(*h)).collect();
+    expect_peer_at(state, heads);
+    let heads = change_hashes(heads);
     state.shared_heads.clone_from(&heads);
-    state.last_sent_heads.clone_from(&heads);
-    state.their_have = Some(vec![sync::Have {
-        last_sync: heads.clone(),
-        bloom: Default::default(),
-    }]);
-    state.their_need = Some(Vec::new());
-    state.their_heads = Some(heads);
+    state.last_sent_heads = heads;
     state.have_responded = true;
 }
 
 /// Sets `state` as if the peer had said it has exactly `heads` and needs
 /// nothing: the next message carries every change since them.
 fn expect_peer_at(state: &mut sync::State, heads: &[Hash]) {
-    let heads: Vec<ChangeHash> = heads.iter().map(|h| ChangeHash(*h)).collect();
-    state.their_have = Some(vec![sync::Have {
-        last_sync: heads.clone(),
-        bloom: Default::default(),
-    }]);
+    let heads = change_hashes(heads);
+    state.their_have = Some(have_exactly(heads.clone()));
     state.their_need = Some(Vec::new());
     state.their_heads = Some(heads);
+}
+
+/// A `have` saying its sender has exactly `heads` and nothing since.
+fn have_exactly(heads: Vec<ChangeHash>) -> Vec<sync::Have> {
+    vec![sync::Have {
+        last_sync: heads,
+        bloom: Default::default(),
+    }]
+}
+
+fn change_hashes(heads: &[Hash]) -> Vec<ChangeHash> {
+    heads.iter().map(|h| ChangeHash(*h)).collect()
 }
 
 fn hashes(heads: &[ChangeHash]) -> Vec<Hash> {
@@ -868,14 +870,11 @@ fn hashes(heads: &[ChangeHash]) -> Vec<Hash> {
 /// The sync message that acknowledges a whole document received at `heads`:
 /// those heads, nothing needed, nothing since. Built without the document.
 fn acknowledgement(heads: &[Hash]) -> sync::Message {
-    let heads: Vec<ChangeHash> = heads.iter().map(|h| ChangeHash(*h)).collect();
+    let heads = change_hashes(heads);
     sync::Message {
-        heads: heads.clone(),
+        have: have_exactly(heads.clone()),
+        heads,
         need: Vec::new(),
-        have: vec![sync::Have {
-            last_sync: heads,
-            bloom: Default::default(),
-        }],
         changes: Vec::<Vec<u8>>::new().into(),
         flags: None,
         version: sync::MessageVersion::V1,
