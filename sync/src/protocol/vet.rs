@@ -693,4 +693,28 @@ mod tests {
         assert!(sync_message(&[]).is_err());
         assert!(sync_message(&[0x99]).is_err());
     }
+
+    #[test]
+    fn a_hello_that_lists_too_much_is_refused() {
+        use super::super::frame::{DocHeads, SpaceSummary, PROTOCOL_VERSION};
+        let hello = |changed: Vec<DocHeads>| Frame::Hello {
+            version: PROTOCOL_VERSION,
+            spaces: vec![SpaceSummary {
+                space: [1; 16],
+                hash: [2; 32],
+                changed: Some(changed),
+            }],
+        };
+        let listed = |doc: &str, heads: usize| DocHeads {
+            doc: doc.into(),
+            heads: vec![[3; 32]; heads],
+        };
+        assert!(Vetted::check(hello(vec![listed("a note", 3)])).is_ok());
+        let too_many_heads = hello(vec![listed("a note", MAX_HASHES + 1)]);
+        assert!(Vetted::check(too_many_heads).is_err());
+        let long_key = hello(vec![listed(&"k".repeat(MAX_DOC_KEY + 1), 1)]);
+        assert!(Vetted::check(long_key).is_err());
+        let too_many_docs = hello((0..=MAX_HEADS_DOCS).map(|_| listed("d", 0)).collect());
+        assert!(Vetted::check(too_many_docs).is_err());
+    }
 }
