@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use automerge::sync::{self, SyncDoc};
-use automerge::{AutoCommit, ChangeHash, ObjType, ReadDoc, Value, ROOT};
+use automerge::{AutoCommit, ObjType, ReadDoc, Value, ROOT};
 
 use super::admit::{admit, changes_in, Shape};
 use super::attest;
@@ -24,7 +24,7 @@ use crate::authorship::{Attestation, ChangeNode, DeviceKey};
 use crate::error::{Error, Result};
 use crate::membership::{self, Log, Role as MemberRole};
 use crate::note::{Note, NoteId};
-use crate::protocol::frame::{DocKey, Hash, SpaceKey};
+use crate::protocol::frame::{hashes, DocKey, Hash, SpaceKey};
 use crate::protocol::{Replicas, SavedDocument};
 use crate::space::{Space, SpaceId};
 use crate::store::ChunkKind;
@@ -761,10 +761,6 @@ impl Replicas for PeerReplicas<'_> {
             },
         );
     }
-}
-
-fn hashes(heads: &[ChangeHash]) -> Vec<Hash> {
-    heads.iter().map(|h| h.0).collect()
 }
 
 /// What `admit` found: the attestations to keep once the changes are

@@ -22,6 +22,11 @@ pub type DocKey = String;
 /// An Automerge change hash.
 pub type Hash = [u8; 32];
 
+/// Automerge's change hashes as they go on the wire.
+pub fn hashes(heads: &[automerge::ChangeHash]) -> Vec<Hash> {
+    heads.iter().map(|h| h.0).collect()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Frame {
     /// First frame each side sends: version and, per space both may share, a hash

@@ -28,7 +28,7 @@ use automerge::{sync, ChangeHash};
 use sha2::{Digest, Sha256};
 
 use super::frame::{
-    Attestation, DocHeads, DocKey, Frame, Hash, SpaceKey, SpaceSummary, MAX_FRAME_BYTES,
+    hashes, Attestation, DocHeads, DocKey, Frame, Hash, SpaceKey, SpaceSummary, MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
 };
 use super::vet::Vetted;
@@ -861,10 +861,6 @@ fn have_exactly(heads: Vec<ChangeHash>) -> Vec<sync::Have> {
 
 fn change_hashes(heads: &[Hash]) -> Vec<ChangeHash> {
     heads.iter().map(|h| ChangeHash(*h)).collect()
-}
-
-fn hashes(heads: &[ChangeHash]) -> Vec<Hash> {
-    heads.iter().map(|h| h.0).collect()
 }
 
 /// The sync message that acknowledges a whole document received at `heads`:
