@@ -36,41 +36,69 @@ fn sync(a: &Node, b: &Node) -> Traffic {
 
 /// `sync`, showing `watch` every frame sent either way.
 fn sync_watching(a: &Node, b: &Node, mut watch: impl FnMut(&Frame)) -> Traffic {
-    let (mut sa, mut sb) = (Session::new(), Session::new());
-    a.with_peer(b.node_id(), |r| sa.start(r));
-    b.with_peer(a.node_id(), |r| sb.start(r));
     let mut traffic = Traffic::default();
-    let mut record = |frame: &Frame| {
+    let quiet = session(a, b, |frame, _| {
         watch(frame);
         traffic.bytes += frame.encode().unwrap().len();
         if let Frame::Sync { doc, .. } | Frame::Document { doc, .. } = frame {
             traffic.synced.insert(doc.clone());
         }
+        Fate::Deliver
+    });
+    assert!(quiet, "the session never went quiet");
+    traffic
+}
+
+/// What becomes of a frame on its way.
+enum Fate {
+    Deliver,
+    Lose,
+    /// Delivered, then the session ends there.
+    DeliverAndCut,
+}
+
+/// Runs one session between `a` and `b`, each frame meeting `fate` (told
+/// whether it goes to `b`) on its way, until neither side has anything to
+/// say or a frame cuts it; then both flush. Returns whether it went quiet.
+fn session(a: &Node, b: &Node, mut fate: impl FnMut(&Frame, bool) -> Fate) -> bool {
+    let (mut sa, mut sb) = (Session::new(), Session::new());
+    a.with_peer(b.node_id(), |r| sa.start(r));
+    b.with_peer(a.node_id(), |r| sb.start(r));
+    let quiet = 'session: {
+        for _ in 0..10_000 {
+            let to_b: Vec<Frame> = a.with_peer(b.node_id(), |r| {
+                std::iter::from_fn(|| sa.poll_transmit(r)).collect()
+            });
+            let to_a: Vec<Frame> = b.with_peer(a.node_id(), |r| {
+                std::iter::from_fn(|| sb.poll_transmit(r)).collect()
+            });
+            if to_a.is_empty() && to_b.is_empty() {
+                break 'session true;
+            }
+            let to_b = to_b.into_iter().map(|f| (f, true));
+            let to_a = to_a.into_iter().map(|f| (f, false));
+            for (frame, towards_b) in to_b.chain(to_a) {
+                let cut = match fate(&frame, towards_b) {
+                    Fate::Lose => continue,
+                    Fate::Deliver => false,
+                    Fate::DeliverAndCut => true,
+                };
+                if towards_b {
+                    b.with_peer(a.node_id(), |r| sb.handle_frame(frame, r))
+                } else {
+                    a.with_peer(b.node_id(), |r| sa.handle_frame(frame, r))
+                }
+                .unwrap();
+                if cut {
+                    break 'session false;
+                }
+            }
+        }
+        false
     };
-    for _ in 0..10_000 {
-        let to_b: Vec<Frame> = a.with_peer(b.node_id(), |r| {
-            std::iter::from_fn(|| sa.poll_transmit(r)).collect()
-        });
-        let to_a: Vec<Frame> = b.with_peer(a.node_id(), |r| {
-            std::iter::from_fn(|| sb.poll_transmit(r)).collect()
-        });
-        if to_a.is_empty() && to_b.is_empty() {
-            a.flush().unwrap();
-            b.flush().unwrap();
-            return traffic;
-        }
-        for frame in to_b {
-            record(&frame);
-            b.with_peer(a.node_id(), |r| sb.handle_frame(frame, r))
-                .unwrap();
-        }
-        for frame in to_a {
-            record(&frame);
-            a.with_peer(b.node_id(), |r| sa.handle_frame(frame, r))
-                .unwrap();
-        }
-    }
-    panic!("the session never went quiet");
+    a.flush().unwrap();
+    b.flush().unwrap();
+    quiet
 }
 
 fn texts(node: &Node) -> Vec<String> {
@@ -276,35 +304,15 @@ fn a_note_sent_whole_counts_as_acknowledged_only_once_the_peer_says_it_has_it() 
     };
     // A session in which everything from the first whole document on is
     // lost on its way to Bob (the connection dropped as it was sent).
-    let (mut sa, mut sb) = (Session::new(), Session::new());
-    alice.with_peer(bob.node_id(), |r| sa.start(r));
-    bob.with_peer(alice.node_id(), |r| sb.start(r));
     let mut lost = 0;
-    for _ in 0..100 {
-        let to_b: Vec<Frame> = alice.with_peer(bob.node_id(), |r| {
-            std::iter::from_fn(|| sa.poll_transmit(r)).collect()
-        });
-        let to_a: Vec<Frame> = bob.with_peer(alice.node_id(), |r| {
-            std::iter::from_fn(|| sb.poll_transmit(r)).collect()
-        });
-        if to_a.is_empty() && to_b.is_empty() {
-            break;
+    session(alice, bob, |frame, towards_bob| {
+        if towards_bob && (lost > 0 || matches!(frame, Frame::Document { .. })) {
+            lost += 1;
+            Fate::Lose
+        } else {
+            Fate::Deliver
         }
-        for frame in to_b {
-            if lost > 0 || matches!(frame, Frame::Document { .. }) {
-                lost += 1;
-                continue;
-            }
-            bob.with_peer(alice.node_id(), |r| sb.handle_frame(frame, r))
-                .unwrap();
-        }
-        for frame in to_a {
-            alice
-                .with_peer(bob.node_id(), |r| sa.handle_frame(frame, r))
-                .unwrap();
-        }
-    }
-    alice.flush().unwrap();
+    });
     assert!(lost > 0, "Alice sent something whole");
     assert!(bob.get(&note).is_err(), "the note never reached Bob");
     assert!(
@@ -332,31 +340,14 @@ fn status_counts_what_the_peer_announced_but_has_not_sent_yet() {
     // A session cut off right after Alice's first sync message for the note,
     // which (both having changed it) announces her heads before it carries
     // any change.
-    let (mut sa, mut sb) = (Session::new(), Session::new());
-    alice.with_peer(bob.node_id(), |r| sa.start(r));
-    bob.with_peer(alice.node_id(), |r| sb.start(r));
-    'session: for _ in 0..100 {
-        let to_b: Vec<Frame> = alice.with_peer(bob.node_id(), |r| {
-            std::iter::from_fn(|| sa.poll_transmit(r)).collect()
-        });
-        let to_a: Vec<Frame> = bob.with_peer(alice.node_id(), |r| {
-            std::iter::from_fn(|| sb.poll_transmit(r)).collect()
-        });
-        for frame in to_b {
-            let announces = matches!(frame, Frame::Sync { .. });
-            bob.with_peer(alice.node_id(), |r| sb.handle_frame(frame, r))
-                .unwrap();
-            if announces {
-                break 'session;
-            }
+    let cut = !session(alice, bob, |frame, towards_bob| {
+        if towards_bob && matches!(frame, Frame::Sync { .. }) {
+            Fate::DeliverAndCut
+        } else {
+            Fate::Deliver
         }
-        for frame in to_a {
-            alice
-                .with_peer(bob.node_id(), |r| sa.handle_frame(frame, r))
-                .unwrap();
-        }
-    }
-    bob.flush().unwrap();
+    });
+    assert!(cut, "Alice sent a sync message for the note");
     assert_eq!(
         bob.get(&note).unwrap().text,
         "shared too",

@@ -294,15 +294,22 @@ mod tests {
         st.open.peek_mut(id).unwrap().text_written_at = Some(Instant::now() - ago);
     }
 
+    /// A note "# Draft\n" whose text was just written, then `typed` at its
+    /// end and committed by the flusher: its stored text lags.
+    fn typed_in(node: &Node, typed: &str) -> NoteId {
+        let id = node.create("# Draft\n").unwrap();
+        node.flush().unwrap();
+        text_written(node, &id, Duration::ZERO);
+        node.splice(&id, 8, 0, typed).unwrap();
+        lock(&node.shared.state).commit_pending(false).unwrap();
+        id
+    }
+
     #[test]
     fn while_a_note_is_typed_in_its_text_is_written_at_most_every_second() {
         let dir = tempfile::tempdir().unwrap();
         let node = Node::open(NodeOptions::new(dir.path())).unwrap();
-        let id = node.create("# Draft\n").unwrap();
-        node.flush().unwrap();
-        text_written(&node, &id, Duration::ZERO);
-        node.splice(&id, 8, 0, "typed").unwrap();
-        lock(&node.shared.state).commit_pending(false).unwrap();
+        let id = typed_in(&node, "typed");
         assert_eq!(stored_text(&node, &id), "# Draft\n", "the text lags");
         {
             let mut st = lock(&node.shared.state);
@@ -335,11 +342,7 @@ mod tests {
     fn a_text_a_stopped_writer_left_lagging_is_written_when_the_next_starts() {
         let dir = tempfile::tempdir().unwrap();
         let node = Node::open(NodeOptions::new(dir.path())).unwrap();
-        let id = node.create("# Draft\n").unwrap();
-        node.flush().unwrap();
-        text_written(&node, &id, Duration::ZERO);
-        node.splice(&id, 8, 0, "typed before the crash").unwrap();
-        lock(&node.shared.state).commit_pending(false).unwrap();
+        let id = typed_in(&node, "typed before the crash");
         // As if the process died now: nothing writes the text on the way out.
         lock(&node.shared.state).lagging.clear();
         node.close().unwrap();
