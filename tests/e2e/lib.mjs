@@ -260,8 +260,10 @@ export async function stopDriver(child) {
   }
 }
 
-/** App processes this test started (found by their data dir), so none outlives it. */
-export function appProcesses(dataDir) {
+/** App processes this test started (found by their data dir), so none outlives it.
+ * With `children`, also the webview's helper processes (WebKitWebProcess and the
+ * like), which inherit the app's environment and write into its cache dir. */
+export function appProcesses(dataDir, { children = false } = {}) {
   const marker = `PEERNOTES_DATA=${dataDir}\0`;
   const pids = [];
   for (const entry of readdirSync("/proc")) {
@@ -269,7 +271,7 @@ export function appProcesses(dataDir) {
     try {
       const environ = readFileSync(`/proc/${entry}/environ`, "latin1") + "\0";
       const exe = readFileSync(`/proc/${entry}/cmdline`, "latin1");
-      if (environ.includes(marker) && exe.includes("peernotes-app")) pids.push(Number(entry));
+      if (environ.includes(marker) && (children || exe.includes("peernotes-app"))) pids.push(Number(entry));
     } catch {
       // Process gone or not ours to read.
     }
@@ -359,6 +361,18 @@ export class AppUnderTest {
         // Already gone.
       }
     }
+    // The webview's helpers exit shortly after the app; wait so none writes into
+    // the test's directory while it is being removed.
+    const helpersDeadline = Date.now() + 5_000;
+    while (appProcesses(this.dataDir, { children: true }).length > 0 && Date.now() < helpersDeadline) await sleep(100);
+    for (const pid of appProcesses(this.dataDir, { children: true })) {
+      console.error(`${this.name}: process ${pid} of the app's session is still running; sending SIGTERM`);
+      try {
+        process.kill(pid, "SIGTERM");
+      } catch {
+        // Already gone.
+      }
+    }
   }
 
   /** Saves a screenshot and the page source for a failure. */
@@ -422,6 +436,16 @@ export async function scenario(label, apps, body) {
   } finally {
     for (const app of apps) await app.stop();
     if (failed) console.error(`kept the test's files in ${root}`);
-    else rmSync(root, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
+    else removeQuietly(root);
+  }
+}
+
+/** Removes a passed test's directory. A leftover temp dir is not a failure of
+ * the scenario: if something still writes into it, say so and leave it. */
+function removeQuietly(root) {
+  try {
+    rmSync(root, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
+  } catch (err) {
+    console.error(`could not remove ${root} (${err.code ?? err.message}); leaving it`);
   }
 }
