@@ -38,12 +38,15 @@ soak: deps
 		--test crash --test simulation --test fuzz --test hostile --test hostile_member --test member_fuzz \
 		--test membership --test full_disk --test network_faults
 
-# Speed and memory beside baselines from the same run (release build; ~10 min).
-bench: deps
+# Speed and memory beside baselines from the same run (release build; ~10 min),
+# then the app row: the release app driven through WebDriver.
+REL := $(CARGO_TARGET_DIR)/release
+bench: deps ui
 	npm --prefix bench/automerge-repo ci --no-audit --no-fund
-	$(CARGO) build --release -p peernotes-sync -p peernotes-bench
-	$(CARGO_TARGET_DIR)/release/peernotes-bench --cli $(CARGO_TARGET_DIR)/release/peernotes \
-		--baseline bench/automerge-repo --out target/bench
+	$(CARGO) build --release -p peernotes-sync -p peernotes-bench -p peernotes-app -p peernotes-tests --bins
+	$(REL)/peernotes-bench --cli $(REL)/peernotes --baseline bench/automerge-repo --out target/bench
+	PEERNOTES_APP=$(REL)/peernotes-app PEERNOTES_CLI=$(REL)/peernotes PEERNOTES_TRACE_NOTE=$(REL)/trace-note \
+		xvfb-run -a -s '-screen 0 1280x800x24' node bench/app/open-long-note.mjs target/bench
 
 unit:
 	$(CARGO) nextest run --workspace --no-fail-fast

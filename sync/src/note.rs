@@ -83,6 +83,12 @@ const SNIPPET_MAX_CHARS: usize = 160;
 /// How long the minimal diff of an external edit may search before settling for a
 /// coarser (still correct) diff.
 const DIFF_TIMEOUT: Duration = Duration::from_millis(500);
+/// Most characters one change inserts: a longer text (a big paste, an import,
+/// a replaced file) goes in as several changes of this many. Automerge holds
+/// a transaction's ops uncompressed until it commits (a 5 MB insert as one
+/// change peaks at 1.5 GB, in changes of this size at under 100 MB), and a
+/// peer vets each change against a budget of column entries.
+pub const MAX_INSERT_PER_CHANGE: usize = 64 * 1024;
 
 /// A note's title: its first non-empty line, without Markdown heading marks.
 pub fn title_of(text: &str) -> String {
@@ -153,10 +159,7 @@ impl Note {
             .map_err(|e| damaged(&id, e))?;
         doc.put(ROOT, "created_at", now_ms)
             .map_err(|e| damaged(&id, e))?;
-        if !text.is_empty() {
-            doc.splice_text(&text_obj, 0, 0, text)
-                .map_err(|e| damaged(&id, e))?;
-        }
+        insert_in_pieces(&mut doc, &text_obj, 0, text, now_ms).map_err(|e| damaged(&id, e))?;
         doc.commit_with(CommitOptions::default().with_time(now_ms / 1000));
         Ok(Note {
             id,
@@ -298,7 +301,7 @@ impl Note {
     /// Returns whether anything changed.
     pub fn replace_text(&mut self, new_text: &str, now_ms: i64) -> Result<bool> {
         let old_text = self.text();
-        let changed = apply_diff(&mut self.doc, &self.text, &old_text, new_text)
+        let changed = apply_diff(&mut self.doc, &self.text, &old_text, new_text, now_ms)
             .map_err(|e| damaged(&self.id, e))?;
         if changed {
             self.commit(now_ms);
@@ -321,7 +324,7 @@ impl Note {
         }
         let mut fork = self.doc.fork_at(base).map_err(|e| damaged(&self.id, e))?;
         let base_text = fork.text(&self.text).map_err(|e| damaged(&self.id, e))?;
-        let changed = apply_diff(&mut fork, &self.text, &base_text, new_text)
+        let changed = apply_diff(&mut fork, &self.text, &base_text, new_text, now_ms)
             .map_err(|e| damaged(&self.id, e))?;
         if changed {
             fork.commit_with(CommitOptions::default().with_time(now_ms / 1000));
@@ -426,11 +429,14 @@ impl Note {
 }
 
 /// Applies the character diff from `old` to `new` to the text object `obj`.
+/// Long insertions are committed in pieces (`insert_in_pieces`); the caller
+/// commits the rest.
 fn apply_diff(
     doc: &mut AutoCommit,
     obj: &ObjId,
     old: &str,
     new: &str,
+    now_ms: i64,
 ) -> Result<bool, automerge::AutomergeError> {
     if old == new {
         return Ok(false);
@@ -441,33 +447,57 @@ fn apply_diff(
     let new_chars: Vec<char> = new.chars().collect();
     // Apply from the end so earlier positions stay valid.
     for op in diff.ops().iter().rev() {
-        match *op {
-            DiffOp::Equal { .. } => {}
+        let (at, delete, inserted) = match *op {
+            DiffOp::Equal { .. } => continue,
             DiffOp::Delete {
                 old_index, old_len, ..
-            } => {
-                doc.splice_text(obj, old_index, old_len as isize, "")?;
-            }
+            } => (old_index, old_len, 0..0),
             DiffOp::Insert {
                 old_index,
                 new_index,
                 new_len,
-            } => {
-                let s: String = new_chars[new_index..new_index + new_len].iter().collect();
-                doc.splice_text(obj, old_index, 0, &s)?;
-            }
+            } => (old_index, 0, new_index..new_index + new_len),
             DiffOp::Replace {
                 old_index,
                 old_len,
                 new_index,
                 new_len,
-            } => {
-                let s: String = new_chars[new_index..new_index + new_len].iter().collect();
-                doc.splice_text(obj, old_index, old_len as isize, &s)?;
-            }
+            } => (old_index, old_len, new_index..new_index + new_len),
+        };
+        if delete > 0 {
+            doc.splice_text(obj, at, delete as isize, "")?;
         }
+        let s: String = new_chars[inserted].iter().collect();
+        insert_in_pieces(doc, obj, at, &s, now_ms)?;
     }
     Ok(true)
+}
+
+/// Inserts `text` at `at`, committing a change after every
+/// `MAX_INSERT_PER_CHANGE` characters but the last ones, which are left in
+/// the open transaction for the caller's commit.
+fn insert_in_pieces(
+    doc: &mut AutoCommit,
+    obj: &ObjId,
+    mut at: usize,
+    text: &str,
+    now_ms: i64,
+) -> Result<(), automerge::AutomergeError> {
+    let mut rest = text;
+    while !rest.is_empty() {
+        let cut = rest
+            .char_indices()
+            .nth(MAX_INSERT_PER_CHANGE)
+            .map_or(rest.len(), |(i, _)| i);
+        let (piece, after) = rest.split_at(cut);
+        doc.splice_text(obj, at, 0, piece)?;
+        at += piece.chars().count();
+        rest = after;
+        if !rest.is_empty() {
+            doc.commit_with(CommitOptions::default().with_time(now_ms / 1000));
+        }
+    }
+    Ok(())
 }
 
 fn damaged(id: &NoteId, e: automerge::AutomergeError) -> Error {
@@ -483,6 +513,47 @@ mod tests {
 
     fn actor() -> ActorId {
         ActorId::random()
+    }
+
+    /// A text of `chars` characters, some of them outside ASCII.
+    fn long_text(chars: usize) -> String {
+        "ab\ncdé—f🙂 ".chars().cycle().take(chars).collect()
+    }
+
+    #[test]
+    fn a_long_text_goes_in_as_several_changes_of_bounded_size() {
+        let text = long_text(MAX_INSERT_PER_CHANGE * 2 + 10);
+        let mut note = Note::create(NoteId::generate(), &actor(), &text, 1_000).unwrap();
+        assert_eq!(note.text(), text);
+        assert_eq!(note.change_count(), 3);
+        let largest = note
+            .doc_mut()
+            .get_changes(&[])
+            .iter()
+            .map(|c| c.len())
+            .max()
+            .unwrap();
+        assert!(
+            largest <= MAX_INSERT_PER_CHANGE + 2,
+            "{largest} ops in one change"
+        );
+
+        let pasted = format!(
+            "{}{}{}",
+            &text[..5],
+            long_text(MAX_INSERT_PER_CHANGE + 1),
+            &text[5..]
+        );
+        assert!(note.replace_text(&pasted, 2_000).unwrap());
+        assert_eq!(note.text(), pasted);
+        assert_eq!(note.change_count(), 5);
+        let reloaded = Note::from_doc(
+            note.id().clone(),
+            &actor(),
+            AutoCommit::load(&note.save()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(reloaded.text(), pasted);
     }
 
     #[test]

@@ -834,6 +834,17 @@ impl Store {
             .map_err(|e| classify(&self.path, e))
     }
 
+    /// The heads of the document a note's cached text is the text of (32-byte
+    /// hashes back to back; empty if unknown or if there is no such note).
+    pub fn text_heads(&self, note_id: &str) -> Result<Vec<u8>> {
+        let heads: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT COALESCE(text_heads, heads) FROM notes WHERE id = ?1")
+            .and_then(|mut stmt| stmt.query_row([note_id], |r| r.get(0)).optional())
+            .map_err(|e| classify(&self.path, e))?;
+        Ok(heads.unwrap_or_default())
+    }
+
     /// Notes whose cached text lags their document (written while they were
     /// typed in, then not refreshed: the process stopped first).
     pub fn lagging_texts(&self) -> Result<Vec<String>> {

@@ -190,6 +190,12 @@ export class WebDriver {
     return this.call("POST", this.s("/execute/sync"), { script, args });
   }
 
+  /** Runs `script` (a function body whose last argument is a callback) in the
+   * page and returns what it calls back with. */
+  executeAsync(script, ...args) {
+    return this.call("POST", this.s("/execute/async"), { script, args });
+  }
+
   /** Types `text` into an element; W3C key codes (KEYS) work inside it. */
   sendKeys(el, text) {
     return this.call("POST", this.s(`/element/${el}/value`), { text });
@@ -420,6 +426,40 @@ export class AppUnderTest {
     const content = await this.driver.find("#editor .cm-content");
     await this.driver.sendKeys(content, text);
   }
+}
+
+/** Clicks a note in the list and times, in the page, until its text shows,
+ * until it can be typed in and until it is bound to its document
+ * (milliseconds from the click). As soon as it can be typed in, types
+ * `early` at its start: before the document has loaded, if that is when
+ * typing became possible. */
+export function timeOpening(driver, id, firstLine, early) {
+  const script = `
+    const [id, firstLine, early, done] = arguments;
+    const editor = document.getElementById('editor');
+    const item = document.querySelector('.note-item[data-note-id="' + id + '"]');
+    const t0 = performance.now();
+    let shown = null;
+    let typable = null;
+    let typedWhile = null;
+    item.click();
+    const check = () => {
+      const here = editor.dataset.noteId === id;
+      const text = here && editor.editorText ? editor.editorText() : null;
+      if (shown === null && text !== null && text.startsWith(firstLine)) shown = performance.now() - t0;
+      const state = here ? editor.dataset.state : null;
+      if (typable === null && shown !== null && (state === 'early' || state === 'editable')) {
+        typable = performance.now() - t0;
+        typedWhile = state;
+        editor.editorSelect(0, 0);
+        editor.editorInsert(early);
+      }
+      if (state === 'editable' && typable !== null) return done({ shown, typable, typedWhile, editable: performance.now() - t0 });
+      if (performance.now() - t0 > 60000) return done({ shown, typable, typedWhile, editable: null });
+      requestAnimationFrame(check);
+    };
+    requestAnimationFrame(check);`;
+  return driver.call("POST", driver.s("/execute/async"), { script, args: [id, firstLine, early] });
 }
 
 /** Runs `body` with a fresh temp dir; keeps the dir if it fails, and stops

@@ -1,9 +1,10 @@
 // End-to-end, long histories and long typing:
 //
 // 1. A note carrying the whole automerge-paper history (259,778 changes) shows
-//    its text at once from the store's cached text, and becomes editable once
-//    its document has loaded; both times are printed (measured in the page,
-//    from the click).
+//    its text at once from the store's cached text and takes typing at once;
+//    what is typed before its document has loaded is kept, also when the note
+//    is left before then; the times are printed (measured in the page, from
+//    the click).
 // 2. The first 2,000 transactions of seph-blog1 are typed into the editor
 //    through WebDriver while the other device (a live-peer) types lines of its
 //    own into the same note: both end with the same text, the trace's part is
@@ -21,7 +22,7 @@ import { createInterface } from "node:readline";
 import { gunzipSync } from "node:zlib";
 import path from "node:path";
 
-import { AppUnderTest, KEYS, REPO, appEnv, cli, requireBinary, scenario, waitFor } from "./lib.mjs";
+import { AppUnderTest, KEYS, REPO, appEnv, cli, requireBinary, scenario, timeOpening, waitFor } from "./lib.mjs";
 
 const TIMEOUT_MS = 420_000;
 
@@ -35,29 +36,7 @@ function traceNote(dataDir, name, count) {
   return execFileSync(requireBinary("PEERNOTES_TRACE_NOTE"), args, { encoding: "utf8", timeout: 180_000 }).trim();
 }
 
-/** Clicks a note in the list and times, in the page, until its text shows and
- * until it is editable (milliseconds from the click). */
-function timeOpening(driver, id, firstLine) {
-  const script = `
-    const [id, firstLine, done] = arguments;
-    const editor = document.getElementById('editor');
-    const item = document.querySelector('.note-item[data-note-id="' + id + '"]');
-    const t0 = performance.now();
-    let shown = null;
-    item.click();
-    const check = () => {
-      const here = editor.dataset.noteId === id;
-      const text = here && editor.editorText ? editor.editorText() : null;
-      if (shown === null && text !== null && text.startsWith(firstLine)) shown = performance.now() - t0;
-      if (here && editor.dataset.state === 'editable' && shown !== null) return done({ shown, editable: performance.now() - t0 });
-      if (performance.now() - t0 > 60000) return done({ shown, editable: null });
-      requestAnimationFrame(check);
-    };
-    requestAnimationFrame(check);`;
-  return driver.call("POST", driver.s("/execute/async"), { script, args: [id, firstLine] });
-}
-
-test("a note with 260k changes shows at once and becomes editable once loaded", { timeout: TIMEOUT_MS }, async () => {
+test("a note with 260k changes shows at once and takes typing at once, before its document has loaded", { timeout: TIMEOUT_MS }, async () => {
   const apps = [];
   await scenario("paper", apps, async (root) => {
     const dataDir = path.join(root, "data");
@@ -73,20 +52,56 @@ test("a note with 260k changes shows at once and becomes editable once loaded", 
     await app.waitEditable(small);
 
     const firstLine = trace.endContent.split("\n")[0];
-    const times = await timeOpening(d, id, firstLine);
-    console.log(`automerge-paper (259,778 changes): text shown ${times.shown?.toFixed(0)} ms, editable ${times.editable?.toFixed(0)} ms after the click`);
+    const early = "Typed at once. ";
+    const times = await timeOpening(d, id, firstLine, early);
+    console.log(
+      `automerge-paper (259,778 changes): text shown ${times.shown?.toFixed(0)} ms, typable ${times.typable?.toFixed(0)} ms, ` +
+        `bound to its document ${times.editable?.toFixed(0)} ms after the click`,
+    );
     assert.ok(times.shown !== null, "the cached text was shown");
-    assert.ok(times.editable !== null, "the note became editable");
-    assert.equal(await app.editorText(), trace.endContent, "the editor holds the paper's text");
+    assert.equal(times.typedWhile, "early", "typing was possible before the document had loaded");
+    assert.ok(times.editable !== null, "the note was bound to its document");
+    assert.equal(await app.editorText(), early + trace.endContent, "the editor holds what was typed early, then the paper's text");
+    await waitFor("the early edit to reach the store", async () => {
+      const shown = cli(requireBinary("PEERNOTES_CLI"), dataDir, ["show", id]);
+      return shown.startsWith(`${early}${firstLine}`);
+    });
 
-    // And it edits: a keystroke reaches the store.
+    // And it edits once bound: a keystroke reaches the store.
     await d.execute("document.getElementById('editor').editorSelect(0, 0);");
     await app.type("X");
     await waitFor("the edit to reach the store", async () => {
       const shown = cli(requireBinary("PEERNOTES_CLI"), dataDir, ["show", id]);
-      return shown.startsWith(`X${firstLine}`);
+      return shown.startsWith(`X${early}${firstLine}`);
     });
     await app.screenshot("paper.png");
+
+    // Typed early, then left before the document loaded: still saved.
+    await d.click(await d.find(`.note-item[data-note-id="${small}"]`));
+    await app.waitEditable(small);
+    const left = "Left before it loaded. ";
+    await d.executeAsync(
+      `const [id, text, done] = arguments;
+       const editor = document.getElementById('editor');
+       document.querySelector('.note-item[data-note-id="' + id + '"]').click();
+       const check = () => {
+         if (editor.dataset.noteId === id && editor.dataset.state === 'early') {
+           editor.editorSelect(0, 0);
+           editor.editorInsert(text);
+           return done(true);
+         }
+         requestAnimationFrame(check);
+       };
+       requestAnimationFrame(check);`,
+      id,
+      left,
+    );
+    await d.click(await d.find(`.note-item[data-note-id="${small}"]`));
+    await app.waitEditable(small);
+    await waitFor("what was typed before leaving to reach the store", async () => {
+      const shown = cli(requireBinary("PEERNOTES_CLI"), dataDir, ["show", id]);
+      return shown.startsWith(`${left}X${early}${firstLine}`);
+    });
     assert.deepEqual(await app.pageErrors(), [], "the page reported no errors");
   });
 });

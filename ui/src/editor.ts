@@ -5,10 +5,16 @@
 // within its group-commit window), and changes from other devices arrive as sync
 // messages and are patched into CodeMirror without moving the local cursor.
 //
-// Opening a note shows the store's cached text at once, read-only, and becomes
-// editable as soon as the document has loaded. `data-state` on the parent says
-// which ("loading", "editable", "error"); `data-shown-ms` and `data-editable-ms`
-// record how long each took.
+// Opening a note shows the store's cached text at once, and the user can type
+// in it straight away, while the document loads (a long history takes a while):
+// those early edits are kept as splices against the cached text and, once the
+// document has loaded, made as one change at the heads that text is of, so
+// anything that arrived meanwhile merges with them. Then the editor is bound
+// to the document. A cached text of unknown heads is shown read-only until the
+// document has loaded. `data-state` on the parent says which ("loading"
+// read-only, "early" typing before the load, "editable" bound to the
+// document, "error"); `data-shown-ms`, `data-typable-ms` and
+// `data-editable-ms` record how long each took from the click.
 //
 // CodeMirror injects its own stylesheet (a <style> element here), which is why
 // the app's CSP allows inline styles; without them its layout rules, such as
@@ -18,10 +24,11 @@ import * as A from "@automerge/automerge/slim";
 import wasmUrl from "@automerge/automerge/automerge.wasm?url";
 import { automergeSyncPlugin } from "@automerge/automerge-codemirror";
 import { markdown } from "@codemirror/lang-markdown";
-import { EditorState, type Extension, RangeSetBuilder, StateEffect, StateField } from "@codemirror/state";
+import { Compartment, EditorState, type Extension, RangeSetBuilder, StateEffect, StateField, Transaction } from "@codemirror/state";
 import { Decoration, type DecorationSet, EditorView, WidgetType } from "@codemirror/view";
 import { minimalSetup } from "codemirror";
 import { closeNoteDoc, deviceId, loadNoteDoc, setPresence, syncNote, type NoteId, type NoteView, type Presence } from "./ipc";
+import { EarlyEdits, recordEarlyEdits, withEarlyEdits } from "./early";
 
 export interface EditorCallbacks {
   onError(message: string): void;
@@ -236,6 +243,28 @@ const theme = EditorView.theme({
   ".cm-activeLine": { backgroundColor: "transparent" },
 });
 
+/** Resolves once the next frame has been drawn. */
+function nextFrame(): Promise<void> {
+  return new Promise((resolve) => requestAnimationFrame(() => window.setTimeout(resolve, 0)));
+}
+
+/** Loads a note's document into a fresh replica of the window's own. */
+async function loadDocument(id: NoteId): Promise<A.Doc<NoteDoc>> {
+  await automergeReady();
+  const [bytes, actor] = await Promise.all([loadNoteDoc(id), windowActor()]);
+  return A.load<NoteDoc>(bytes, { actor: actor as A.ActorId });
+}
+
+/** The one replacement that turns `a` into `b`: what lies between their
+ * common start and common end. */
+function difference(a: string, b: string): { from: number; to: number; insert: string } {
+  let start = 0;
+  while (start < a.length && start < b.length && a[start] === b[start]) start++;
+  let end = 0;
+  while (end < a.length - start && end < b.length - start && a[a.length - 1 - end] === b[b.length - 1 - end]) end++;
+  return { from: start, to: a.length - end, insert: b.slice(start, b.length - end) };
+}
+
 export class NoteEditor {
   private view: EditorView | null = null;
   private open_: OpenNote | null = null;
@@ -243,6 +272,11 @@ export class NoteEditor {
   private presence = new Map<string, Presence>();
   private lastTitle = "";
   private presenceTimer: number | null = null;
+  /** The note whose document is loading, and what was typed in it meanwhile. */
+  private loading: { id: NoteId; early: EarlyEdits | null; loaded: Promise<A.Doc<NoteDoc>> } | null = null;
+  /** What binds the editor: early-edit recording (or read-only) until the
+   * document has loaded, then the sync plugin. */
+  private readonly binding = new Compartment();
 
   constructor(
     private readonly parent: HTMLElement,
@@ -271,62 +305,99 @@ export class NoteEditor {
     return this.opening;
   }
 
-  /** Shows note.text read-only at once, then loads the document and becomes editable. */
+  /** Shows note.text at once (typable if its heads are known), then loads
+   * the document, makes the early edits on it and binds the editor to it. */
   async open(note: NoteView): Promise<void> {
     const started = performance.now();
     await this.close();
     this.opening = note.id;
     this.lastTitle = note.title;
-    this.parent.dataset.state = "loading";
     this.parent.dataset.noteId = note.id;
+    delete this.parent.dataset.typableMs;
     delete this.parent.dataset.editableMs;
-    this.mount([EditorState.readOnly.of(true), EditorView.editable.of(false)], note.text);
+    const early = note.heads.length > 0 ? new EarlyEdits(note.heads) : null;
+    const before = early === null ? [EditorState.readOnly.of(true), EditorView.editable.of(false)] : recordEarlyEdits(early);
+    this.mount([this.binding.of(before), this.listeners(note.id)], note.text);
     this.parent.dataset.shownMs = String(Math.round(performance.now() - started));
+    this.parent.dataset.state = early === null ? "loading" : "early";
+    if (early !== null) this.parent.dataset.typableMs = this.parent.dataset.shownMs;
 
+    // Let the text paint before the load starts: a long history keeps both
+    // the backend and this page busy, and the first frame would wait for it.
+    await nextFrame();
+    if (this.opening !== note.id) return;
+    const loaded = loadDocument(note.id);
+    this.loading = { id: note.id, early, loaded };
     let doc: A.Doc<NoteDoc>;
     try {
-      await automergeReady();
-      const [bytes, actor] = await Promise.all([loadNoteDoc(note.id), windowActor()]);
-      if (this.opening !== note.id) return;
-      doc = A.load<NoteDoc>(bytes, { actor: actor as A.ActorId });
+      doc = await loaded;
     } catch (err) {
       if (this.opening !== note.id) return;
+      this.loading = null;
       this.parent.dataset.state = "error";
-      this.callbacks.onError(`This note cannot be edited: ${err instanceof Error ? err.message : String(err)}`);
+      this.view?.dispatch({ effects: this.binding.reconfigure([EditorState.readOnly.of(true), EditorView.editable.of(false)]) });
+      const lost = early !== null && early.edits.length > 0 ? " What was typed since it opened is not saved: copy it before leaving the note." : "";
+      this.callbacks.onError(`This note cannot be edited: ${err instanceof Error ? err.message : String(err)}.${lost}`);
       return;
     }
-    if (this.opening !== note.id) return;
+    // If the note was closed meanwhile, close() made the early edits.
+    if (this.opening !== note.id || this.view === null) return;
+    this.loading = null;
+    doc = withEarlyEdits(doc, early, this.view.state.doc.toString());
     const open = new OpenNote(note.id, doc, (message) => this.callbacks.onError(message));
     this.open_ = open;
-    const selection = this.view?.state.selection.main;
-    const scroll = this.view?.scrollDOM.scrollTop ?? 0;
-    this.mount([automergeSyncPlugin({ handle: open.handle, path: ["text"] }), this.listeners(note.id)], doc.text);
-    if (this.view !== null && selection !== undefined) {
-      const length = this.view.state.doc.length;
-      this.view.dispatch({ selection: { anchor: Math.min(selection.anchor, length), head: Math.min(selection.head, length) } });
-      this.view.scrollDOM.scrollTop = scroll;
-    }
+    this.bind(open, doc.text);
     this.parent.dataset.state = "editable";
     this.parent.dataset.editableMs = String(Math.round(performance.now() - started));
     this.drawPresence();
     open.sync();
   }
 
-  /** Pushes what is left to the store, then lets the note go. */
+  /** Binds the editor to the loaded document: first makes the editor's text
+   * the document's (they differ only if changes arrived during the load), then
+   * lets the sync plugin take over. Focus, selection, scroll and undo history
+   * are kept. */
+  private bind(open: OpenNote, text: string): void {
+    const view = this.view;
+    if (view === null) return;
+    const current = view.state.doc.toString();
+    const changes = current === text ? [] : [difference(current, text)];
+    view.dispatch({ changes, annotations: Transaction.addToHistory.of(false), effects: this.binding.reconfigure([]) });
+    view.dispatch({ effects: this.binding.reconfigure(automergeSyncPlugin({ handle: open.handle, path: ["text"] })) });
+  }
+
+  /** Pushes what is left to the store, then lets the note go. Edits typed
+   * before the document loaded are made on it once it has, and pushed too. */
   async close(): Promise<void> {
     const open = this.open_;
+    const loading = this.loading;
+    const typed = this.view?.state.doc.toString() ?? "";
     this.open_ = null;
+    this.loading = null;
     this.opening = null;
     this.view?.destroy();
     this.view = null;
     this.parent.replaceChildren();
     delete this.parent.dataset.noteId;
     this.parent.dataset.state = "empty";
-    if (open !== null) {
-      await open.settle();
-      open.close();
-      await closeNoteDoc(open.id).catch(() => undefined);
+    if (open !== null) await this.release(open);
+    if (loading !== null && loading.early !== null && loading.early.edits.length > 0) {
+      try {
+        const doc = withEarlyEdits(await loading.loaded, loading.early, typed);
+        const late = new OpenNote(loading.id, doc, (message) => this.callbacks.onError(message));
+        late.sync();
+        await this.release(late);
+      } catch (err) {
+        this.callbacks.onError(`What was typed before the note loaded could not be saved: ${err instanceof Error ? err.message : String(err)}`);
+      }
     }
+  }
+
+  /** Waits for a note's last sync, then tells the backend the window let it go. */
+  private async release(open: OpenNote): Promise<void> {
+    await open.settle();
+    open.close();
+    await closeNoteDoc(open.id).catch(() => undefined);
   }
 
   focus(): void {

@@ -40,6 +40,8 @@ export interface NoteView {
   /** Unix milliseconds. */
   updated_at: number;
   trashed: boolean;
+  /** The document heads `text` is the text of (empty if unknown). */
+  heads: string[];
 }
 
 /** A full-text search result; `snippet` marks matches with `[` and `]`. */

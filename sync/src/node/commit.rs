@@ -360,4 +360,33 @@ mod tests {
         );
         node.close().unwrap();
     }
+
+    #[test]
+    fn a_note_shown_from_its_lagging_row_names_the_heads_its_text_is_of() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::open(NodeOptions::new(dir.path())).unwrap();
+        let id = node.create("# Draft\n").unwrap();
+        node.flush().unwrap();
+        let (_, written) = node.checkout(&id).unwrap();
+        text_written(&node, &id, Duration::ZERO);
+        node.splice(&id, 8, 0, "typed").unwrap();
+        lock(&node.shared.state).commit_pending(false).unwrap();
+        let (_, now) = node.checkout(&id).unwrap();
+        assert_ne!(written, now);
+        let hex =
+            |heads: &crate::node::Heads| heads.0.iter().map(|h| h.to_string()).collect::<Vec<_>>();
+
+        assert_eq!(
+            node.get(&id).unwrap().heads,
+            hex(&now),
+            "in memory: the document's own"
+        );
+        // Out of memory without a flush (as after a crash): the row's text is
+        // the one written before the typing, and so are its heads.
+        lock(&node.shared.state).open.pop(&id);
+        let shown = node.get(&id).unwrap();
+        assert_eq!(shown.text, "# Draft\n");
+        assert_eq!(shown.heads, hex(&written));
+        node.close().unwrap();
+    }
 }

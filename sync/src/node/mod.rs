@@ -97,6 +97,10 @@ pub struct NoteView {
     pub created_at: i64,
     pub updated_at: i64,
     pub trashed: bool,
+    /// The document heads `text` is the text of (hex change hashes; empty if
+    /// unknown), so an edit made against `text` can be merged with what
+    /// happened since.
+    pub heads: Vec<String>,
 }
 
 /// A full-text search result; `snippet` marks matches with `[` and `]`.
@@ -544,6 +548,7 @@ impl Node {
         self.with_state(|st| {
             if let Some(open) = st.open.get_mut(id) {
                 let text = open.text();
+                let heads = open.note.heads().iter().map(|h| h.to_string()).collect();
                 return Ok(NoteView {
                     id: id.clone(),
                     space: Some(open.space),
@@ -552,12 +557,14 @@ impl Node {
                     created_at: open.created_at,
                     updated_at: open.updated_at,
                     trashed: open.note.trashed_at().is_some(),
+                    heads,
                 });
             }
             let row = st
                 .store
                 .row(id.as_str())?
                 .ok_or_else(|| Error::NoteNotFound(id.to_string()))?;
+            let heads = st.store.text_heads(id.as_str())?;
             Ok(NoteView {
                 id: id.clone(),
                 space: row.space_id.parse().ok(),
@@ -566,6 +573,10 @@ impl Node {
                 created_at: row.created_at,
                 updated_at: row.updated_at,
                 trashed: row.trashed_at.is_some(),
+                heads: heads
+                    .chunks_exact(32)
+                    .map(|h| ChangeHash(h.try_into().expect("32-byte chunk")).to_string())
+                    .collect(),
             })
         })
     }
