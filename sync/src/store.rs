@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction};
+use rusqlite::{
+    params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
+};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -233,6 +235,59 @@ pub struct NoteWrite {
     pub chunks: Vec<Vec<u8>>,
 }
 
+/// A batch's transaction, begun (`Store::begin_batch`).
+pub struct BatchWriter<'a> {
+    tx: Transaction<'a>,
+    path: &'a Path,
+}
+
+impl BatchWriter<'_> {
+    /// Writes the batch and commits: all of it lands or none does.
+    pub fn write(self, batch: &Batch) -> Result<()> {
+        let BatchWriter { tx, path } = self;
+        for space in &batch.spaces {
+            write_space(&tx, space, false).map_err(|e| classify(path, e))?;
+        }
+        if let Some((old, new)) = &batch.private_switch {
+            switch_private(&tx, old, new).map_err(|e| classify(path, e))?;
+        }
+        for (peer, doc, state, their_heads) in &batch.sync_states {
+            tx.prepare_cached(
+                "INSERT INTO sync_states (peer, doc, state, their_heads) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (peer, doc) DO UPDATE
+                 SET state = excluded.state, their_heads = excluded.their_heads",
+            )
+            .and_then(|mut stmt| stmt.execute(params![peer, doc, state, their_heads]))
+            .map_err(|e| classify(path, e))?;
+        }
+        for (doc, author, attestation) in &batch.attestations {
+            tx.prepare_cached(
+                "INSERT INTO attestations (doc, author, attestation) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (doc, author) DO UPDATE SET attestation = excluded.attestation",
+            )
+            .and_then(|mut stmt| stmt.execute(params![doc, author, attestation]))
+            .map_err(|e| classify(path, e))?;
+        }
+        for write in &batch.notes {
+            if write.with_text {
+                upsert_row(&tx, &write.row)
+            } else {
+                update_row_keeping_text(&tx, &write.row)
+            }
+            .map_err(|e| classify(path, e))?;
+            let snapshot = write.snapshot.iter().map(|s| (ChunkKind::Snapshot, s));
+            let chunks = write.chunks.iter().map(|c| (ChunkKind::Incremental, c));
+            for (kind, data) in snapshot.chain(chunks) {
+                tx.prepare_cached("INSERT INTO chunks (note_id, kind, data) VALUES (?1, ?2, ?3)")
+                    .and_then(|mut stmt| stmt.execute(params![write.row.id, kind as i64, data]))
+                    .map_err(|e| classify(path, e))?;
+            }
+        }
+        tx.commit().map_err(|e| classify(path, e))?;
+        Ok(())
+    }
+}
+
 /// Everything one group commit writes, in one transaction.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
@@ -417,47 +472,40 @@ impl Store {
 
     /// Writes a group of note changes in one transaction: all land or none do.
     pub fn commit(&mut self, batch: &Batch) -> Result<()> {
-        let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| classify(&path, e))?;
-        for space in &batch.spaces {
-            write_space(&tx, space, false).map_err(|e| classify(&path, e))?;
-        }
-        if let Some((old, new)) = &batch.private_switch {
-            switch_private(&tx, old, new).map_err(|e| classify(&path, e))?;
-        }
-        for (peer, doc, state, their_heads) in &batch.sync_states {
-            tx.prepare_cached(
-                "INSERT INTO sync_states (peer, doc, state, their_heads) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (peer, doc) DO UPDATE
-                 SET state = excluded.state, their_heads = excluded.their_heads",
-            )
-            .and_then(|mut stmt| stmt.execute(params![peer, doc, state, their_heads]))
-            .map_err(|e| classify(&path, e))?;
-        }
-        for (doc, author, attestation) in &batch.attestations {
-            tx.prepare_cached(
-                "INSERT INTO attestations (doc, author, attestation) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (doc, author) DO UPDATE SET attestation = excluded.attestation",
-            )
-            .and_then(|mut stmt| stmt.execute(params![doc, author, attestation]))
-            .map_err(|e| classify(&path, e))?;
-        }
-        for write in &batch.notes {
-            if write.with_text {
-                upsert_row(&tx, &write.row)
-            } else {
-                update_row_keeping_text(&tx, &write.row)
-            }
-            .map_err(|e| classify(&path, e))?;
-            let snapshot = write.snapshot.iter().map(|s| (ChunkKind::Snapshot, s));
-            let chunks = write.chunks.iter().map(|c| (ChunkKind::Incremental, c));
-            for (kind, data) in snapshot.chain(chunks) {
-                tx.prepare_cached("INSERT INTO chunks (note_id, kind, data) VALUES (?1, ?2, ?3)")
-                    .and_then(|mut stmt| stmt.execute(params![write.row.id, kind as i64, data]))
-                    .map_err(|e| classify(&path, e))?;
-            }
-        }
-        tx.commit().map_err(|e| classify(&path, e))?;
+        self.begin_batch()?.write(batch)?;
+        self.record_written(batch);
+        Ok(())
+    }
+
+    /// Starts the transaction a batch is written in, taking SQLite's write
+    /// lock now: batches begun in turn land in turn, whoever writes them.
+    pub fn begin_batch(&mut self) -> Result<BatchWriter<'_>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| classify(&self.path, e))?;
+        Ok(BatchWriter {
+            tx,
+            path: &self.path,
+        })
+    }
+
+    /// Another connection to the same store, for the group commit to write on
+    /// while this one serves reads (WAL: readers do not wait for it).
+    pub fn open_writer(&self) -> Result<Store> {
+        let conn = Connection::open(&self.path).map_err(|e| classify(&self.path, e))?;
+        let mut store = Store {
+            conn,
+            path: self.path.clone(),
+            heads: None,
+        };
+        store.configure()?;
+        Ok(store)
+    }
+
+    /// After a batch landed (on this connection or another): the heads kept
+    /// in memory follow it.
+    pub fn record_written(&mut self, batch: &Batch) {
         // In the order the transaction wrote them.
         if let Some(heads) = self.heads.as_mut().and_then(OnceLock::get_mut) {
             if let Some((old, new)) = &batch.private_switch {
@@ -470,7 +518,6 @@ impl Store {
                 );
             }
         }
-        Ok(())
     }
 
     /// Stores a device's first private space and files every note that has no

@@ -177,9 +177,22 @@ impl State {
     /// Adds a document to the cache, evicting the least recently used clean ones.
     pub(super) fn insert_open(&mut self, open: OpenNote) -> Result<()> {
         let id = open.note.id().clone();
-        self.open.put(id, open);
-        while self.open.len() > self.capacity {
+        self.open.put(id.clone(), open);
+        // A note whose batch is being written stays, as does the one just
+        // put (the cache may be over capacity until the batch lands); each
+        // other note is looked at once.
+        let mut looked = 0;
+        while self.open.len() > self.capacity && looked < self.open.len() {
+            looked += 1;
             let (lru_id, _) = self.open.peek_lru().expect("cache is not empty");
+            if *lru_id == id {
+                break;
+            }
+            if self.writing.contains(lru_id) {
+                let kept = lru_id.clone();
+                self.open.promote(&kept);
+                continue;
+            }
             if self.dirty.contains(lru_id) || self.lagging.contains(lru_id) {
                 self.flush()?;
             }

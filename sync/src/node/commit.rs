@@ -5,18 +5,24 @@
 //! note is typed in, the flusher writes its text (title, snippet, search
 //! index) at most every `TEXT_REFRESH`, and its changes every commit; `flush`
 //! writes every text, and a writer that starts refreshes the texts a stopped
-//! one left lagging. A failed
-//! write keeps everything pending and is retried; the compactions a commit
-//! makes due are done by the flusher with the lock released.
+//! one left lagging. The flusher builds a batch under the lock and, unless it
+//! writes a space, writes it on a connection of its own with the lock
+//! released (SQLite's write lock taken first, so batches land in the order
+//! they were built). A failed write keeps everything pending and is retried;
+//! the compactions a commit makes due are done by the flusher with the lock
+//! released.
 
+use std::collections::BTreeMap;
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
 use super::compaction::is_due;
 use super::events::send_outbox;
 use super::{attest, encode_heads, latest_author, lock, Node, NodeEvent, Shared, State};
+use crate::authorship::{Attestation, DeviceKey};
 use crate::error::Result;
 use crate::note::{snippet_of, title_of, NoteId};
-use crate::store::{Batch, NoteRow, NoteWrite};
+use crate::store::{Batch, NoteRow, NoteWrite, Store};
 
 /// Pause before retrying a failed group commit (e.g. a full disk).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
@@ -56,6 +62,11 @@ impl State {
     /// The group commit with every note's text, then the compactions it made
     /// due.
     pub(super) fn flush(&mut self) -> Result<()> {
+        if !self.writing.is_empty() {
+            // The flusher is writing a batch with the lock released: wait
+            // for SQLite's write lock, so what follows reads what it wrote.
+            drop(self.store.begin_batch()?);
+        }
         for id in self.commit_pending(true)? {
             self.compact(&id)?;
         }
@@ -83,6 +94,22 @@ impl State {
     /// transaction. On failure nothing is lost: the changes stay pending in memory.
     /// Returns the notes now due for compaction.
     fn commit_pending(&mut self, every_text: bool) -> Result<Vec<NoteId>> {
+        let Some(prepared) = self.prepare_commit(every_text) else {
+            return Ok(Vec::new());
+        };
+        let written = self
+            .store
+            .begin_batch()
+            .and_then(|batch| batch.write(&prepared.batch));
+        self.finish_commit(prepared, written)
+    }
+
+    /// Builds the group commit's batch and takes what it writes out of the
+    /// State: the dirty notes and their pending chunks (the notes stay in
+    /// memory while it is written), the attestations. Sync states stay as
+    /// the read cache until the batch has landed. `None` if there is
+    /// nothing to write.
+    pub(super) fn prepare_commit(&mut self, every_text: bool) -> Option<Prepared> {
         // Attestations of documents still arriving wait outside the commit
         // (and do not make one due) until those documents are whole.
         let held = std::mem::take(&mut self.held_attestations);
@@ -103,7 +130,7 @@ impl State {
             }
         }
         if !self.has_writes() {
-            return Ok(Vec::new());
+            return None;
         }
         // A changed space may be one this person's other devices are not in.
         if !self.dirty_spaces.is_empty() {
@@ -128,6 +155,7 @@ impl State {
         for doc in signed {
             self.own_attestation(&doc);
         }
+        let attestations = std::mem::take(&mut self.new_attestations);
         let mut batch = Batch {
             spaces: self.space_writes(),
             sync_states: self
@@ -142,8 +170,7 @@ impl State {
                     )
                 })
                 .collect(),
-            attestations: self
-                .new_attestations
+            attestations: attestations
                 .iter()
                 .map(|((doc, (author, legacy)), attestation)| {
                     let mut author = author.to_vec();
@@ -162,8 +189,8 @@ impl State {
                 .map(|(old, new)| (old.to_string(), new.to_string())),
             ..Batch::default()
         };
-        let writes = &mut batch.notes;
-        for id in &self.dirty {
+        let notes: Vec<NoteId> = std::mem::take(&mut self.dirty).into_iter().collect();
+        for id in &notes {
             let open = self.open.peek_mut(id).expect("dirty notes stay in memory");
             let with_text = every_text || open.text_due(now);
             let text = if with_text {
@@ -171,7 +198,7 @@ impl State {
             } else {
                 String::new()
             };
-            writes.push(NoteWrite {
+            batch.notes.push(NoteWrite {
                 with_text,
                 row: NoteRow {
                     id: id.to_string(),
@@ -187,56 +214,178 @@ impl State {
                     updated_by_unverified: false,
                 },
                 snapshot: open.arrived_whole.as_ref().map(|a| a.bytes.clone()),
-                chunks: open.pending.clone(),
+                chunks: std::mem::take(&mut open.pending),
             });
         }
         for write in &mut batch.notes {
             write.row.updated_by_unverified =
                 self.unverified_author(&write.row.id, &write.row.updated_by);
         }
-        let written = self.store.commit(&batch);
+        self.writing.extend(notes.iter().cloned());
+        Some(Prepared {
+            batch,
+            notes,
+            attestations,
+            now,
+        })
+    }
+
+    /// After a prepared batch was written (`written`): on success, what it
+    /// wrote is no longer pending and the cache's bookkeeping follows; on
+    /// failure everything it took is pending again, before anything made
+    /// since. Returns the notes now due for compaction.
+    pub(super) fn finish_commit(
+        &mut self,
+        prepared: Prepared,
+        written: Result<()>,
+    ) -> Result<Vec<NoteId>> {
+        let Prepared {
+            batch,
+            notes,
+            attestations,
+            now,
+        } = prepared;
+        for id in &notes {
+            self.writing.remove(id);
+        }
         if let Err(e) = written {
             self.store_failing = true;
             self.outbox.push(NodeEvent::StoreFailed {
                 message: e.to_string(),
             });
+            for (id, write) in notes.into_iter().zip(batch.notes) {
+                let open = self
+                    .open
+                    .peek_mut(&id)
+                    .expect("notes being written stay in memory");
+                let mut chunks = write.chunks;
+                chunks.append(&mut open.pending);
+                open.pending = chunks;
+                self.dirty.insert(id);
+            }
+            for (key, list) in attestations {
+                self.new_attestations.entry(key).or_insert(list);
+            }
             return Err(e);
         }
+        self.store.record_written(&batch);
         if std::mem::take(&mut self.store_failing) {
             self.outbox.push(NodeEvent::StoreRecovered);
         }
-        self.sync_states.clear();
-        self.new_attestations.clear();
-        let written_spaces = self.spaces_written();
-        let written = std::mem::take(&mut self.dirty);
+        // Sync states now stored are read from the store again, unless a
+        // newer one came meanwhile.
+        for (peer, doc, state, their_heads) in &batch.sync_states {
+            let key = (peer.clone(), doc.clone());
+            if self
+                .sync_states
+                .get(&key)
+                .is_some_and(|s| s.state == *state && s.their_heads == *their_heads)
+            {
+                self.sync_states.remove(&key);
+            }
+        }
+        let written_spaces = if batch.spaces.is_empty() && batch.private_switch.is_none() {
+            Vec::new()
+        } else {
+            self.spaces_written()
+        };
         let mut lagging = Vec::new();
-        // `batch.notes` was made from `dirty`, in its order.
-        for (id, write) in written.iter().zip(&batch.notes) {
-            let open = self.open.peek_mut(id).expect("dirty notes stay in memory");
+        for (id, write) in notes.iter().zip(&batch.notes) {
+            let open = self
+                .open
+                .peek_mut(id)
+                .expect("notes being written stay in memory");
             if write.with_text {
                 open.text_written_at = Some(now);
             } else {
                 lagging.push(id.clone());
             }
-            open.incremental_bytes += open.pending.iter().map(Vec::len).sum::<usize>();
-            open.incremental_chunks += open.pending.len();
-            open.pending.clear();
-            if let Some(arrived) = open.arrived_whole.take() {
-                open.snapshot_bytes = arrived.bytes.len();
+            open.incremental_bytes += write.chunks.iter().map(Vec::len).sum::<usize>();
+            open.incremental_chunks += write.chunks.len();
+            if write.snapshot.is_some() {
+                if let Some(arrived) = open.arrived_whole.take() {
+                    open.snapshot_bytes = arrived.bytes.len();
+                }
             }
         }
         self.lagging.extend(lagging);
-        let due = written
+        let due = notes
             .into_iter()
-            .filter(|id| is_due(self.open.peek(id).expect("dirty notes stay in memory")))
+            .filter(|id| is_due(self.open.peek(id).expect("written notes stay in memory")))
             .collect();
         self.compact_spaces(&written_spaces)?;
         Ok(due)
     }
 }
 
+/// A group commit built under the lock (`State::prepare_commit`), to be
+/// written and then finished (`State::finish_commit`).
+pub(super) struct Prepared {
+    batch: Batch,
+    /// The notes it writes, in `batch.notes` order.
+    notes: Vec<NoteId>,
+    /// The attestations it writes, out of `State::new_attestations`.
+    attestations: BTreeMap<(String, (DeviceKey, bool)), Vec<Attestation>>,
+    now: Instant,
+}
+
+impl Prepared {
+    /// Whether it can be written with the lock released: it writes notes,
+    /// sync states and attestations only. A batch that writes a space is
+    /// finished with work on the spaces (the private switch, compaction)
+    /// that must not race edits, so it is written under the lock.
+    fn writes_notes_only(&self) -> bool {
+        self.batch.spaces.is_empty() && self.batch.private_switch.is_none()
+    }
+}
+
+/// The flusher's group commit. Built under the lock; a batch of notes only
+/// is then written on the flusher's own connection (`writer`) with the lock
+/// released, so typing, sync and reads go on during the write and its
+/// fsync; then finished under the lock. SQLite's write lock is taken before
+/// the Node's is released, so a `flush` meanwhile lands after it.
+fn commit_released<'a>(
+    shared: &'a Shared,
+    mut st: MutexGuard<'a, State>,
+    writer: Option<&mut Store>,
+) -> (MutexGuard<'a, State>, Result<Vec<NoteId>>) {
+    let Some(writer) = writer else {
+        let committed = st.commit_pending(false);
+        return (st, committed);
+    };
+    let Some(prepared) = st.prepare_commit(false) else {
+        return (st, Ok(Vec::new()));
+    };
+    if !prepared.writes_notes_only() {
+        let written = st
+            .store
+            .begin_batch()
+            .and_then(|batch| batch.write(&prepared.batch));
+        let committed = st.finish_commit(prepared, written);
+        return (st, committed);
+    }
+    let written = match writer.begin_batch() {
+        Err(e) => Err(e),
+        Ok(batch) => {
+            drop(st);
+            let written = batch.write(&prepared.batch);
+            st = lock(&shared.state);
+            written
+        }
+    };
+    let committed = st.finish_commit(prepared, written);
+    (st, committed)
+}
+
 pub(super) fn run_flusher(shared: &Shared, window: Duration) {
     let mut st = lock(&shared.state);
+    let mut writer = match st.store.open_writer() {
+        Ok(writer) => Some(writer),
+        Err(e) => {
+            tracing::warn!("the group commit writes under the lock: {e}");
+            None
+        }
+    };
     loop {
         while !st.has_pending() && !st.shutdown {
             st = shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
@@ -246,8 +395,8 @@ pub(super) fn run_flusher(shared: &Shared, window: Duration) {
         }
         drop(st);
         std::thread::sleep(window);
-        st = lock(&shared.state);
-        let committed = st.commit_pending(false);
+        let (locked, committed) = commit_released(shared, lock(&shared.state), writer.as_mut());
+        st = locked;
         let failed = committed.is_err();
         // Compactions save a copy of the document with the lock released, so
         // editing goes on meanwhile.
@@ -387,6 +536,102 @@ mod tests {
         let shown = node.get(&id).unwrap();
         assert_eq!(shown.text, "# Draft\n");
         assert_eq!(shown.heads, hex(&written));
+        node.close().unwrap();
+    }
+
+    /// A Node whose flusher waits long enough not to commit during a test.
+    fn quiet_node(dir: &std::path::Path) -> Node {
+        let mut options = NodeOptions::new(dir);
+        options.group_commit = Duration::from_secs(2);
+        Node::open(options).unwrap()
+    }
+
+    /// Writes a prepared batch on a connection of its own, as the flusher
+    /// does with the lock released.
+    fn write_released(node: &Node, prepared: &Prepared) -> Result<()> {
+        let mut writer = lock(&node.shared.state).store.open_writer()?;
+        let written = writer
+            .begin_batch()
+            .and_then(|batch| batch.write(&prepared.batch));
+        written
+    }
+
+    #[test]
+    fn edits_made_while_a_batch_is_written_without_the_lock_are_kept_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = quiet_node(dir.path());
+        let id = node.create("# Draft\n").unwrap();
+        node.flush().unwrap();
+        node.splice(&id, 8, 0, "one").unwrap();
+        let prepared = lock(&node.shared.state).prepare_commit(true).unwrap();
+
+        // While it is written: more typing, and a read.
+        node.splice(&id, 11, 0, " two").unwrap();
+        assert_eq!(node.get(&id).unwrap().text, "# Draft\none two");
+        let written = write_released(&node, &prepared);
+        lock(&node.shared.state)
+            .finish_commit(prepared, written)
+            .unwrap();
+        assert_eq!(stored_text(&node, &id), "# Draft\none", "the batch landed");
+
+        node.close().unwrap();
+        let node = Node::open(NodeOptions::new(dir.path())).unwrap();
+        assert_eq!(node.get(&id).unwrap().text, "# Draft\none two");
+        assert_eq!(stored_text(&node, &id), "# Draft\none two");
+        node.close().unwrap();
+    }
+
+    #[test]
+    fn a_batch_that_fails_without_the_lock_is_pending_again_before_later_edits() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = quiet_node(dir.path());
+        let id = node.create("# Draft\n").unwrap();
+        node.flush().unwrap();
+        node.splice(&id, 8, 0, "one").unwrap();
+        let prepared = lock(&node.shared.state).prepare_commit(true).unwrap();
+        node.splice(&id, 11, 0, " two").unwrap();
+        let failed = Err(crate::Error::Invalid("the disk is full".into()));
+        assert!(lock(&node.shared.state)
+            .finish_commit(prepared, failed)
+            .is_err());
+        assert_eq!(stored_text(&node, &id), "# Draft\n", "nothing landed");
+
+        node.close().unwrap();
+        let node = Node::open(NodeOptions::new(dir.path())).unwrap();
+        assert_eq!(node.get(&id).unwrap().text, "# Draft\none two");
+        node.close().unwrap();
+    }
+
+    #[test]
+    fn a_note_being_written_is_not_evicted_and_a_flush_waits_for_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = NodeOptions::new(dir.path());
+        options.group_commit = Duration::from_secs(2);
+        options.cache_capacity = 1;
+        let node = Node::open(options).unwrap();
+        let id = node.create("# Draft\n").unwrap();
+        node.flush().unwrap();
+        node.splice(&id, 8, 0, "one").unwrap();
+        let prepared = lock(&node.shared.state).prepare_commit(true).unwrap();
+        // Another note takes the one place in memory: the written one stays.
+        let other = node.create("# Other\n").unwrap();
+        assert!(lock(&node.shared.state).open.contains(&id));
+        assert!(lock(&node.shared.state).open.contains(&other));
+
+        let mut writer = lock(&node.shared.state).store.open_writer().unwrap();
+        let batch = writer.begin_batch().unwrap();
+        let flushing = std::thread::scope(|scope| {
+            let flusher = scope.spawn(|| node.flush());
+            std::thread::sleep(Duration::from_millis(200));
+            assert!(!flusher.is_finished(), "the flush waits for the batch");
+            batch.write(&prepared.batch).unwrap();
+            flusher.join().unwrap()
+        });
+        flushing.unwrap();
+        lock(&node.shared.state)
+            .finish_commit(prepared, Ok(()))
+            .unwrap();
+        assert_eq!(stored_text(&node, &id), "# Draft\none");
         node.close().unwrap();
     }
 }

@@ -274,6 +274,9 @@ struct State {
     open: LruCache<NoteId, OpenNote>,
     capacity: usize,
     dirty: BTreeSet<NoteId>,
+    /// Notes whose batch the flusher is writing with the lock released: they
+    /// stay in memory until it has landed (or failed and is pending again).
+    writing: BTreeSet<NoteId>,
     /// Committed notes whose stored text lags their document (they were
     /// typed in less than `TEXT_REFRESH` before): kept in memory until a
     /// group commit writes it.
@@ -774,6 +777,7 @@ impl State {
             open: LruCache::unbounded(),
             capacity: options.cache_capacity.max(1),
             dirty: BTreeSet::new(),
+            writing: BTreeSet::new(),
             lagging: BTreeSet::new(),
             shutdown: false,
             outbox: Vec::new(),
