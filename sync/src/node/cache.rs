@@ -188,7 +188,7 @@ impl State {
             if *lru_id == id {
                 break;
             }
-            if self.writing.contains(lru_id) {
+            if self.writing.contains_key(lru_id) {
                 let kept = lru_id.clone();
                 self.open.promote(&kept);
                 continue;

@@ -221,7 +221,9 @@ impl State {
             write.row.updated_by_unverified =
                 self.unverified_author(&write.row.id, &write.row.updated_by);
         }
-        self.writing.extend(notes.iter().cloned());
+        for id in &notes {
+            *self.writing.entry(id.clone()).or_default() += 1;
+        }
         Some(Prepared {
             batch,
             notes,
@@ -246,7 +248,12 @@ impl State {
             now,
         } = prepared;
         for id in &notes {
-            self.writing.remove(id);
+            if let Some(count) = self.writing.get_mut(id) {
+                *count -= 1;
+                if *count == 0 {
+                    self.writing.remove(id);
+                }
+            }
         }
         if let Err(e) = written {
             self.store_failing = true;
@@ -617,7 +624,8 @@ mod tests {
         let other = node.create("# Other\n").unwrap();
         assert!(lock(&node.shared.state).open.contains(&id));
         assert!(lock(&node.shared.state).open.contains(&other));
-
+        // A flush meanwhile writes the same note again.
+        node.splice(&id, 11, 0, " two").unwrap();
         let mut writer = lock(&node.shared.state).store.open_writer().unwrap();
         let batch = writer.begin_batch().unwrap();
         let flushing = std::thread::scope(|scope| {
@@ -628,10 +636,13 @@ mod tests {
             flusher.join().unwrap()
         });
         flushing.unwrap();
+        // The flush's batch is finished, the first is not: it still stays.
+        node.create("# Third\n").unwrap();
+        assert!(lock(&node.shared.state).open.contains(&id));
         lock(&node.shared.state)
             .finish_commit(prepared, Ok(()))
             .unwrap();
-        assert_eq!(stored_text(&node, &id), "# Draft\none");
+        assert_eq!(stored_text(&node, &id), "# Draft\none two");
         node.close().unwrap();
     }
 }

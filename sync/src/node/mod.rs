@@ -274,9 +274,10 @@ struct State {
     open: LruCache<NoteId, OpenNote>,
     capacity: usize,
     dirty: BTreeSet<NoteId>,
-    /// Notes whose batch the flusher is writing with the lock released: they
-    /// stay in memory until it has landed (or failed and is pending again).
-    writing: BTreeSet<NoteId>,
+    /// Notes in a batch being written (the flusher's, with the lock
+    /// released, and maybe a `flush`'s meanwhile), with how many: they stay
+    /// in memory until each has landed (or failed and is pending again).
+    writing: BTreeMap<NoteId, usize>,
     /// Committed notes whose stored text lags their document (they were
     /// typed in less than `TEXT_REFRESH` before): kept in memory until a
     /// group commit writes it.
@@ -777,7 +778,7 @@ impl State {
             open: LruCache::unbounded(),
             capacity: options.cache_capacity.max(1),
             dirty: BTreeSet::new(),
-            writing: BTreeSet::new(),
+            writing: BTreeMap::new(),
             lagging: BTreeSet::new(),
             shutdown: false,
             outbox: Vec::new(),
