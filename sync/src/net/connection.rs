@@ -329,6 +329,11 @@ fn queue_out(
             SessionEvent::RemoteChange { .. } => moved.changed_here += 1,
             // The Node told its subscribers; sync of that space stops here.
             SessionEvent::Removed { .. } => {}
+            SessionEvent::TooLarge { doc, bytes, .. } => tracing::warn!(
+                doc,
+                bytes,
+                "not sent to the peer in this session: more than fits in one frame"
+            ),
             // The reason may be the peer's words: logged quoted, never raw.
             SessionEvent::Closed { reason } => tracing::info!(?reason, "session closed"),
         }

@@ -124,6 +124,14 @@ pub enum SessionEvent {
     },
     /// The peer showed that this device was removed from `space`.
     Removed { space: SpaceKey },
+    /// What this device has of `doc` that the peer lacks would not fit in
+    /// one frame (`bytes` of it): it is not sent in this session, and
+    /// nothing of it counts as sent. The other documents go on syncing.
+    TooLarge {
+        space: SpaceKey,
+        doc: DocKey,
+        bytes: usize,
+    },
     /// The session is over; the connection can be closed.
     Closed { reason: String },
 }
@@ -185,6 +193,9 @@ pub struct Session {
     /// Documents sent whole whose receipt the peer has not acknowledged yet:
     /// until it does, they are not remembered as synced.
     unacknowledged: BTreeSet<(SpaceKey, DocKey)>,
+    /// Documents whose sync message would not fit in a frame: not sent again
+    /// in this session (making it again would cost as much, for nothing).
+    too_large: BTreeSet<(SpaceKey, DocKey)>,
 }
 
 impl Default for Session {
@@ -208,6 +219,7 @@ impl Session {
             due: HashMap::new(),
             unacknowledged: BTreeSet::new(),
             acknowledged: HashMap::new(),
+            too_large: BTreeSet::new(),
         }
     }
 
@@ -821,16 +833,44 @@ impl Session {
     }
 
     fn sync_doc(&mut self, space: &SpaceKey, doc: &DocKey, replicas: &mut impl Replicas) {
+        let key = (*space, doc.clone());
+        if self.too_large.contains(&key) {
+            return;
+        }
         let state = self.state(space, doc, replicas);
-        if let Some((message, attestations)) = replicas.generate_sync_message(space, doc, state) {
-            self.outbox.push_back(Frame::Sync {
+        let before = state.clone();
+        let Some((message, attestations)) = replicas.generate_sync_message(space, doc, state)
+        else {
+            return;
+        };
+        let message = message.encode();
+        let bytes = message.len() + attestations_bytes(&attestations) + doc.len() + FRAME_OVERHEAD;
+        if bytes > MAX_FRAME_BYTES {
+            *state = before;
+            self.too_large.insert(key);
+            self.events.push_back(SessionEvent::TooLarge {
                 space: *space,
                 doc: doc.clone(),
-                message: message.encode(),
-                attestations,
+                bytes,
             });
+            return;
         }
+        self.outbox.push_back(Frame::Sync {
+            space: *space,
+            doc: doc.clone(),
+            message,
+            attestations,
+        });
     }
+}
+
+/// Room in a `Sync` frame for what is not its message, attestations or doc
+/// key (the variant, the space, the lengths).
+const FRAME_OVERHEAD: usize = 64;
+
+/// How many bytes `attestations` take in a frame.
+fn attestations_bytes(attestations: &[Attestation]) -> usize {
+    postcard::to_stdvec(attestations).map_or(usize::MAX / 2, |bytes| bytes.len())
 }
 
 /// Sets `state` as a finished round of the sync protocol at `heads` would.
@@ -1124,5 +1164,111 @@ mod tests {
             payload: vec![0; MAX_PRESENCE_BYTES + 1],
         };
         assert!(s.handle_frame(huge, &mut empty()).is_err());
+    }
+
+    /// One shared space whose documents are given, and a peer that (by its
+    /// remembered sync state) has none of them: the first sync message of
+    /// each carries all its changes.
+    struct Given(BTreeMap<DocKey, automerge::AutoCommit>);
+
+    impl Replicas for Given {
+        fn shared_spaces(&self) -> BTreeSet<SpaceKey> {
+            BTreeSet::from([[1; 16]])
+        }
+        fn docs(&mut self, _: &SpaceKey) -> BTreeMap<DocKey, Vec<Hash>> {
+            BTreeMap::new()
+        }
+        fn load_sync_state(&mut self, _: &SpaceKey, _: &DocKey) -> sync::State {
+            let mut state = sync::State::new();
+            expect_peer_at(&mut state, &[]);
+            state
+        }
+        fn generate_sync_message(
+            &mut self,
+            _: &SpaceKey,
+            doc: &DocKey,
+            state: &mut sync::State,
+        ) -> Option<(sync::Message, Vec<Attestation>)> {
+            use automerge::sync::SyncDoc;
+            let message = self.0.get_mut(doc)?.sync().generate_sync_message(state)?;
+            Some((message, Vec::new()))
+        }
+        fn receive_sync_message(
+            &mut self,
+            _: &SpaceKey,
+            _: &DocKey,
+            _: &mut sync::State,
+            _: sync::Message,
+            _: &[Attestation],
+        ) -> Result<(), String> {
+            Ok(())
+        }
+        fn receive_document(
+            &mut self,
+            _: &SpaceKey,
+            _: &DocKey,
+            _: &[u8],
+            _: &[Attestation],
+        ) -> Result<Option<Vec<Hash>>, String> {
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn a_document_too_large_for_a_frame_is_skipped_and_the_others_still_sync() {
+        use automerge::transaction::Transactable;
+        // Bytes that do not compress: the change is as large as they are.
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let noise: Vec<u8> = (0..MAX_FRAME_BYTES + 1024)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        let mut big = automerge::AutoCommit::new();
+        big.put(
+            automerge::ROOT,
+            "blob",
+            automerge::ScalarValue::Bytes(noise),
+        )
+        .unwrap();
+        let mut small = automerge::AutoCommit::new();
+        small.put(automerge::ROOT, "x", 1).unwrap();
+        let mut replicas = Given(BTreeMap::from([
+            ("big".to_string(), big),
+            ("small".to_string(), small),
+        ]));
+        let mut s = Session::new();
+        s.handle_frame(hello(vec![summary()]), &mut replicas)
+            .unwrap();
+        while s.poll_transmit(&mut replicas).is_some() {}
+        while s.poll_event().is_some() {}
+
+        for doc in ["big", "small"] {
+            s.local_change(&[1; 16], &doc.to_string());
+        }
+        let sent: Vec<Frame> = std::iter::from_fn(|| s.poll_transmit(&mut replicas)).collect();
+        assert!(
+            matches!(sent.as_slice(), [Frame::Sync { doc, message, .. }] if doc == "small" && message.len() < 1024),
+            "only the small document is sent: {:?}",
+            sent.iter()
+                .map(|f| match f {
+                    Frame::Sync { doc, message, .. } => format!("{doc}: {} bytes", message.len()),
+                    other => format!("{other:?}"),
+                })
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            matches!(s.poll_event(), Some(SessionEvent::TooLarge { doc, bytes, .. }) if doc == "big" && bytes > MAX_FRAME_BYTES),
+            "the large one is reported"
+        );
+        assert!(s.is_open(), "the session goes on");
+
+        // It is not made again in this session.
+        s.local_change(&[1; 16], &"big".to_string());
+        assert_eq!(s.poll_transmit(&mut replicas), None);
+        assert_eq!(s.poll_event(), None);
     }
 }
