@@ -82,6 +82,10 @@ fn options() -> anyhow::Result<Options> {
 }
 
 fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(startup::FILL) {
+        return startup::fill(&args[1..]);
+    }
     let options = options()?;
     // Logs only when asked (`PEERNOTES_LOG=info`), on stderr, like the CLI's.
     if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("PEERNOTES_LOG") {
@@ -103,7 +107,7 @@ fn main() -> anyhow::Result<()> {
     // First, while this process is small: the child's peak RSS counts pages it
     // shared with this process before it ran `peernotes` (spawning uses vfork).
     if options.runs("startup") {
-        startup::run(&options.cli, &mut rows)?;
+        startup::run(&options.cli, options.quick, &mut rows)?;
     }
     if options.runs("replay") {
         for trace in ["automerge-paper", "seph-blog1"] {

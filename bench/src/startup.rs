@@ -1,5 +1,6 @@
-//! Row 5: 10,000 notes — the time from starting `peernotes list` to its output,
-//! and the process's peak RSS, against the same command on an empty data dir.
+//! Row 5: 10,000 and 100,000 notes — the time from starting `peernotes list`
+//! to its output, and the process's peak RSS, against the same command on an
+//! empty data dir.
 
 use std::path::Path;
 use std::process::Command;
@@ -10,18 +11,49 @@ use peernotes_sync::{Node, NodeOptions};
 use crate::replay::ms;
 use crate::report::Row;
 
-const NOTES: usize = 10_000;
+/// The argument that makes `peernotes-bench` fill a data dir with notes
+/// (`--fill <dir> <count>`) and exit.
+pub const FILL: &str = "--fill";
 
-pub fn run(cli: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
-    eprintln!("row 5: {NOTES} notes…");
-    let full = tempfile::tempdir()?;
-    let node = Node::open(NodeOptions::new(full.path()))?;
-    for i in 0..NOTES {
+/// `--fill <dir> <count>`: creates `count` short notes in a new data dir.
+pub fn fill(args: &[String]) -> anyhow::Result<()> {
+    let [dir, count] = args else {
+        anyhow::bail!("usage: peernotes-bench --fill <dir> <count>");
+    };
+    let count: usize = count.parse()?;
+    let node = Node::open(NodeOptions::new(dir))?;
+    for i in 0..count {
         node.create(&format!(
             "Note {i}\nSome text for note {i}, long enough to have a snippet.\n"
         ))?;
     }
     node.close()?;
+    Ok(())
+}
+
+/// The store sizes measured (`--quick`: the first only).
+const SIZES: [usize; 2] = [10_000, 100_000];
+
+pub fn run(cli: &Path, quick: bool, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let sizes = if quick { &SIZES[..1] } else { &SIZES[..] };
+    for &notes in sizes {
+        run_one(cli, notes, rows)?;
+    }
+    Ok(())
+}
+
+fn run_one(cli: &Path, notes: usize, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    eprintln!("row 5: {notes} notes…");
+    let full = tempfile::tempdir()?;
+    // Filled by another process: a child's peak RSS counts the memory of the
+    // process that spawned it (Linux carries it over the exec), so this one
+    // must stay small.
+    let filled = Command::new(std::env::current_exe()?)
+        .arg(FILL)
+        .arg(full.path())
+        .arg(notes.to_string())
+        .status()?;
+    anyhow::ensure!(filled.success(), "filling the store failed: {filled}");
     let empty = tempfile::tempdir()?;
     Node::open(NodeOptions::new(empty.path()))?.close()?;
 
@@ -29,17 +61,35 @@ pub fn run(cli: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     list(cli, full.path())?;
     let (empty_ms, empty_rss) = best_of(3, || list(cli, empty.path()))?;
     let (full_ms, full_rss) = best_of(3, || list(cli, full.path()))?;
+    let label = thousands(notes);
     rows.push(
-        Row::new("10,000 notes: start to note list", full_ms, "ms")
+        Row::new(&format!("{label} notes: start to note list"), full_ms, "ms")
             .against("same, empty data dir", empty_ms)
             .target("≤ 300 ms", full_ms <= 300.0),
     );
     rows.push(
-        Row::new("10,000 notes: peak RSS", full_rss as f64, "bytes")
-            .against("same, empty data dir", empty_rss as f64)
-            .target("≤ 150 MB", full_rss <= 150 * 1024 * 1024),
+        Row::new(
+            &format!("{label} notes: peak RSS"),
+            full_rss as f64,
+            "bytes",
+        )
+        .against("same, empty data dir", empty_rss as f64)
+        .target("≤ 150 MB", full_rss <= 150 * 1024 * 1024),
     );
     Ok(())
+}
+
+/// 100000 as "100,000".
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Runs `peernotes list` and returns (wall ms, peak RSS bytes of that child).
