@@ -546,11 +546,23 @@ mod tests {
         node.close().unwrap();
     }
 
-    /// A Node whose flusher waits long enough not to commit during a test.
-    fn quiet_node(dir: &std::path::Path) -> Node {
+    /// A Node whose flusher waits long enough not to commit during a test,
+    /// keeping at most `capacity` notes in memory.
+    fn quiet_node(dir: &std::path::Path, capacity: usize) -> Node {
         let mut options = NodeOptions::new(dir);
         options.group_commit = Duration::from_secs(2);
+        options.cache_capacity = capacity;
         Node::open(options).unwrap()
+    }
+
+    /// A note "# Draft\n" stored, then "one" typed at its end and its batch
+    /// prepared (taken out of the State, not yet written).
+    fn prepared_edit(node: &Node) -> (NoteId, Prepared) {
+        let id = node.create("# Draft\n").unwrap();
+        node.flush().unwrap();
+        node.splice(&id, 8, 0, "one").unwrap();
+        let prepared = lock(&node.shared.state).prepare_commit(true).unwrap();
+        (id, prepared)
     }
 
     /// Writes a prepared batch on a connection of its own, as the flusher
@@ -566,11 +578,8 @@ mod tests {
     #[test]
     fn edits_made_while_a_batch_is_written_without_the_lock_are_kept_after_it() {
         let dir = tempfile::tempdir().unwrap();
-        let node = quiet_node(dir.path());
-        let id = node.create("# Draft\n").unwrap();
-        node.flush().unwrap();
-        node.splice(&id, 8, 0, "one").unwrap();
-        let prepared = lock(&node.shared.state).prepare_commit(true).unwrap();
+        let node = quiet_node(dir.path(), 64);
+        let (id, prepared) = prepared_edit(&node);
 
         // While it is written: more typing, and a read.
         node.splice(&id, 11, 0, " two").unwrap();
@@ -591,11 +600,8 @@ mod tests {
     #[test]
     fn a_batch_that_fails_without_the_lock_is_pending_again_before_later_edits() {
         let dir = tempfile::tempdir().unwrap();
-        let node = quiet_node(dir.path());
-        let id = node.create("# Draft\n").unwrap();
-        node.flush().unwrap();
-        node.splice(&id, 8, 0, "one").unwrap();
-        let prepared = lock(&node.shared.state).prepare_commit(true).unwrap();
+        let node = quiet_node(dir.path(), 64);
+        let (id, prepared) = prepared_edit(&node);
         node.splice(&id, 11, 0, " two").unwrap();
         let failed = Err(crate::Error::Invalid("the disk is full".into()));
         assert!(lock(&node.shared.state)
@@ -612,14 +618,8 @@ mod tests {
     #[test]
     fn a_note_being_written_is_not_evicted_and_a_flush_waits_for_its_batch() {
         let dir = tempfile::tempdir().unwrap();
-        let mut options = NodeOptions::new(dir.path());
-        options.group_commit = Duration::from_secs(2);
-        options.cache_capacity = 1;
-        let node = Node::open(options).unwrap();
-        let id = node.create("# Draft\n").unwrap();
-        node.flush().unwrap();
-        node.splice(&id, 8, 0, "one").unwrap();
-        let prepared = lock(&node.shared.state).prepare_commit(true).unwrap();
+        let node = quiet_node(dir.path(), 1);
+        let (id, prepared) = prepared_edit(&node);
         // Another note takes the one place in memory: the written one stays.
         let other = node.create("# Other\n").unwrap();
         assert!(lock(&node.shared.state).open.contains(&id));

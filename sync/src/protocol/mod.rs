@@ -12,3 +12,16 @@ pub mod vet;
 pub use frame::{Frame, FrameDecoder, FrameError, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 pub use session::{summary_hash, Replicas, SavedDocument, Session, SessionError, SessionEvent};
 pub use vet::Vetted;
+
+/// Bytes that look random and do not compress (xorshift from `seed`), for tests.
+#[cfg(test)]
+pub(crate) fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}

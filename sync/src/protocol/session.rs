@@ -1218,15 +1218,7 @@ mod tests {
     fn a_document_too_large_for_a_frame_is_skipped_and_the_others_still_sync() {
         use automerge::transaction::Transactable;
         // Bytes that do not compress: the change is as large as they are.
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let noise: Vec<u8> = (0..MAX_FRAME_BYTES + 1024)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed as u8
-            })
-            .collect();
+        let noise = crate::protocol::noise(MAX_FRAME_BYTES + 1024, 0x9e37_79b9_7f4a_7c15);
         let mut big = automerge::AutoCommit::new();
         big.put(
             automerge::ROOT,
