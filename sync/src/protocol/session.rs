@@ -1026,29 +1026,45 @@ mod tests {
         assert!(s.handle_frame(buckets(), &mut empty()).is_err());
     }
 
-    /// One shared space with no documents, whose replicas refuse whole
-    /// documents (as if they were damaged).
-    struct Empty(automerge::AutoCommit);
-
-    fn empty() -> Empty {
-        Empty(automerge::AutoCommit::new())
+    /// One shared space; its documents are the given ones (any other is
+    /// empty); whole documents are refused (as if they were damaged). With
+    /// `primed`, the peer has (by its remembered sync state) none of them, so
+    /// the first sync message of each carries all its changes.
+    struct Fixture {
+        docs: BTreeMap<DocKey, automerge::AutoCommit>,
+        primed: bool,
     }
 
-    impl Replicas for Empty {
+    fn empty() -> Fixture {
+        Fixture {
+            docs: BTreeMap::new(),
+            primed: false,
+        }
+    }
+
+    impl Replicas for Fixture {
         fn shared_spaces(&self) -> BTreeSet<SpaceKey> {
             BTreeSet::from([[1; 16]])
         }
         fn docs(&mut self, _: &SpaceKey) -> BTreeMap<DocKey, Vec<Hash>> {
             BTreeMap::new()
         }
+        fn load_sync_state(&mut self, _: &SpaceKey, _: &DocKey) -> sync::State {
+            let mut state = sync::State::new();
+            if self.primed {
+                expect_peer_at(&mut state, &[]);
+            }
+            state
+        }
         fn generate_sync_message(
             &mut self,
             _: &SpaceKey,
-            _: &DocKey,
+            doc: &DocKey,
             state: &mut sync::State,
         ) -> Option<(sync::Message, Vec<Attestation>)> {
             use automerge::sync::SyncDoc;
-            let message = self.0.sync().generate_sync_message(state)?;
+            let target = self.docs.entry(doc.clone()).or_default();
+            let message = target.sync().generate_sync_message(state)?;
             Some((message, Vec::new()))
         }
         fn receive_sync_message(
@@ -1166,54 +1182,6 @@ mod tests {
         assert!(s.handle_frame(huge, &mut empty()).is_err());
     }
 
-    /// One shared space whose documents are given, and a peer that (by its
-    /// remembered sync state) has none of them: the first sync message of
-    /// each carries all its changes.
-    struct Given(BTreeMap<DocKey, automerge::AutoCommit>);
-
-    impl Replicas for Given {
-        fn shared_spaces(&self) -> BTreeSet<SpaceKey> {
-            BTreeSet::from([[1; 16]])
-        }
-        fn docs(&mut self, _: &SpaceKey) -> BTreeMap<DocKey, Vec<Hash>> {
-            BTreeMap::new()
-        }
-        fn load_sync_state(&mut self, _: &SpaceKey, _: &DocKey) -> sync::State {
-            let mut state = sync::State::new();
-            expect_peer_at(&mut state, &[]);
-            state
-        }
-        fn generate_sync_message(
-            &mut self,
-            _: &SpaceKey,
-            doc: &DocKey,
-            state: &mut sync::State,
-        ) -> Option<(sync::Message, Vec<Attestation>)> {
-            use automerge::sync::SyncDoc;
-            let message = self.0.get_mut(doc)?.sync().generate_sync_message(state)?;
-            Some((message, Vec::new()))
-        }
-        fn receive_sync_message(
-            &mut self,
-            _: &SpaceKey,
-            _: &DocKey,
-            _: &mut sync::State,
-            _: sync::Message,
-            _: &[Attestation],
-        ) -> Result<(), String> {
-            Ok(())
-        }
-        fn receive_document(
-            &mut self,
-            _: &SpaceKey,
-            _: &DocKey,
-            _: &[u8],
-            _: &[Attestation],
-        ) -> Result<Option<Vec<Hash>>, String> {
-            Ok(None)
-        }
-    }
-
     #[test]
     fn a_document_too_large_for_a_frame_is_skipped_and_the_others_still_sync() {
         use automerge::transaction::Transactable;
@@ -1228,10 +1196,10 @@ mod tests {
         .unwrap();
         let mut small = automerge::AutoCommit::new();
         small.put(automerge::ROOT, "x", 1).unwrap();
-        let mut replicas = Given(BTreeMap::from([
-            ("big".to_string(), big),
-            ("small".to_string(), small),
-        ]));
+        let mut replicas = Fixture {
+            docs: BTreeMap::from([("big".to_string(), big), ("small".to_string(), small)]),
+            primed: true,
+        };
         let mut s = Session::new();
         s.handle_frame(hello(vec![summary()]), &mut replicas)
             .unwrap();
