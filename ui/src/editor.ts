@@ -324,9 +324,7 @@ export class NoteEditor {
 
     // Let the text paint before the load starts: a long history keeps both
     // the backend and this page busy, and the first frame would wait for it.
-    await nextFrame();
-    if (this.opening !== note.id) return;
-    const loaded = loadDocument(note.id);
+    const loaded = nextFrame().then(() => loadDocument(note.id));
     this.loading = { id: note.id, early, loaded };
     let doc: A.Doc<NoteDoc>;
     try {
