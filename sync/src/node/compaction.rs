@@ -8,6 +8,7 @@ use super::cache::OpenNote;
 use super::{Node, State};
 use crate::error::{Error, Result};
 use crate::note::NoteId;
+use crate::space::SpaceId;
 
 /// Compaction folds a note's incremental chunks into one snapshot once there are
 /// this many of them...
@@ -28,7 +29,8 @@ pub(super) fn is_due(open: &OpenNote) -> bool {
 }
 
 impl Node {
-    /// Folds every note's chunks into one snapshot each.
+    /// Folds every note's chunks, and every space index's, into one
+    /// snapshot each.
     pub fn compact_all(&self) -> Result<()> {
         self.with_state(|st| {
             st.require_writer()?;
@@ -45,6 +47,10 @@ impl Node {
                     Err(e) => return Err(e),
                 }
             }
+            // The space indexes too: one lists every note of its space, and
+            // every start loads it.
+            let spaces: Vec<SpaceId> = st.spaces.keys().copied().collect();
+            st.compact_spaces_past(&spaces, 1)?;
             st.store.checkpoint_and_vacuum()
         })
     }
@@ -117,4 +123,37 @@ pub(super) struct Compaction {
     through: i64,
     incremental_bytes: usize,
     incremental_chunks: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::lock;
+    use crate::store::ChunkKind;
+    use crate::{Node, NodeOptions};
+
+    #[test]
+    fn compacting_folds_the_space_indexes_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::open(NodeOptions::new(dir.path())).unwrap();
+        for i in 0..5 {
+            node.create(&format!("Note {i}\n")).unwrap();
+            node.flush().unwrap();
+        }
+        let index = node.private_space().unwrap().doc_key();
+        let chunks = |node: &Node| lock(&node.shared.state).store.chunks(&index).unwrap();
+        assert!(
+            chunks(&node).len() > 1,
+            "each flush wrote a chunk of the index"
+        );
+
+        node.compact_all().unwrap();
+        let after = chunks(&node);
+        assert_eq!(after.len(), 1);
+        assert!(matches!(after[0].kind, ChunkKind::Snapshot));
+        assert_eq!(node.list(crate::ListFilter::Active).unwrap().len(), 5);
+        node.close().unwrap();
+        let node = Node::open(NodeOptions::new(dir.path())).unwrap();
+        assert_eq!(node.list(crate::ListFilter::Active).unwrap().len(), 5);
+        node.close().unwrap();
+    }
 }

@@ -417,9 +417,15 @@ impl State {
 
     /// Folds a space's chunks into one snapshot once there are many.
     pub(super) fn compact_spaces(&mut self, ids: &[SpaceId]) -> Result<()> {
+        self.compact_spaces_past(ids, super::compaction::COMPACT_AFTER_CHUNKS)
+    }
+
+    /// Folds the chunks of each space that has at least `chunks` of them
+    /// since its snapshot into one snapshot.
+    pub(super) fn compact_spaces_past(&mut self, ids: &[SpaceId], chunks: usize) -> Result<()> {
         for id in ids {
             let open = self.spaces.get_mut(id).expect("written spaces are loaded");
-            if open.incremental_chunks < super::compaction::COMPACT_AFTER_CHUNKS {
+            if open.incremental_chunks < chunks.max(1) {
                 continue;
             }
             let key = id.doc_key();

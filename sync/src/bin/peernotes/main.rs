@@ -131,7 +131,7 @@ enum Command {
         #[arg(long)]
         trash: bool,
     },
-    /// Fold each note's stored changes into one snapshot and shrink the store
+    /// Fold each note's and each space's stored changes into one snapshot and shrink the store
     Compact,
     /// Invite another device into a space: prints a one-time ticket (or short
     /// code) and waits
