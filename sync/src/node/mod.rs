@@ -577,9 +577,9 @@ impl Node {
                 created_at: row.created_at,
                 updated_at: row.updated_at,
                 trashed: row.trashed_at.is_some(),
-                heads: heads
-                    .chunks_exact(32)
-                    .map(|h| ChangeHash(h.try_into().expect("32-byte chunk")).to_string())
+                heads: decode_heads(&heads)
+                    .into_iter()
+                    .map(|h| ChangeHash(h).to_string())
                     .collect(),
             })
         })

@@ -844,8 +844,7 @@ impl Session {
             return;
         };
         let message = message.encode();
-        let bytes = message.len() + attestations_bytes(&attestations) + doc.len() + FRAME_OVERHEAD;
-        if bytes > MAX_FRAME_BYTES {
+        if let Some(bytes) = over_frame_limit(&message, &attestations, doc) {
             *state = before;
             self.too_large.insert(key);
             self.events.push_back(SessionEvent::TooLarge {
@@ -868,9 +867,20 @@ impl Session {
 /// key (the variant, the space, the lengths).
 const FRAME_OVERHEAD: usize = 64;
 
-/// How many bytes `attestations` take in a frame.
-fn attestations_bytes(attestations: &[Attestation]) -> usize {
-    postcard::to_stdvec(attestations).map_or(usize::MAX / 2, |bytes| bytes.len())
+/// Room left for a message's attestations (one per author of the document,
+/// a few hundred bytes each) below which they are not measured.
+const ATTESTATIONS_ROOM: usize = 4 * 1024 * 1024;
+
+/// The size of the `Sync` frame these would make, if it is over the frame
+/// limit. The attestations are measured only for a message near the limit,
+/// so a keystroke's message costs no extra encoding.
+fn over_frame_limit(message: &[u8], attestations: &[Attestation], doc: &str) -> Option<usize> {
+    let known = message.len() + doc.len() + FRAME_OVERHEAD;
+    if known + ATTESTATIONS_ROOM <= MAX_FRAME_BYTES {
+        return None;
+    }
+    let attested = postcard::to_stdvec(attestations).map_or(usize::MAX / 2, |bytes| bytes.len());
+    Some(known + attested).filter(|bytes| *bytes > MAX_FRAME_BYTES)
 }
 
 /// Sets `state` as a finished round of the sync protocol at `heads` would.
