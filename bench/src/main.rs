@@ -8,9 +8,10 @@
 //!
 //! Usage: peernotes-bench --cli <path to a release `peernotes`> [--out DIR]
 //!        [--baseline <bench/automerge-repo dir>] [--quick]
-//!        [--only <group>[,<group>…]] (groups: startup, replay, latency, bulk, clownschool)
+//!        [--only <group>[,<group>…]] (groups: startup, replay, latency, bulk, clownschool, large)
 
 mod baseline;
+mod large_note;
 mod network;
 mod replay;
 mod report;
@@ -38,7 +39,14 @@ impl Options {
     }
 }
 
-const GROUPS: [&str; 5] = ["startup", "replay", "latency", "bulk", "clownschool"];
+const GROUPS: [&str; 6] = [
+    "startup",
+    "replay",
+    "latency",
+    "bulk",
+    "clownschool",
+    "large",
+];
 
 fn options() -> anyhow::Result<Options> {
     let mut args = std::env::args().skip(1);
@@ -133,6 +141,9 @@ fn main() -> anyhow::Result<()> {
     }
     if options.runs("clownschool") {
         runtime.block_on(network::clownschool(&mut rows))?;
+    }
+    if options.runs("large") && !options.quick {
+        runtime.block_on(large_note::run(&mut rows))?;
     }
 
     let header = format!(

@@ -119,6 +119,12 @@ fn valid_frames() -> Vec<u8> {
             space: [1; 16],
             ops: vec![vec![3; 40]],
         },
+        // The first part of a message in parts, last: damage may make it
+        // claim anything.
+        Frame::Part {
+            total: MAX_FRAME_BYTES as u64 + 100,
+            bytes: vec![8; 20],
+        },
     ];
     frames.iter().flat_map(|f| f.encode().unwrap()).collect()
 }

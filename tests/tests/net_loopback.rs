@@ -6,6 +6,7 @@ use peernotes_sync::membership::Role;
 use std::time::{Duration, Instant};
 
 use peernotes_sync::net::{NetConfig, Transport};
+use peernotes_sync::protocol::{Frame, MAX_FRAME_BYTES};
 use peernotes_sync::{ListFilter, Node, NoteId};
 use peernotes_tests::{device, team, Device};
 
@@ -127,6 +128,14 @@ async fn garbage_or_absurd_frames_close_that_connection_only() {
         hostile_member_sends(&alice, team, garbage).await,
         "garbage closes it"
     );
+    let claims_a_terabyte = Frame::Part {
+        total: 1 << 40,
+        bytes: vec![0; 1024],
+    };
+    assert!(
+        hostile_member_sends(&alice, team, claims_a_terabyte.encode().unwrap()).await,
+        "a part of a message over the limit closes it"
+    );
 
     // Bob's connection is untouched: live edits still arrive.
     alice.node.splice(&note, 7, 0, "still here\n").unwrap();
@@ -211,4 +220,38 @@ async fn two_devices_with_much_to_send_each_do_not_block_each_other() {
         assert!(Instant::now() < deadline, "the exchange stalled");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_note_larger_than_a_frame_arrives_whole() {
+    let (alice, bob) = (loopback().await, loopback().await);
+    let team = team(&alice.node, &bob.node);
+    // CJK characters that look random: its save hardly compresses, so it
+    // takes more than one frame, in as few characters as can do that.
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let text: String = (0..10_500_000)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            char::from_u32(0x4e00 + (seed % 20_000) as u32).expect("a CJK character")
+        })
+        .collect();
+    let note = alice.node.create_in(team, &text).unwrap();
+    alice.node.flush().unwrap();
+    let saved = alice.node.note_document(&note).unwrap().len();
+    assert!(saved > MAX_FRAME_BYTES, "{saved} bytes fit in one frame");
+
+    bob.net.connect(alice.net.addr()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while bob.node.get(&note).map(|n| n.text.len()).ok() != Some(text.len()) {
+        assert!(Instant::now() < deadline, "the large note did not arrive");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(bob.node.get(&note).unwrap().text == text);
+    let received = bob.net.activity().bytes_received() as usize;
+    assert!(
+        received < saved + saved / 10,
+        "sent whole, once: {received} bytes for a save of {saved}"
+    );
 }

@@ -23,7 +23,16 @@ use super::{
 use crate::node::{Node, NodeEvent, Preloaded};
 use crate::note::NoteId;
 use crate::protocol::frame::SpaceKey;
-use crate::protocol::{Frame, FrameDecoder, Replicas, Session, SessionEvent, Vetted};
+use crate::protocol::{
+    Frame, FrameDecoder, Replicas, Session, SessionEvent, Vetted, MAX_FRAME_BYTES,
+};
+
+/// Messages larger than a frame (a long note, joined from its parts) are
+/// taken in one at a time on this device, whichever peer sent them: loading
+/// one costs far more memory than its bytes (a 50 MB note, about 5 GB), so
+/// two at once must not happen. A connection whose next message waits for
+/// this reads nothing more meanwhile, so its peer waits too.
+static LARGE_MESSAGES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 /// Numbers connections, so a guard can find its own.
 static CONNECTION_NUMBER: AtomicU64 = AtomicU64::new(0);
@@ -177,6 +186,11 @@ async fn run(
     loop {
         tokio::select! {
             next = incoming.recv() => {
+                // A large message's permit is held until the session has it.
+                let (next, _large) = match next {
+                    Some((item, large)) => (Some(item), large),
+                    None => (None, None),
+                };
                 match next {
                     Some(Incoming::Frame(frame)) => {
                         let _ = node.with_peer(&peer, |r| session.handle_vetted(frame, r));
@@ -371,6 +385,10 @@ enum Incoming {
     Bad(String),
 }
 
+/// An `Incoming` item, with the permit of a large message
+/// (`LARGE_MESSAGES`) while it is one.
+type Arrived = (Incoming, Option<tokio::sync::SemaphorePermit<'static>>);
+
 /// The reader task: its frames, and how many bytes it read.
 struct Reader {
     task: JoinHandle<anyhow::Result<()>>,
@@ -380,12 +398,13 @@ struct Reader {
 /// Reads, decodes and vets frames (none of it under the Node's lock) and
 /// starts loading each whole document on a worker thread, up to
 /// `FRAMES_AHEAD` frames ahead of the session: both cores load while the
-/// session takes in the frames before. The channel closes when the peer
-/// finishes its stream or after a frame that is not acceptable.
+/// session takes in the frames before; a message larger than a frame waits
+/// for `LARGE_MESSAGES` first. The channel closes when the peer finishes its
+/// stream or after a frame that is not acceptable.
 fn spawn_reader(
     mut recv: RecvStream,
     activity: Arc<Activity>,
-) -> (tokio::sync::mpsc::Receiver<Incoming>, Reader) {
+) -> (tokio::sync::mpsc::Receiver<Arrived>, Reader) {
     let (frames, incoming) = tokio::sync::mpsc::channel(FRAMES_AHEAD);
     let received = Arc::new(AtomicU64::new(0));
     let counted = received.clone();
@@ -400,22 +419,33 @@ fn spawn_reader(
             counted.fetch_add(n as u64, Ordering::SeqCst);
             decoder.push(&buf[..n]);
             loop {
+                let mut large = None;
                 let item = match decoder.next_frame().map_err(|e| e.to_string()) {
                     Ok(None) => break,
-                    Ok(Some(frame)) => match Vetted::check(frame) {
-                        Ok(frame) if Preloaded::wanted(&frame) => {
-                            Incoming::Loading(tokio::task::spawn_blocking(move || {
-                                let preloaded = Preloaded::of(&frame);
-                                (frame, preloaded)
-                            }))
+                    Ok(Some(frame)) => {
+                        let checked = if decoder.last_len() > MAX_FRAME_BYTES {
+                            // Vetting it inflates what it carries: seconds,
+                            // kept off the runtime's threads.
+                            large = Some(LARGE_MESSAGES.acquire().await?);
+                            tokio::task::spawn_blocking(move || Vetted::check(frame)).await?
+                        } else {
+                            Vetted::check(frame)
+                        };
+                        match checked {
+                            Ok(frame) if Preloaded::wanted(&frame) => {
+                                Incoming::Loading(tokio::task::spawn_blocking(move || {
+                                    let preloaded = Preloaded::of(&frame);
+                                    (frame, preloaded)
+                                }))
+                            }
+                            Ok(frame) => Incoming::Frame(frame),
+                            Err(e) => Incoming::Bad(e.to_string()),
                         }
-                        Ok(frame) => Incoming::Frame(frame),
-                        Err(e) => Incoming::Bad(e.to_string()),
-                    },
+                    }
                     Err(e) => Incoming::Bad(e),
                 };
                 let bad = matches!(item, Incoming::Bad(_));
-                if frames.send(item).await.is_err() || bad {
+                if frames.send((item, large)).await.is_err() || bad {
                     return Ok(());
                 }
             }

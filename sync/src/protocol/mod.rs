@@ -9,7 +9,9 @@ pub mod frame;
 pub mod session;
 pub mod vet;
 
-pub use frame::{Frame, FrameDecoder, FrameError, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+pub use frame::{
+    Frame, FrameDecoder, FrameError, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
+};
 pub use session::{summary_hash, Replicas, SavedDocument, Session, SessionError, SessionEvent};
 pub use vet::Vetted;
 

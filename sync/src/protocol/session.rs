@@ -28,7 +28,7 @@ use automerge::{sync, ChangeHash};
 use sha2::{Digest, Sha256};
 
 use super::frame::{
-    hashes, Attestation, DocHeads, DocKey, Frame, Hash, SpaceKey, SpaceSummary, MAX_FRAME_BYTES,
+    hashes, Attestation, DocHeads, DocKey, Frame, Hash, SpaceKey, SpaceSummary, MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
 };
 use super::vet::Vetted;
@@ -125,8 +125,9 @@ pub enum SessionEvent {
     /// The peer showed that this device was removed from `space`.
     Removed { space: SpaceKey },
     /// What this device has of `doc` that the peer lacks would not fit in
-    /// one frame (`bytes` of it): it is not sent in this session, and
-    /// nothing of it counts as sent. The other documents go on syncing.
+    /// one message, even in parts (`bytes` of it, over `MAX_MESSAGE_BYTES`):
+    /// it is not sent in this session, and nothing of it counts as sent. The
+    /// other documents go on syncing.
     TooLarge {
         space: SpaceKey,
         doc: DocKey,
@@ -193,7 +194,7 @@ pub struct Session {
     /// Documents sent whole whose receipt the peer has not acknowledged yet:
     /// until it does, they are not remembered as synced.
     unacknowledged: BTreeSet<(SpaceKey, DocKey)>,
-    /// Documents whose sync message would not fit in a frame: not sent again
+    /// Documents whose sync message would not fit in a message: not sent again
     /// in this session (making it again would cost as much, for nothing).
     too_large: BTreeSet<(SpaceKey, DocKey)>,
 }
@@ -426,6 +427,8 @@ impl Session {
                 }
                 Ok(())
             }
+            // Joined by the frame decoder; vetting refuses one on its own.
+            Frame::Part { .. } => Err(SessionError::Malformed("a part of a frame on its own")),
         }
     }
 
@@ -779,8 +782,9 @@ impl Session {
     }
 
     /// Sends `doc` whole to a peer that has none of it: its compressed save is
-    /// far smaller than its history as sync messages. Too large for one frame,
-    /// or not available, it goes by the sync protocol instead.
+    /// far smaller than its history as sync messages (over a frame, it goes
+    /// in parts). Too large for one message, or not available, it goes by the
+    /// sync protocol instead.
     fn send_document(&mut self, space: &SpaceKey, doc: &DocKey, replicas: &mut impl Replicas) {
         match replicas.saved_document(space, doc) {
             Some(whole) if whole.saved.len() <= MAX_DOCUMENT_BYTES => {
@@ -871,16 +875,16 @@ const FRAME_OVERHEAD: usize = 64;
 /// a few hundred bytes each) below which they are not measured.
 const ATTESTATIONS_ROOM: usize = 4 * 1024 * 1024;
 
-/// The size of the `Sync` frame these would make, if it is over the frame
-/// limit. The attestations are measured only for a message near the limit,
-/// so a keystroke's message costs no extra encoding.
+/// The size of the `Sync` frame these would make, if it is over the
+/// message limit. The attestations are measured only for a message near the
+/// limit, so a keystroke's message costs no extra encoding.
 fn over_frame_limit(message: &[u8], attestations: &[Attestation], doc: &str) -> Option<usize> {
     let known = message.len() + doc.len() + FRAME_OVERHEAD;
-    if known + ATTESTATIONS_ROOM <= MAX_FRAME_BYTES {
+    if known + ATTESTATIONS_ROOM <= MAX_MESSAGE_BYTES {
         return None;
     }
     let attested = postcard::to_stdvec(attestations).map_or(usize::MAX / 2, |bytes| bytes.len());
-    Some(known + attested).filter(|bytes| *bytes > MAX_FRAME_BYTES)
+    Some(known + attested).filter(|bytes| *bytes > MAX_MESSAGE_BYTES)
 }
 
 /// Sets `state` as a finished round of the sync protocol at `heads` would.
@@ -941,9 +945,10 @@ fn is_acknowledgement(message: &sync::Message, state: &sync::State) -> bool {
 /// compares buckets instead.
 pub const MAX_CHANGED_LISTED: usize = 4096;
 
-/// Largest whole document sent in one `Document` frame; larger ones go by the
-/// sync protocol.
-pub const MAX_DOCUMENT_BYTES: usize = MAX_FRAME_BYTES / 2;
+/// Largest whole document sent in one `Document` frame (in parts, if over a
+/// frame), leaving room for its attestations; larger ones go by the sync
+/// protocol.
+pub const MAX_DOCUMENT_BYTES: usize = MAX_MESSAGE_BYTES - ATTESTATIONS_ROOM;
 
 /// Largest presence payload accepted (a cursor and a selection need far less).
 pub const MAX_PRESENCE_BYTES: usize = 4096;
@@ -1193,10 +1198,10 @@ mod tests {
     }
 
     #[test]
-    fn a_document_too_large_for_a_frame_is_skipped_and_the_others_still_sync() {
+    fn a_document_too_large_for_a_message_is_skipped_and_the_others_still_sync() {
         use automerge::transaction::Transactable;
         // Bytes that do not compress: the change is as large as they are.
-        let noise = crate::protocol::noise(MAX_FRAME_BYTES + 1024, 0x9e37_79b9_7f4a_7c15);
+        let noise = crate::protocol::noise(MAX_MESSAGE_BYTES + 1024, 0x9e37_79b9_7f4a_7c15);
         let mut big = automerge::AutoCommit::new();
         big.put(
             automerge::ROOT,
@@ -1231,7 +1236,7 @@ mod tests {
                 .collect::<Vec<_>>()
         );
         assert!(
-            matches!(s.poll_event(), Some(SessionEvent::TooLarge { doc, bytes, .. }) if doc == "big" && bytes > MAX_FRAME_BYTES),
+            matches!(s.poll_event(), Some(SessionEvent::TooLarge { doc, bytes, .. }) if doc == "big" && bytes > MAX_MESSAGE_BYTES),
             "the large one is reported"
         );
         assert!(s.is_open(), "the session goes on");

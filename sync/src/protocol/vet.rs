@@ -10,7 +10,9 @@
 //! parameters are at most what Automerge writes, and the chunks it carries
 //! inflate to at most `MAX_INFLATED_BYTES` and decode to at most
 //! `MAX_COLUMN_ENTRIES` column entries (run-length encoding lets a few bytes
-//! claim billions of ops; Automerge would iterate every one). Checking costs
+//! claim billions of ops; Automerge would iterate every one), or, for a
+//! larger frame, a budget in proportion to the bytes the peer sent, up to
+//! absolute caps (`Budget::for_sent`). Checking costs
 //! one pass over the frame plus inflating that budget; nothing here allocates
 //! more than the budget, whatever a peer claims.
 //!
@@ -37,6 +39,15 @@ pub const MAX_INFLATED_BYTES: usize = 32 * 1024 * 1024;
 /// op is about ten of them, so this is a few million ops. Deleting a whole
 /// 2 MB note in one change is about 20 million.
 pub const MAX_COLUMN_ENTRIES: u64 = 64 * 1024 * 1024;
+/// A larger frame (a long note, sent in parts) may inflate to this many
+/// bytes, and claim this many column entries, per byte its chunks take,
+/// up to the absolute caps: what a peer makes this device spend grows only
+/// with what it sends. A 50 MB note of prose saves to about 17 MB, which
+/// inflates to 67 MB (4 per byte) and claims 600 million entries (35 per byte).
+pub const INFLATED_PER_BYTE: usize = 16;
+pub const ENTRIES_PER_BYTE: u64 = 64;
+pub const MAX_INFLATED_TOTAL: usize = 1024 * 1024 * 1024;
+pub const MAX_COLUMN_ENTRIES_TOTAL: u64 = 2 * 1024 * 1024 * 1024;
 /// Longest doc key (a note id is 32 characters, a space index's 38).
 pub const MAX_DOC_KEY: usize = 64;
 /// Most spaces in a hello, and documents in one `Heads` frame.
@@ -98,6 +109,7 @@ fn check_frame(frame: &Frame) -> Result<(), String> {
             Ok(())
         }
         Frame::Buckets { .. } | Frame::Goodbye { .. } => Ok(()),
+        Frame::Part { .. } => Err("a part of a frame on its own".into()),
         Frame::Heads { docs, .. } => {
             at_most(docs.len(), MAX_HEADS_DOCS, "documents in one heads frame")?;
             for doc in docs {
@@ -126,7 +138,7 @@ fn check_frame(frame: &Frame) -> Result<(), String> {
             doc_key(doc)?;
             at_most(heads.len(), MAX_HASHES, "heads of one document")?;
             attested(doc, attestations)?;
-            chunks(saved, &mut Budget::frame())
+            chunks(saved, &mut Budget::for_sent(saved.len()))
         }
         Frame::Presence { doc, .. } => doc_key(doc),
         Frame::Removed { ops, .. } => {
@@ -193,7 +205,7 @@ pub fn sync_message(bytes: &[u8]) -> Result<(), String> {
         bloom(r.take(bloom_len)?)?;
     }
     let changes = r.uleb()?;
-    let mut budget = Budget::frame();
+    let mut budget = Budget::for_sent(bytes.len());
     for _ in 0..changes {
         let len = r.uleb()?;
         chunks(r.take(len)?, &mut budget)?;
@@ -237,27 +249,50 @@ fn bloom(bytes: &[u8]) -> Result<(), String> {
 pub struct Budget {
     bytes: usize,
     entries: u64,
+    /// What it started at, to say so when it runs out.
+    limits: (usize, u64),
 }
 
 impl Budget {
-    pub fn frame() -> Budget {
+    /// The budget of a frame whose chunks take `sent` bytes: the floors
+    /// (`MAX_INFLATED_BYTES`, `MAX_COLUMN_ENTRIES`), or, for a larger frame
+    /// (a long note), in proportion to what the peer actually sent, never
+    /// past the absolute caps. A few bytes never claim more than a short
+    /// note's worth.
+    pub fn for_sent(sent: usize) -> Budget {
+        let bytes = sent
+            .saturating_mul(INFLATED_PER_BYTE)
+            .clamp(MAX_INFLATED_BYTES, MAX_INFLATED_TOTAL);
+        let entries = (sent as u64)
+            .saturating_mul(ENTRIES_PER_BYTE)
+            .clamp(MAX_COLUMN_ENTRIES, MAX_COLUMN_ENTRIES_TOTAL);
         Budget {
-            bytes: MAX_INFLATED_BYTES,
-            entries: MAX_COLUMN_ENTRIES,
+            bytes,
+            entries,
+            limits: (bytes, entries),
         }
     }
 
+    /// The budget of a frame of ordinary size.
+    pub fn frame() -> Budget {
+        Budget::for_sent(0)
+    }
+
     fn bytes(&mut self, n: usize) -> Result<(), String> {
-        self.bytes = self.bytes.checked_sub(n).ok_or_else(|| {
-            format!("changes that inflate to over {MAX_INFLATED_BYTES} bytes in one frame")
-        })?;
+        let limit = self.limits.0;
+        self.bytes = self
+            .bytes
+            .checked_sub(n)
+            .ok_or_else(|| format!("changes that inflate to over {limit} bytes in one frame"))?;
         Ok(())
     }
 
     fn entries(&mut self, n: u64) -> Result<(), String> {
-        self.entries = self.entries.checked_sub(n).ok_or_else(|| {
-            format!("changes of over {MAX_COLUMN_ENTRIES} column entries in one frame")
-        })?;
+        let limit = self.limits.1;
+        self.entries = self
+            .entries
+            .checked_sub(n)
+            .ok_or_else(|| format!("changes of over {limit} column entries in one frame"))?;
         Ok(())
     }
 }
@@ -437,7 +472,7 @@ fn column_entries(spec: u64, data: &[u8], budget: &mut Budget) -> Result<(), Str
 fn inflate(data: &[u8], budget: &mut Budget) -> Result<Vec<u8>, String> {
     let len = inflate_into(data, budget, |_| {})?;
     let mut inflated = Vec::with_capacity(len);
-    inflate_into(data, &mut Budget::frame(), |bytes| {
+    inflate_into(data, &mut Budget::for_sent(usize::MAX), |bytes| {
         inflated.extend_from_slice(bytes)
     })?;
     Ok(inflated)
