@@ -6,7 +6,7 @@
 //! the schema migrations. WAL with `synchronous=FULL`: a transaction that returned
 //! is on disk. It knows nothing of Automerge; it stores and returns bytes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -159,6 +159,18 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE notes ADD COLUMN text_heads BLOB;
     CREATE INDEX notes_lagging ON notes (id) WHERE text_heads IS NOT NULL;
+    "#,
+    // 11: each space's members and their names, as its index last said, so
+    // a reader can name who edited a note without loading any index (the
+    // Private space's lists every note of this person). Written with the
+    // index; filled by the first writer to open the store.
+    r#"
+    CREATE TABLE space_members (
+        space_id TEXT NOT NULL,
+        node_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        PRIMARY KEY (space_id, node_id)
+    ) WITHOUT ROWID;
     "#,
 ];
 
@@ -314,12 +326,15 @@ impl Batch {
     }
 }
 
-/// A space's part of a group commit: its cached name and the chunks to append.
+/// A space's part of a group commit: its cached name, the chunks to append
+/// and its members.
 #[derive(Debug, Clone)]
 pub struct SpaceWrite {
     pub id: String,
     pub name: String,
     pub chunks: Vec<Vec<u8>>,
+    /// Its members now, `(node id, name)`.
+    pub members: Vec<(String, String)>,
 }
 
 /// A space's row.
@@ -585,6 +600,38 @@ impl Store {
             )
             .map(|_| ())
             .map_err(|e| classify(&self.path, e))
+    }
+
+    /// Every space's recorded members, `(node id, name)`, by space id.
+    pub fn space_members(&self) -> Result<BTreeMap<String, Vec<(String, String)>>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT space_id, node_id, name FROM space_members ORDER BY space_id, node_id",
+            )
+            .map_err(|e| classify(&self.path, e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<(String, String, String)>>>())
+            .map_err(|e| classify(&self.path, e))?;
+        let mut members: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+        for (space, node_id, name) in rows {
+            members.entry(space).or_default().push((node_id, name));
+        }
+        Ok(members)
+    }
+
+    /// Records the members of each of `spaces`, in one transaction.
+    pub fn write_space_members(
+        &mut self,
+        spaces: &[(String, Vec<(String, String)>)],
+    ) -> Result<()> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| classify(&path, e))?;
+        for (space_id, members) in spaces {
+            write_members(&tx, space_id, members).map_err(|e| classify(&path, e))?;
+        }
+        tx.commit().map_err(|e| classify(&path, e))
     }
 
     /// Remembers an accepted invitation until the space's index arrives;
@@ -1127,6 +1174,7 @@ fn write_space(tx: &Transaction<'_>, space: &SpaceWrite, private: bool) -> rusql
     )?;
     // A space that arrives fulfils the invitation to it.
     tx.execute("DELETE FROM invitations WHERE space_id = ?1", [&space.id])?;
+    write_members(tx, &space.id, &space.members)?;
     for chunk in &space.chunks {
         tx.execute(
             "INSERT INTO chunks (note_id, kind, data) VALUES (?1, ?2, ?3)",
@@ -1136,6 +1184,22 @@ fn write_space(tx: &Transaction<'_>, space: &SpaceWrite, private: bool) -> rusql
                 chunk
             ],
         )?;
+    }
+    Ok(())
+}
+
+/// Replaces the members recorded for `space_id`.
+fn write_members(
+    tx: &Transaction<'_>,
+    space_id: &str,
+    members: &[(String, String)],
+) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM space_members WHERE space_id = ?1", [space_id])?;
+    let mut insert = tx.prepare_cached(
+        "INSERT OR REPLACE INTO space_members (space_id, node_id, name) VALUES (?1, ?2, ?3)",
+    )?;
+    for (node_id, name) in members {
+        insert.execute(params![space_id, node_id, name])?;
     }
     Ok(())
 }
@@ -1152,6 +1216,7 @@ fn switch_private(tx: &Transaction<'_>, old: &str, new: &str) -> rusqlite::Resul
     tx.execute("DELETE FROM attestations WHERE doc = ?1", [&index])?;
     tx.execute("DELETE FROM legacy_heads WHERE doc = ?1", [&index])?;
     tx.execute("DELETE FROM spaces WHERE id = ?1", [old])?;
+    tx.execute("DELETE FROM space_members WHERE space_id = ?1", [old])?;
     tx.execute("UPDATE spaces SET private = 1 WHERE id = ?1", [new])?;
     Ok(())
 }
@@ -1293,6 +1358,7 @@ mod tests {
                 id: "s1".into(),
                 name: "Private".into(),
                 chunks: vec![],
+                members: vec![],
             })
             .unwrap();
         // Switched in the same transaction that writes a note of the old space.

@@ -219,13 +219,34 @@ impl State {
         }
     }
 
-    /// Display names of every member of every space, by node id.
+    /// Display names of every member of every space, by node id: from the
+    /// indexes, or, before a read-only Node has read them, as the store
+    /// recorded them.
     fn member_names(&self) -> std::collections::HashMap<String, String> {
-        self.spaces
-            .values()
-            .flat_map(|open| open.space.members())
-            .map(|m| (m.node_id, m.name))
-            .collect()
+        if !self.spaces_unread {
+            return self
+                .spaces
+                .values()
+                .flat_map(|open| open.space.members())
+                .map(|m| (m.node_id, m.name))
+                .collect();
+        }
+        match self.store.space_members() {
+            Ok(spaces) => spaces.into_values().flatten().collect(),
+            Err(e) => {
+                tracing::warn!("cannot read the members' names: {e}");
+                std::collections::HashMap::new()
+            }
+        }
+    }
+
+    /// Reads the space indexes, for a read-only Node's first call that needs them.
+    fn read_spaces_if_unread(&mut self) -> Result<()> {
+        if self.spaces_unread {
+            self.load_spaces()?;
+            self.spaces_unread = false;
+        }
+        Ok(())
     }
 }
 
@@ -290,8 +311,11 @@ struct State {
     /// The device key, which signs membership ops; `None` when read-only.
     key: Option<[u8; 32]>,
     node_id: String,
-    /// Every space's index, always in memory (there are few). Empty when read-only.
+    /// Every space's index, in memory (there are few). A read-only Node
+    /// reads them only when a call needs them (`spaces_unread` until then):
+    /// listing notes needs only the member names the store records.
     spaces: BTreeMap<SpaceId, spaces::OpenSpace>,
+    spaces_unread: bool,
     dirty_spaces: BTreeSet<SpaceId>,
     /// Where new notes go unless told otherwise; `None` when read-only.
     private_space: Option<SpaceId>,
@@ -356,7 +380,7 @@ impl Node {
                 .unwrap_or_default();
             // The actor is never used: a read-only Node makes no changes.
             let mut state = State::new(store, ActorId::random(), node_id.clone(), &options, None);
-            state.load_spaces()?;
+            state.spaces_unread = true;
             return Node::start(dir, node_id, None, state, None);
         }
         let lock = DataDirLock::acquire(&dir)?;
@@ -374,6 +398,7 @@ impl Node {
         );
         state.load_spaces()?;
         state.ensure_private_space()?;
+        state.record_members()?;
         state.refresh_lagging_texts()?;
         Node::start(
             dir,
@@ -499,7 +524,7 @@ impl Node {
     /// The notes of one space (all notes for `None`), most recently edited first.
     pub fn list_in(&self, filter: ListFilter, space: Option<SpaceId>) -> Result<Vec<NoteSummary>> {
         let space = space.map(|s| s.to_string());
-        self.with_state(|st| {
+        self.with_rows(|st| {
             st.flush_before_reading();
             let rows = st
                 .store
@@ -657,7 +682,7 @@ impl Node {
     }
 
     pub fn search(&self, query: &str, limit: usize) -> Result<Vec<SearchHit>> {
-        self.with_state(|st| {
+        self.with_rows(|st| {
             st.flush_before_reading();
             st.store
                 .search(query, limit)?
@@ -729,6 +754,20 @@ impl Node {
 
     /// Runs `f` under the state lock, then delivers the events it produced.
     fn with_state<R>(&self, f: impl FnOnce(&mut State) -> Result<R>) -> Result<R> {
+        let result = {
+            let mut st = lock(&self.shared.state);
+            match st.read_spaces_if_unread() {
+                Ok(()) => f(&mut st),
+                Err(e) => Err(e),
+            }
+        };
+        self.send_outbox();
+        result
+    }
+
+    /// `with_state` for a call that reads only the store's rows (and member
+    /// names): a read-only Node does not read the space indexes for it.
+    fn with_rows<R>(&self, f: impl FnOnce(&mut State) -> Result<R>) -> Result<R> {
         let result = f(&mut lock(&self.shared.state));
         self.send_outbox();
         result
@@ -758,6 +797,7 @@ impl State {
             key,
             node_id,
             spaces: BTreeMap::new(),
+            spaces_unread: false,
             dirty_spaces: BTreeSet::new(),
             private_space: None,
             sync_states: BTreeMap::new(),
@@ -950,6 +990,63 @@ mod tests {
             "{:?}",
             node.quarantined()
         );
+    }
+
+    #[test]
+    fn a_reader_lists_notes_with_member_names_without_reading_any_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let bob = Node::open(NodeOptions::new(other.path())).unwrap();
+        let writer = Node::open(NodeOptions::new(dir.path())).unwrap();
+        let team = writer.create_space("Team").unwrap();
+        writer
+            .add_member(team, bob.node_id(), "Bob", crate::membership::Role::Editor)
+            .unwrap();
+        writer
+            .create_in(
+                team, "# Plan
+",
+            )
+            .unwrap();
+        writer.flush().unwrap();
+
+        let mut options = NodeOptions::new(dir.path());
+        options.read_only = true;
+        let reader = Node::open(options).unwrap();
+        assert_eq!(reader.list(ListFilter::Active).unwrap().len(), 1);
+        assert_eq!(reader.search("plan", 10).unwrap().len(), 1);
+        {
+            let st = lock(&reader.shared.state);
+            assert!(st.spaces_unread, "listing read no index");
+            assert!(st.spaces.is_empty());
+            let names = st.member_names();
+            assert_eq!(names.get(bob.node_id()).map(String::as_str), Some("Bob"));
+            assert!(names.contains_key(writer.node_id()));
+        }
+        // A call that needs the indexes reads them.
+        assert_eq!(reader.members(team).unwrap().len(), 2);
+        assert!(!lock(&reader.shared.state).spaces_unread);
+    }
+
+    #[test]
+    fn a_store_without_recorded_members_gets_them_from_its_first_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = Node::open(NodeOptions::new(dir.path())).unwrap();
+        let team = writer.create_space("Team").unwrap();
+        writer.flush().unwrap();
+        // As a store from before they were recorded.
+        let recorded = |node: &Node| lock(&node.shared.state).store.space_members().unwrap();
+        assert_eq!(recorded(&writer).len(), 2, "the Private space and Team");
+        lock(&writer.shared.state)
+            .store
+            .write_space_members(&[(team.to_string(), Vec::new())])
+            .unwrap();
+        writer.close().unwrap();
+
+        let writer = Node::open(NodeOptions::new(dir.path())).unwrap();
+        let members = recorded(&writer);
+        assert_eq!(members[&team.to_string()].len(), 1);
+        assert_eq!(members[&team.to_string()][0].0, writer.node_id());
     }
 
     #[test]

@@ -366,10 +366,29 @@ impl State {
             id: id.to_string(),
             name: PRIVATE_SPACE_NAME.into(),
             chunks: vec![space.take_incremental()],
+            members: member_names(&space),
         })?;
         self.spaces.insert(id, OpenSpace::new(space, 1));
         self.private_space = Some(id);
         Ok(())
+    }
+
+    /// Records every space's members in the store where they differ from
+    /// what it holds (a store from before it recorded them, or one a
+    /// version that did not keep them current wrote), so readers need no
+    /// index to name them.
+    pub(super) fn record_members(&mut self) -> Result<()> {
+        let recorded = self.store.space_members()?;
+        let differing: Vec<(String, Vec<(String, String)>)> = self
+            .spaces
+            .iter()
+            .map(|(id, open)| (id.to_string(), member_names(&open.space)))
+            .filter(|(id, members)| recorded.get(id) != Some(members))
+            .collect();
+        if differing.is_empty() {
+            return Ok(());
+        }
+        self.store.write_space_members(&differing)
     }
 
     /// What the group commit writes for dirty spaces. Changes stay pending until
@@ -386,6 +405,7 @@ impl State {
                 id: id.to_string(),
                 name: open.space.name(),
                 chunks: open.pending.clone(),
+                members: member_names(&open.space),
             });
         }
         writes
@@ -437,6 +457,17 @@ impl State {
         }
         Ok(())
     }
+}
+
+/// A space's members as the store records them: `(node id, name)`.
+fn member_names(space: &Space) -> Vec<(String, String)> {
+    let mut members: Vec<(String, String)> = space
+        .members()
+        .into_iter()
+        .map(|m| (m.node_id, m.name))
+        .collect();
+    members.sort();
+    members
 }
 
 /// The start of a node id, for messages.
