@@ -319,6 +319,7 @@ async fn reopen_as_before_signing(device: Device) -> Device {
              ALTER TABLE invitations DROP COLUMN private;
              DROP INDEX notes_lagging;
              ALTER TABLE notes DROP COLUMN text_heads;
+             DROP TABLE space_members;
              PRAGMA user_version = 7;",
         )
         .unwrap();
