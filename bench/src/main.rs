@@ -8,10 +8,11 @@
 //!
 //! Usage: peernotes-bench --cli <path to a release `peernotes`> [--out DIR]
 //!        [--baseline <bench/automerge-repo dir>] [--quick]
-//!        [--only <group>[,<group>…]] (groups: startup, replay, latency, bulk, clownschool, large)
+//!        [--only <group>[,<group>…]] (groups: startup, replay, latency, bulk, clownschool, large, devices)
 
 mod baseline;
 mod large_note;
+mod many_devices;
 mod network;
 mod replay;
 mod report;
@@ -39,13 +40,14 @@ impl Options {
     }
 }
 
-const GROUPS: [&str; 6] = [
+const GROUPS: [&str; 7] = [
     "startup",
     "replay",
     "latency",
     "bulk",
     "clownschool",
     "large",
+    "devices",
 ];
 
 fn options() -> anyhow::Result<Options> {
@@ -141,6 +143,9 @@ fn main() -> anyhow::Result<()> {
     }
     if options.runs("clownschool") {
         runtime.block_on(network::clownschool(&mut rows))?;
+    }
+    if options.runs("devices") {
+        runtime.block_on(many_devices::run(&mut rows))?;
     }
     if options.runs("large") && !options.quick {
         runtime.block_on(large_note::run(&mut rows))?;
