@@ -170,7 +170,7 @@ fn watch_length(
     let watcher = std::thread::spawn(move || {
         while !stop.load(Ordering::SeqCst) {
             match events.recv_timeout(Duration::from_millis(50)) {
-                Ok(NodeEvent::NoteChanged { id }) if id == note => {
+                Ok(NodeEvent::NoteChanged { id, .. }) if id == note => {
                     if let Ok(view) = node.get(&note) {
                         shown.store(view.text.chars().count(), Ordering::SeqCst);
                     }

@@ -60,7 +60,7 @@ pub async fn latency(rows: &mut Vec<Row>, edits: usize) -> anyhow::Result<Vec<f6
         length += 1;
         loop {
             match events.recv_timeout(Duration::from_secs(10)) {
-                Ok(NodeEvent::NoteChanged { id }) if id == note => {
+                Ok(NodeEvent::NoteChanged { id, .. }) if id == note => {
                     if bob.node.get(&note)?.text.chars().count() == length {
                         break;
                     }
@@ -166,7 +166,7 @@ fn while_both_type(
             expected += 1;
             loop {
                 match events.recv_timeout(Duration::from_secs(10)) {
-                    Ok(NodeEvent::NoteChanged { id }) if id == *note => {
+                    Ok(NodeEvent::NoteChanged { id, .. }) if id == *note => {
                         if count_x(bob)? == expected {
                             break;
                         }

@@ -80,7 +80,7 @@ pub fn forward(
         .spawn(move || {
             for event in events {
                 let sent = match event {
-                    NodeEvent::NoteChanged { id } => {
+                    NodeEvent::NoteChanged { id, .. } => {
                         app.emit(NOTES_CHANGED, NotesChanged { id: Some(id) })
                     }
                     NodeEvent::SpaceChanged { space } => app.emit(SPACES_CHANGED, space),

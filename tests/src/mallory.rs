@@ -782,6 +782,7 @@ pub fn kind(frame: &Frame) -> &'static str {
         Frame::Document { .. } => "Document",
         Frame::Goodbye { .. } => "Goodbye",
         Frame::Removed { .. } => "Removed",
+        Frame::Links { .. } => "Links",
         Frame::Part { .. } => "Part",
     }
 }

@@ -255,3 +255,48 @@ async fn a_note_larger_than_a_frame_arrives_whole() {
         "sent whole, once: {received} bytes for a save of {saved}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_full_mesh_a_change_reaches_each_device_once() {
+    let (alice, bob, carol) = (loopback().await, loopback().await, loopback().await);
+    let space =
+        peernotes_tests::shared_space("Three", &alice.node, &[&bob.node, &carol.node]).unwrap();
+    let note = alice.node.create_in(space, "# Three\n").unwrap();
+    bob.net.keep_connected(alice.net.addr());
+    carol.net.keep_connected(alice.net.addr());
+    eventually("the note to reach both", || {
+        text_of(&bob.node, &note).is_some() && text_of(&carol.node, &note).is_some()
+    })
+    .await;
+    carol.net.keep_connected(bob.net.addr());
+    eventually("every pair to connect", || {
+        [&alice, &bob, &carol]
+            .iter()
+            .all(|d| d.net.activity().connections() == 2)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let received = |d: &Device| d.net.activity().bytes_received();
+    let sent = |d: &Device| d.net.activity().bytes_sent();
+    let (bob_sent, carol_received) = (sent(&bob), received(&carol));
+    let mut text = "# Three\n".to_string();
+    for i in 0..30 {
+        alice.node.splice(&note, text.len(), 0, "x").unwrap();
+        text.push('x');
+        eventually(&format!("keystroke {i} to reach both"), || {
+            text_of(&bob.node, &note).as_deref() == Some(text.as_str())
+                && text_of(&carol.node, &note).as_deref() == Some(text.as_str())
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let bob_sent = sent(&bob) - bob_sent;
+    let carol_received = received(&carol) - carol_received;
+    // Bob only acknowledges what Alice sent: he relays none of it to Carol,
+    // who has it from Alice.
+    assert!(
+        bob_sent * 2 < carol_received,
+        "Bob sent {bob_sent} bytes while Carol received {carol_received}"
+    );
+}

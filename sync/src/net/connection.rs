@@ -45,6 +45,9 @@ struct ConnectionGuard {
     node: Arc<Node>,
     activity: Arc<Activity>,
     connected: Connected,
+    /// Told when a peer's first connection opens or its last one closes:
+    /// every session then tells its peer (`Frame::Links`).
+    links: broadcast::Sender<Outgoing>,
     peer: String,
     number: u64,
 }
@@ -54,6 +57,7 @@ impl ConnectionGuard {
         node: Arc<Node>,
         activity: Arc<Activity>,
         connected: Connected,
+        links: broadcast::Sender<Outgoing>,
         conn: &Connection,
         addrs: &[SocketAddr],
     ) -> ConnectionGuard {
@@ -76,11 +80,13 @@ impl ConnectionGuard {
             if let Err(e) = node.peer_connected(&peer, true, addrs) {
                 tracing::warn!("cannot record the connection: {e}");
             }
+            let _ = links.send(Outgoing::Links);
         }
         ConnectionGuard {
             node,
             activity,
             connected,
+            links,
             peer,
             number,
         }
@@ -106,6 +112,7 @@ impl Drop for ConnectionGuard {
             }
         };
         if last {
+            let _ = self.links.send(Outgoing::Links);
             self.node.drop_incoming_from(&self.peer);
             if let Err(e) = self.node.peer_connected(&self.peer, false, &[]) {
                 tracing::warn!("cannot record the disconnection: {e}");
@@ -120,7 +127,7 @@ pub(super) async fn drive(
     node: Arc<Node>,
     conn: Connection,
     initiator: bool,
-    changes: broadcast::Receiver<Outgoing>,
+    changes: broadcast::Sender<Outgoing>,
     activity: Arc<Activity>,
     connected: Connected,
 ) -> anyhow::Result<()> {
@@ -142,10 +149,11 @@ async fn run(
     node: Arc<Node>,
     conn: Connection,
     initiator: bool,
-    mut changes: broadcast::Receiver<Outgoing>,
+    links: broadcast::Sender<Outgoing>,
     activity: Arc<Activity>,
     connected: Connected,
 ) -> anyhow::Result<()> {
+    let mut changes = links.subscribe();
     let peer = conn.remote_id().to_string();
     if node.with_peer(&peer, |r| r.shared_spaces().is_empty()) {
         let notices = node.with_peer(&peer, |r| r.removal_notices());
@@ -169,7 +177,14 @@ async fn run(
             _ => None,
         })
         .collect();
-    let _counted = ConnectionGuard::new(node.clone(), activity.clone(), connected, &conn, &addrs);
+    let _counted = ConnectionGuard::new(
+        node.clone(),
+        activity.clone(),
+        connected.clone(),
+        links,
+        &conn,
+        &addrs,
+    );
     tracing::info!(?addrs, initiator, "connected");
     // Writing has its own task, so this loop always keeps reading: two peers that
     // both have more to send than the stream window cannot block each other.
@@ -179,6 +194,7 @@ async fn run(
     let mut moved = Moved::default();
     let mut session = Session::new();
     node.with_peer(&peer, |r| session.start(r));
+    session.send_links(links_of(&connected, &peer));
     queue_out(&mut session, &out, &node, &peer, &mut moved)?;
     let (mut incoming, reader) = spawn_reader(recv, activity.clone());
     let mut membership = tokio::time::interval(MEMBERSHIP_CHECK);
@@ -233,9 +249,13 @@ async fn run(
                 }
             }
             change = changes.recv() => match change {
-                Ok(Outgoing::Change(space, doc)) => {
-                    session.local_change(space.as_bytes(), &doc);
-                }
+                Ok(Outgoing::Change(space, doc, by_peer)) => match by_peer {
+                    // This peer's own change: answering its message says so.
+                    Some(from) if from == peer => {}
+                    Some(from) => session.relayed_change(space.as_bytes(), &doc, &from),
+                    None => session.local_change(space.as_bytes(), &doc),
+                },
+                Ok(Outgoing::Links) => session.send_links(links_of(&connected, &peer)),
                 Ok(Outgoing::Presence(space, doc, payload)) => {
                     let shared = node.with_peer(&peer, |r| r.shared_spaces().contains(space.as_bytes()));
                     if shared {
@@ -271,6 +291,15 @@ async fn run(
         "disconnected"
     );
     Ok(())
+}
+
+/// The devices this one has sync connections to, `peer` aside.
+fn links_of(connected: &Connected, peer: &str) -> Vec<String> {
+    let open = connected.lock().unwrap_or_else(|e| e.into_inner());
+    open.keys()
+        .filter(|device| *device != peer)
+        .cloned()
+        .collect()
 }
 
 /// Tells a device that shares no space with us any more that it was removed

@@ -312,12 +312,11 @@ impl Transport {
                     let result = if conn.alpn() == PAIR_ALPN {
                         pair::answer(&transport, conn).await
                     } else {
-                        let changes = transport.changes.subscribe();
                         connection::drive(
                             transport.node.clone(),
                             conn,
                             false,
-                            changes,
+                            transport.changes.clone(),
                             transport.activity.clone(),
                             transport.connected.clone(),
                         )
@@ -342,7 +341,7 @@ impl Transport {
             .await
             .with_context(|| format!("cannot reach {}", peer.id))?;
         let node = self.node.clone();
-        let changes = self.changes.subscribe();
+        let changes = self.changes.clone();
         let activity = self.activity.clone();
         activity.touch();
         let connected = self.connected.clone();
@@ -375,12 +374,14 @@ impl Transport {
     }
 }
 
-/// What goes out to every open connection: a local change to push, or where
-/// this device's cursor is.
+/// What goes out to every open connection: a change to push (made here, or
+/// by what the device named sent), where this device's cursor is, or that
+/// the devices this one is connected to changed.
 #[derive(Debug, Clone)]
 enum Outgoing {
-    Change(SpaceId, String),
+    Change(SpaceId, String, Option<String>),
     Presence(SpaceId, String, Vec<u8>),
+    Links,
 }
 
 /// A cursor as presence frames carry it (character offsets in the note).
@@ -407,15 +408,18 @@ fn forward_local_changes(
                 }
                 let Some(node) = node.upgrade() else { break };
                 let change = match event {
-                    NodeEvent::NoteChanged { id } => match node.space_of(&id) {
-                        Ok(space) => (space, id.to_string()),
+                    NodeEvent::NoteChanged { id, by_peer } => match node.space_of(&id) {
+                        Ok(space) => Outgoing::Change(space, id.to_string(), by_peer),
                         Err(_) => continue,
                     },
-                    NodeEvent::SpaceChanged { space } => (space, space.doc_key()),
+                    // Indexes change seldom: relayed to everyone.
+                    NodeEvent::SpaceChanged { space } => {
+                        Outgoing::Change(space, space.doc_key(), None)
+                    }
                     _ => continue,
                 };
                 // No receivers just means no connection is open.
-                let _ = changes.send(Outgoing::Change(change.0, change.1));
+                let _ = changes.send(change);
             }
         })
         .expect("cannot start the change forwarder");

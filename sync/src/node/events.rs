@@ -16,8 +16,14 @@ use crate::space::SpaceId;
 #[serde(tag = "kind", rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum NodeEvent {
-    /// A note's text, title or trash state changed on this device.
-    NoteChanged { id: NoteId },
+    /// A note's text, title or trash state changed on this device;
+    /// `by_peer`: the device whose sync message changed it, if one did
+    /// (others it syncs with may have it from that device already).
+    NoteChanged {
+        id: NoteId,
+        #[serde(skip)]
+        by_peer: Option<String>,
+    },
     /// Writing to the store failed; edits stay in memory and are retried.
     StoreFailed { message: String },
     /// Writing to the store works again after `StoreFailed`: everything

@@ -490,7 +490,10 @@ impl Node {
                 text_written_at: None,
             })?;
             st.dirty.insert(id.clone());
-            st.outbox.push(NodeEvent::NoteChanged { id: id.clone() });
+            st.outbox.push(NodeEvent::NoteChanged {
+                id: id.clone(),
+                by_peer: None,
+            });
             Ok(())
         })?;
         self.shared.wake.notify_one();
@@ -742,7 +745,10 @@ impl Node {
             if changed {
                 open.updated_at = now;
                 st.dirty.insert(id.clone());
-                st.outbox.push(NodeEvent::NoteChanged { id: id.clone() });
+                st.outbox.push(NodeEvent::NoteChanged {
+                    id: id.clone(),
+                    by_peer: None,
+                });
             }
             Ok(changed)
         })?;

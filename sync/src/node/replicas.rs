@@ -261,7 +261,10 @@ impl PeerReplicas<'_> {
             })
             .map_err(|e| e.to_string())?;
         self.st.dirty.insert(id.clone());
-        self.st.outbox.push(NodeEvent::NoteChanged { id });
+        self.st.outbox.push(NodeEvent::NoteChanged {
+            id,
+            by_peer: Some(self.peer.clone()),
+        });
         Ok(())
     }
 
@@ -297,7 +300,10 @@ impl PeerReplicas<'_> {
             if let Some(open) = self.st.open.get_mut(&id) {
                 open.updated_at = now_ms();
                 self.st.dirty.insert(id.clone());
-                self.st.outbox.push(NodeEvent::NoteChanged { id });
+                self.st.outbox.push(NodeEvent::NoteChanged {
+                    id,
+                    by_peer: Some(self.peer.clone()),
+                });
             }
         }
         self.promote(space, doc, arrived_whole)

@@ -273,7 +273,10 @@ impl State {
             // A vouch is no edit: the note keeps its time and its author.
             if open.note.vouch_for(device, now) {
                 self.dirty.insert(id.clone());
-                self.outbox.push(NodeEvent::NoteChanged { id: id.clone() });
+                self.outbox.push(NodeEvent::NoteChanged {
+                    id: id.clone(),
+                    by_peer: None,
+                });
             }
         }
     }
@@ -427,7 +430,8 @@ impl State {
         if let Some((old, _)) = self.private_switch.take() {
             if let Some(retired) = self.spaces.remove(&old) {
                 for id in retired.space.notes() {
-                    self.outbox.push(NodeEvent::NoteChanged { id });
+                    self.outbox
+                        .push(NodeEvent::NoteChanged { id, by_peer: None });
                 }
             }
             written.retain(|id| *id != old);

@@ -57,7 +57,10 @@ impl Node {
                 if doc.get_heads() != before {
                     open.updated_at = now_ms();
                     st.dirty.insert(id.clone());
-                    st.outbox.push(NodeEvent::NoteChanged { id: id.clone() });
+                    st.outbox.push(NodeEvent::NoteChanged {
+                        id: id.clone(),
+                        by_peer: None,
+                    });
                 }
             }
             let doc = st.load(id)?.note.doc_mut();

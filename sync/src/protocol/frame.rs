@@ -82,6 +82,11 @@ pub enum Frame {
     /// (signed ops, in causal order): how a removed device learns that it
     /// was removed, and by whom. Sent instead of syncing that space.
     Removed { space: SpaceKey, ops: Vec<Vec<u8>> },
+    /// The devices (node ids) the sender has sync connections to now,
+    /// the receiver aside: a change the sender got from one of them goes
+    /// to the receiver from that device, not again from the sender. Sent
+    /// after the hello and whenever they change.
+    Links { devices: Vec<String> },
     /// The next piece of the body of a frame too large for one (`total`
     /// bytes in all, over `MAX_FRAME_BYTES`). Its parts go back to back,
     /// nothing between them; the last one completes the frame.

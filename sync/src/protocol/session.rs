@@ -194,6 +194,11 @@ pub struct Session {
     /// Documents sent whole whose receipt the peer has not acknowledged yet:
     /// until it does, they are not remembered as synced.
     unacknowledged: BTreeSet<(SpaceKey, DocKey)>,
+    /// The devices the peer said it is connected to (`Frame::Links`).
+    peer_links: BTreeSet<String>,
+    /// Documents changed here by what one of those devices sent, and so not
+    /// relayed to the peer: made due if the peer's link to it goes.
+    not_relayed: BTreeMap<String, BTreeSet<(SpaceKey, DocKey)>>,
     /// Documents whose sync message would not fit in a message: not sent again
     /// in this session (making it again would cost as much, for nothing).
     too_large: BTreeSet<(SpaceKey, DocKey)>,
@@ -221,6 +226,8 @@ impl Session {
             unacknowledged: BTreeSet::new(),
             acknowledged: HashMap::new(),
             too_large: BTreeSet::new(),
+            peer_links: BTreeSet::new(),
+            not_relayed: BTreeMap::new(),
         }
     }
 
@@ -310,6 +317,34 @@ impl Session {
         if self.phase == Phase::Open && self.shared.contains(space) {
             self.make_due(space, doc, Due::Sync);
         }
+    }
+
+    /// `doc` changed here because of what `from` (another device this one
+    /// syncs with) sent. If the peer said it is connected to `from`, it has
+    /// the change from there: each device gets a change once, not once per
+    /// path. Otherwise it is relayed like a local change.
+    pub fn relayed_change(&mut self, space: &SpaceKey, doc: &DocKey, from: &str) {
+        if self.phase != Phase::Open || !self.shared.contains(space) {
+            return;
+        }
+        if self.peer_links.contains(from) {
+            self.not_relayed
+                .entry(from.to_string())
+                .or_default()
+                .insert((*space, doc.clone()));
+        } else {
+            self.make_due(space, doc, Due::Sync);
+        }
+    }
+
+    /// Tells the peer which devices this one is connected to now (the peer
+    /// aside), replacing a list still queued.
+    pub fn send_links(&mut self, devices: Vec<String>) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        self.outbox.retain(|f| !matches!(f, Frame::Links { .. }));
+        self.outbox.push_back(Frame::Links { devices });
     }
 
     /// Queues a presence update for the peer (dropped if the session is not open).
@@ -416,6 +451,7 @@ impl Session {
                 attestations,
             } => self.on_document(space, doc, &heads, &saved, &attestations, replicas),
             Frame::Presence { doc, payload } => self.on_presence(doc, payload),
+            Frame::Links { devices } => self.on_links(devices),
             Frame::Goodbye { reason } => {
                 self.on_goodbye(reason);
                 Ok(())
@@ -752,6 +788,23 @@ impl Session {
             .retain(|e| !matches!(e, SessionEvent::Presence { doc: d, .. } if *d == doc));
         self.events
             .push_back(SessionEvent::Presence { doc, payload });
+        Ok(())
+    }
+
+    /// The devices the peer is connected to now. What was not relayed to it
+    /// because it was connected to a device it no longer is goes now.
+    fn on_links(&mut self, devices: Vec<String>) -> Result<(), SessionError> {
+        self.require_open("links")?;
+        let devices: BTreeSet<String> = devices.into_iter().collect();
+        let gone: Vec<String> = self.peer_links.difference(&devices).cloned().collect();
+        for device in gone {
+            for (space, doc) in self.not_relayed.remove(&device).unwrap_or_default() {
+                if self.shared.contains(&space) {
+                    self.make_due(&space, &doc, Due::Sync);
+                }
+            }
+        }
+        self.peer_links = devices;
         Ok(())
     }
 
@@ -1245,5 +1298,56 @@ mod tests {
         s.local_change(&[1; 16], &"big".to_string());
         assert_eq!(s.poll_transmit(&mut replicas), None);
         assert_eq!(s.poll_event(), None);
+    }
+
+    #[test]
+    fn a_change_is_relayed_only_to_a_peer_not_connected_to_where_it_came_from() {
+        use automerge::transaction::Transactable;
+        let mut doc = automerge::AutoCommit::new();
+        doc.put(automerge::ROOT, "x", 1).unwrap();
+        let mut replicas = Fixture {
+            docs: BTreeMap::from([("d".to_string(), doc)]),
+            primed: true,
+        };
+        let mut s = Session::new();
+        s.start(&mut replicas);
+        s.send_links(vec!["ours".into()]);
+        let ours: Vec<Frame> = std::iter::from_fn(|| s.poll_transmit(&mut replicas)).collect();
+        assert!(
+            matches!(ours.as_slice(), [Frame::Hello { .. }, Frame::Links { devices }] if devices == &["ours".to_string()]),
+            "the hello, then the links: {ours:?}"
+        );
+        s.handle_frame(hello(vec![summary()]), &mut replicas)
+            .unwrap();
+        while s.poll_transmit(&mut replicas).is_some() {}
+        let links = |devices: &[&str]| Frame::Links {
+            devices: devices.iter().map(|d| d.to_string()).collect(),
+        };
+        s.handle_frame(links(&["carol", "dave"]), &mut replicas)
+            .unwrap();
+        let sent = |s: &mut Session, replicas: &mut Fixture| -> Vec<String> {
+            std::iter::from_fn(|| s.poll_transmit(replicas))
+                .filter_map(|f| match f {
+                    Frame::Sync { doc, .. } => Some(doc),
+                    _ => None,
+                })
+                .collect()
+        };
+
+        // From Carol, whom the peer is connected to: it has it from her.
+        s.relayed_change(&[1; 16], &"d".to_string(), "carol");
+        assert!(sent(&mut s, &mut replicas).is_empty());
+        // From Erin, whom it is not: relayed.
+        s.relayed_change(&[1; 16], &"d".to_string(), "erin");
+        assert_eq!(sent(&mut s, &mut replicas), vec!["d".to_string()]);
+
+        // Once its link to Carol goes, what came from her goes too.
+        s.relayed_change(&[1; 16], &"e".to_string(), "carol");
+        assert!(sent(&mut s, &mut replicas).is_empty());
+        s.handle_frame(links(&["dave"]), &mut replicas).unwrap();
+        assert_eq!(sent(&mut s, &mut replicas), vec!["e".to_string()]);
+        // A local change always goes.
+        s.local_change(&[1; 16], &"f".to_string());
+        assert_eq!(sent(&mut s, &mut replicas), vec!["f".to_string()]);
     }
 }

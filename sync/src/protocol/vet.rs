@@ -53,6 +53,8 @@ pub const MAX_DOC_KEY: usize = 64;
 /// Most spaces in a hello, and documents in one `Heads` frame.
 pub const MAX_SPACES: usize = 4096;
 pub const MAX_HEADS_DOCS: usize = 1 << 20;
+/// Most devices a `Links` frame names (each a node id, as short as a doc key).
+pub const MAX_LINKS: usize = 4096;
 /// Most attestations in one frame: one per author of the document.
 pub const MAX_ATTESTATIONS: usize = 4096;
 /// Most actors a document chunk may name, and columns per column set.
@@ -141,6 +143,13 @@ fn check_frame(frame: &Frame) -> Result<(), String> {
             chunks(saved, &mut Budget::for_sent(saved.len()))
         }
         Frame::Presence { doc, .. } => doc_key(doc),
+        Frame::Links { devices } => {
+            at_most(devices.len(), MAX_LINKS, "devices in a links frame")?;
+            for device in devices {
+                doc_key(device)?;
+            }
+            Ok(())
+        }
         Frame::Removed { ops, .. } => {
             at_most(ops.len(), membership::MAX_OPS, "membership ops")?;
             for op in ops {
