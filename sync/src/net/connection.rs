@@ -127,12 +127,12 @@ pub(super) async fn drive(
     node: Arc<Node>,
     conn: Connection,
     initiator: bool,
-    changes: broadcast::Sender<Outgoing>,
+    outgoing: broadcast::Sender<Outgoing>,
     activity: Arc<Activity>,
     connected: Connected,
 ) -> anyhow::Result<()> {
     let span = tracing::info_span!("peer", peer = %conn.remote_id().fmt_short());
-    run(node, conn, initiator, changes, activity, connected)
+    run(node, conn, initiator, outgoing, activity, connected)
         .instrument(span)
         .await
 }
@@ -149,11 +149,11 @@ async fn run(
     node: Arc<Node>,
     conn: Connection,
     initiator: bool,
-    links: broadcast::Sender<Outgoing>,
+    outgoing: broadcast::Sender<Outgoing>,
     activity: Arc<Activity>,
     connected: Connected,
 ) -> anyhow::Result<()> {
-    let mut changes = links.subscribe();
+    let mut changes = outgoing.subscribe();
     let peer = conn.remote_id().to_string();
     if node.with_peer(&peer, |r| r.shared_spaces().is_empty()) {
         let notices = node.with_peer(&peer, |r| r.removal_notices());
@@ -181,7 +181,7 @@ async fn run(
         node.clone(),
         activity.clone(),
         connected.clone(),
-        links,
+        outgoing,
         &conn,
         &addrs,
     );
