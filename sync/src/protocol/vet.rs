@@ -761,4 +761,21 @@ mod tests {
         let too_many_docs = hello((0..=MAX_HEADS_DOCS).map(|_| listed("d", 0)).collect());
         assert!(Vetted::check(too_many_docs).is_err());
     }
+
+    #[test]
+    fn links_that_name_too_many_devices_or_long_ids_are_refused() {
+        let links = |devices: Vec<String>| Frame::Links { devices };
+        let id = "ab".repeat(32);
+        assert!(Vetted::check(links(vec![id.clone(); 20])).is_ok());
+        assert!(Vetted::check(links(vec![id; MAX_LINKS + 1])).is_err());
+        assert!(Vetted::check(links(vec!["k".repeat(MAX_DOC_KEY + 1)])).is_err());
+        let part = Frame::Part {
+            total: 1 << 30,
+            bytes: vec![1; 10],
+        };
+        assert!(
+            Vetted::check(part).is_err(),
+            "a part never reaches a session"
+        );
+    }
 }
