@@ -375,7 +375,7 @@ fn queue_out(
             SessionEvent::TooLarge { doc, bytes, .. } => tracing::warn!(
                 doc,
                 bytes,
-                "not sent to the peer in this session: more than fits in one frame"
+                "not sent to the peer in this session: more than fits in one message"
             ),
             // The reason may be the peer's words: logged quoted, never raw.
             SessionEvent::Closed { reason } => tracing::info!(?reason, "session closed"),
