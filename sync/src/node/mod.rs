@@ -762,10 +762,7 @@ impl Node {
     fn with_state<R>(&self, f: impl FnOnce(&mut State) -> Result<R>) -> Result<R> {
         let result = {
             let mut st = lock(&self.shared.state);
-            match st.read_spaces_if_unread() {
-                Ok(()) => f(&mut st),
-                Err(e) => Err(e),
-            }
+            st.read_spaces_if_unread().and_then(|()| f(&mut st))
         };
         self.send_outbox();
         result
@@ -1008,12 +1005,7 @@ mod tests {
         writer
             .add_member(team, bob.node_id(), "Bob", crate::membership::Role::Editor)
             .unwrap();
-        writer
-            .create_in(
-                team, "# Plan
-",
-            )
-            .unwrap();
+        writer.create_in(team, "# Plan\n").unwrap();
         writer.flush().unwrap();
 
         let mut options = NodeOptions::new(dir.path());

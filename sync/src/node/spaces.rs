@@ -369,7 +369,7 @@ impl State {
             id: id.to_string(),
             name: PRIVATE_SPACE_NAME.into(),
             chunks: vec![space.take_incremental()],
-            members: member_names(&space),
+            members: recorded_members(&space),
         })?;
         self.spaces.insert(id, OpenSpace::new(space, 1));
         self.private_space = Some(id);
@@ -385,7 +385,7 @@ impl State {
         let differing: Vec<(String, Vec<(String, String)>)> = self
             .spaces
             .iter()
-            .map(|(id, open)| (id.to_string(), member_names(&open.space)))
+            .map(|(id, open)| (id.to_string(), recorded_members(&open.space)))
             .filter(|(id, members)| recorded.get(id) != Some(members))
             .collect();
         if differing.is_empty() {
@@ -408,7 +408,7 @@ impl State {
                 id: id.to_string(),
                 name: open.space.name(),
                 chunks: open.pending.clone(),
-                members: member_names(&open.space),
+                members: recorded_members(&open.space),
             });
         }
         writes
@@ -464,7 +464,7 @@ impl State {
 }
 
 /// A space's members as the store records them: `(node id, name)`.
-fn member_names(space: &Space) -> Vec<(String, String)> {
+fn recorded_members(space: &Space) -> Vec<(String, String)> {
     let mut members: Vec<(String, String)> = space
         .members()
         .into_iter()
